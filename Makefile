@@ -1,0 +1,38 @@
+# The few commands a person types. Everything installs into .venv; nothing global.
+VENV ?= .venv
+PYTHON ?= python3.11
+BIN := $(VENV)/bin
+# torch is pinned: 2.13.0 is a local CPU wheel on these machines; anything else pulls GBs of CUDA.
+TORCH_PIN := torch==2.13.0
+DEFAULT_BUNDLE := models/digits-vae/1
+
+.PHONY: setup test lint check train clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(BIN)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_PIN)"
+	$(BIN)/python -m pip install --quiet -e ".[train,serve,dev]"
+	touch $@
+
+setup: $(BIN)/.installed  ## create .venv with training, serving and test dependencies
+
+test: setup  ## run the whole test suite
+	$(BIN)/pytest
+
+lint: setup  ## ruff and mypy, as CI runs them
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy bundle training tests
+
+check: test lint  ## everything CI runs
+
+train: setup  ## (re)train the default bundle on digits; writes $(DEFAULT_BUNDLE)
+	$(BIN)/vae-train --dataset digits --name digits-vae --version 1 --out $(DEFAULT_BUNDLE) --overwrite
+
+clean:  ## remove caches (keeps .venv and models/)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache build *.egg-info

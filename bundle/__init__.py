@@ -1,0 +1,1 @@
+"""The model-bundle contract shared by training/ and service/: numpy and pydantic only."""

@@ -1,0 +1,140 @@
+"""`model.json`: the self-describing manifest of a model bundle (DESIGN.md section 2).
+
+Written by `training.export`, validated by whoever loads a bundle. Pydantic models so a bundle
+with a missing or mistyped field is refused with a message that names the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FORMAT_VERSION = 1
+MANIFEST_FILENAME = "model.json"
+ENCODER_FILENAME = "encoder.onnx"
+DECODER_FILENAME = "decoder.onnx"
+
+ModelKind = Literal["vae", "ae", "sparse_ae", "denoising_ae"]
+LikelihoodKind = Literal["bernoulli", "gaussian"]
+ScoreType = Literal["recon_mse", "neg_elbo"]
+
+
+class _Strict(BaseModel):
+    # Unknown keys are kept (a newer trainer may add some) but known ones are type-checked.
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class InputSpec(_Strict):
+    shape: list[int] = Field(description="per-item shape the encoder graph takes, no batch axis")
+    dtype: Literal["float32"] = "float32"
+    image_shape: list[int] | None = Field(
+        default=None, description="(C, H, W) when the data are images, else null"
+    )
+    feature_count: int = Field(description="product of shape: the flattened feature count")
+
+
+class PreprocessingSpec(_Strict):
+    kind: Literal["minmax", "standard", "none"]
+    formula: str
+    offset: list[float]
+    scale: list[float]
+    clip: list[float] | None = None
+
+
+class LikelihoodSpec(_Strict):
+    kind: LikelihoodKind
+    sigma: float | None = Field(
+        default=None, description="decoder std of the Gaussian likelihood, model units"
+    )
+
+
+class ScoreCalibration(_Strict):
+    """Validation statistics of one score type and the threshold fixed from them."""
+
+    threshold: float
+    percentile: float
+    n_samples: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    # Scores at percentiles 0, 1, ..., 100 of the validation data: lets a server turn a score
+    # into a calibrated tail probability without shipping the validation set.
+    quantiles: list[float] = Field(min_length=101, max_length=101)
+
+
+class AnomalySpec(_Strict):
+    default_score: ScoreType
+    scores: dict[ScoreType, ScoreCalibration]
+    calibrated_on: str = Field(description="which data the thresholds were fitted on")
+    elbo_samples: int = Field(description="posterior samples L in the neg_elbo estimate")
+    elbo_seed: int = Field(description="seed of the fixed epsilon shared by every item")
+
+
+class TensorSpec(_Strict):
+    name: str
+    shape: list[int | str]
+    dtype: str = "float32"
+
+
+class GraphSpec(_Strict):
+    file: str
+    sha256: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+
+class OnnxSpec(_Strict):
+    opset: int
+    encoder: GraphSpec
+    decoder: GraphSpec
+    parity_max_abs_error: dict[str, float] = Field(
+        default_factory=dict, description="torch vs onnxruntime at export time, per batch size"
+    )
+
+
+class ModelManifest(_Strict):
+    format_version: int = FORMAT_VERSION
+    name: str
+    version: str
+    kind: ModelKind
+    created_at: str
+    input: InputSpec
+    latent_dim: int
+    preprocessing: PreprocessingSpec
+    likelihood: LikelihoodSpec
+    anomaly: AnomalySpec
+    onnx: OnnxSpec
+    metrics: dict[str, Any]
+    training: dict[str, Any]
+
+    @property
+    def is_variational(self) -> bool:
+        return self.kind == "vae"
+
+    def write(self, bundle_dir: Path) -> Path:
+        path = bundle_dir / MANIFEST_FILENAME
+        path.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def read(cls, bundle_dir: Path) -> ModelManifest:
+        path = bundle_dir / MANIFEST_FILENAME
+        manifest = cls.model_validate_json(path.read_text(encoding="utf-8"))
+        if manifest.format_version != FORMAT_VERSION:
+            raise ValueError(
+                f"{path}: format_version {manifest.format_version} is not supported "
+                f"(this build reads {FORMAT_VERSION})"
+            )
+        return manifest
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,139 @@
+"""A model bundle loaded into onnxruntime: validated, then encode / decode / score in numpy.
+
+The trainer uses it to calibrate thresholds and to evaluate bundles on new data; the service
+wraps it. Loading checks the manifest schema, the sha256 of each graph, and the graphs' input
+and output names against the manifest, so a bundle that does not match its description never
+serves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from bundle.manifest import GraphSpec, ModelManifest, ScoreType, sha256_of
+from bundle.preprocessing import Preprocessing
+from bundle.scoring import anomaly_scores, fixed_epsilon
+
+FloatArray = npt.NDArray[np.float32]
+
+
+class BundleError(ValueError):
+    """A bundle on disk that cannot be served; the message names the bundle and the reason."""
+
+
+@dataclass(frozen=True)
+class Encoding:
+    mu: FloatArray  # (B, d); the code z itself for a plain autoencoder
+    logvar: FloatArray | None  # (B, d); None for autoencoders
+
+
+def _check_graph(session: ort.InferenceSession, spec: GraphSpec, where: Path) -> None:
+    inputs = [node.name for node in session.get_inputs()]
+    outputs = [node.name for node in session.get_outputs()]
+    if inputs != [t.name for t in spec.inputs] or outputs != [t.name for t in spec.outputs]:
+        raise BundleError(
+            f"{where}: graph has inputs {inputs} and outputs {outputs}, "
+            f"model.json says {[t.name for t in spec.inputs]} -> {[t.name for t in spec.outputs]}"
+        )
+    for node, declared in zip(session.get_inputs(), spec.inputs, strict=True):
+        # The batch axis is symbolic in the graph; every other axis must match the manifest.
+        if [d for d in node.shape[1:]] != [d for d in declared.shape[1:]]:
+            raise BundleError(
+                f"{where}: input {node.name} has shape {node.shape}, "
+                f"model.json says {declared.shape}"
+            )
+
+
+class OnnxBundle:
+    def __init__(
+        self,
+        bundle_dir: Path,
+        *,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        session_options: ort.SessionOptions | None = None,
+    ) -> None:
+        self.path = Path(bundle_dir)
+        try:
+            self.manifest = ModelManifest.read(self.path)
+        except FileNotFoundError as error:
+            raise BundleError(f"{self.path}: no model.json") from error
+        except ValueError as error:
+            raise BundleError(f"{self.path}: model.json is invalid: {error}") from error
+        self.preprocessing = Preprocessing.from_manifest(self.manifest.preprocessing.model_dump())
+        self.encoder = self._open(self.manifest.onnx.encoder, providers, session_options)
+        self.decoder = self._open(self.manifest.onnx.decoder, providers, session_options)
+        self.input_shape = tuple(self.manifest.input.shape)
+        anomaly = self.manifest.anomaly
+        self._epsilon = fixed_epsilon(
+            anomaly.elbo_samples, self.manifest.latent_dim, anomaly.elbo_seed
+        )
+
+    def _open(
+        self,
+        spec: GraphSpec,
+        providers: Sequence[str],
+        options: ort.SessionOptions | None,
+    ) -> ort.InferenceSession:
+        path = self.path / spec.file
+        if not path.is_file():
+            raise BundleError(f"{self.path}: {spec.file} is missing")
+        actual = sha256_of(path)
+        if actual != spec.sha256:
+            raise BundleError(
+                f"{path}: sha256 {actual[:12]}... does not match model.json ({spec.sha256[:12]}...)"
+            )
+        session = ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+        _check_graph(session, spec, path)
+        return session
+
+    # --- model-space operations: inputs already preprocessed, shaped (B, *input_shape) ---
+
+    def encode_model(self, x_model: FloatArray) -> Encoding:
+        outputs = self.encoder.run(None, {self.manifest.onnx.encoder.inputs[0].name: x_model})
+        if self.manifest.is_variational:
+            return Encoding(mu=outputs[0], logvar=outputs[1])
+        return Encoding(mu=outputs[0], logvar=None)
+
+    def decode_model(self, z: FloatArray) -> FloatArray:
+        name = self.manifest.onnx.decoder.inputs[0].name
+        result: FloatArray = self.decoder.run(None, {name: np.ascontiguousarray(z)})[0]
+        return result
+
+    def to_model_input(self, x: npt.NDArray[np.floating]) -> FloatArray:
+        """User units (B, *input_shape) -> model space; reshapes a flat (B, D) image batch."""
+        x = np.asarray(x, dtype=np.float32)
+        return np.ascontiguousarray(
+            self.preprocessing.apply(x.reshape((len(x), *self.input_shape)))
+        )
+
+    def scores(
+        self, x: npt.NDArray[np.floating], score_type: ScoreType | None = None
+    ) -> npt.NDArray[np.float64]:
+        """Anomaly scores of a raw batch in user units. (B,)"""
+        score_type = score_type or self.manifest.anomaly.default_score
+        x_model = self.to_model_input(x)
+        encoding = self.encode_model(x_model)
+        likelihood = self.manifest.likelihood
+        try:
+            return anomaly_scores(
+                score_type,
+                x_model,
+                encoding.mu,
+                encoding.logvar,
+                self.decode_model,
+                likelihood.kind,
+                likelihood.sigma,
+                self._epsilon,
+            )
+        except ValueError as error:
+            raise BundleError(f"{self.manifest.name}: {error}") from error
+
+    @property
+    def kind(self) -> str:
+        return self.manifest.kind

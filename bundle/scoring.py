@@ -1,0 +1,151 @@
+"""Anomaly scores in numpy, computed from the encoder and decoder graphs' outputs.
+
+One implementation for both halves: the trainer calibrates thresholds with these functions on
+onnxruntime outputs, and the service scores requests with the same functions, so a served score
+is comparable with the stored threshold to the last bit.
+
+Every score is per item, in model units (after preprocessing), and higher means more anomalous.
+Each item's score depends only on that item: the Monte Carlo noise of `neg_elbo` is one fixed
+epsilon matrix shared by all items (common random numbers), not a draw per batch position, so
+scoring a batch equals scoring its items one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float32]
+AnyFloatArray = npt.NDArray[np.floating[Any]]  # inputs: float32 from graphs, float64 from math
+Float64Array = npt.NDArray[np.float64]
+
+LOG_2PI = float(np.log(2.0 * np.pi))
+# Decoder means of a Bernoulli model come through a float32 sigmoid, which saturates to exactly
+# 0 or 1; clamping keeps log p finite while costing at most ~14 nats per pixel.
+BERNOULLI_EPS = 1e-6
+
+
+def flatten_items(x: AnyFloatArray) -> Float64Array:
+    return np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+
+
+def recon_mse(x_model: AnyFloatArray, x_mean: AnyFloatArray) -> Float64Array:
+    """Mean squared reconstruction error per item, over features. (B,)"""
+    diff = flatten_items(x_model) - flatten_items(x_mean)
+    result: Float64Array = np.mean(diff * diff, axis=1)
+    return result
+
+
+def per_feature_squared_error(x_model: AnyFloatArray, x_mean: AnyFloatArray) -> Float64Array:
+    """Squared error of every feature, shaped like the inputs. (B, *shape)"""
+    diff = np.asarray(x_model, dtype=np.float64) - np.asarray(x_mean, dtype=np.float64)
+    return diff * diff
+
+
+def bernoulli_nll(x_model: AnyFloatArray, p: AnyFloatArray) -> Float64Array:
+    """-log p(x | z) under independent Bernoullis with means `p`, summed over features. (B,)"""
+    x = flatten_items(x_model)
+    probs = np.clip(flatten_items(p), BERNOULLI_EPS, 1.0 - BERNOULLI_EPS)
+    result: Float64Array = -np.sum(x * np.log(probs) + (1.0 - x) * np.log1p(-probs), axis=1)
+    return result
+
+
+def gaussian_nll(x_model: AnyFloatArray, mean: AnyFloatArray, sigma: float) -> Float64Array:
+    """-log N(x; mean, sigma^2 I) summed over features, constant included (nats). (B,)"""
+    x, m = flatten_items(x_model), flatten_items(mean)
+    squared = np.sum((x - m) ** 2, axis=1)
+    features = x.shape[1]
+    result: Float64Array = 0.5 * squared / sigma**2 + features * (np.log(sigma) + 0.5 * LOG_2PI)
+    return result
+
+
+def reconstruction_nll(
+    x_model: AnyFloatArray, mean: AnyFloatArray, likelihood: str, sigma: float | None
+) -> Float64Array:
+    if likelihood == "bernoulli":
+        return bernoulli_nll(x_model, mean)
+    if likelihood == "gaussian":
+        if sigma is None or sigma <= 0:
+            raise ValueError("a Gaussian likelihood needs a positive sigma")
+        return gaussian_nll(x_model, mean, sigma)
+    raise ValueError(f"unknown likelihood {likelihood!r}")
+
+
+def kl_to_standard_normal(mu: AnyFloatArray, logvar: AnyFloatArray) -> Float64Array:
+    """KL(N(mu, diag(exp(logvar))) || N(0, I)) per item (Kingma & Welling 2014, appendix B)."""
+    m, lv = np.asarray(mu, dtype=np.float64), np.asarray(logvar, dtype=np.float64)
+    result: Float64Array = -0.5 * np.sum(1.0 + lv - m * m - np.exp(lv), axis=1)
+    return result
+
+
+def fixed_epsilon(samples: int, latent_dim: int, seed: int) -> FloatArray:
+    """The shared epsilon (L, d) of the neg_elbo estimate: same seed, same numbers everywhere."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((samples, latent_dim)).astype(np.float32)
+
+
+def neg_elbo(
+    x_model: AnyFloatArray,
+    mu: AnyFloatArray,
+    logvar: AnyFloatArray,
+    decode: Callable[[FloatArray], FloatArray],
+    likelihood: str,
+    sigma: float | None,
+    epsilon: FloatArray,
+) -> Float64Array:
+    """-ELBO = E_q[-log p(x|z)] + KL(q || p), the expectation over the L rows of `epsilon`.
+
+    z_il = mu_i + exp(logvar_i / 2) * eps_l; the decoder runs once on all B*L latents.
+    """
+    batch, latent = mu.shape
+    samples = epsilon.shape[0]
+    std = np.exp(0.5 * logvar.astype(np.float32))
+    z = mu[:, None, :] + std[:, None, :] * epsilon[None, :, :]  # (B, L, d)
+    means = decode(z.reshape(batch * samples, latent).astype(np.float32))
+    repeated_x = np.repeat(flatten_items(x_model), samples, axis=0)
+    nll = reconstruction_nll(repeated_x, means, likelihood, sigma).reshape(batch, samples)
+    result: Float64Array = nll.mean(axis=1) + kl_to_standard_normal(mu, logvar)
+    return result
+
+
+def tail_probability(scores: npt.NDArray[np.floating], quantiles: list[float]) -> FloatArray:
+    """P(validation score >= s), read off the stored percentiles by linear interpolation.
+
+    0.01 means only about 1% of normal validation items scored this high: a calibrated number a
+    client can threshold without knowing the score's scale.
+    """
+    levels = np.linspace(1.0, 0.0, num=len(quantiles))  # survival at each stored percentile
+    q = np.asarray(quantiles, dtype=np.float64)
+    return np.interp(np.asarray(scores, dtype=np.float64), q, levels, left=1.0, right=0.0).astype(
+        np.float32
+    )
+
+
+SCORE_TYPES = ("recon_mse", "neg_elbo")
+
+
+def anomaly_scores(
+    score_type: str,
+    x_model: AnyFloatArray,
+    mu: AnyFloatArray,
+    logvar: AnyFloatArray | None,
+    decode: Callable[[FloatArray], FloatArray],
+    likelihood: str,
+    sigma: float | None,
+    epsilon: FloatArray,
+) -> Float64Array:
+    """One score type for a batch already encoded. `mu` is the code z of an autoencoder.
+
+    recon_mse: squared error of the mean path x -> mu -> decoder mean, averaged over features.
+    neg_elbo: the Monte Carlo -ELBO above, VAEs only (logvar is needed).
+    """
+    if score_type == "recon_mse":
+        return recon_mse(x_model, decode(mu))
+    if score_type == "neg_elbo":
+        if logvar is None:
+            raise ValueError("neg_elbo needs a VAE's logvar; autoencoders have recon_mse only")
+        return neg_elbo(x_model, mu, logvar, decode, likelihood, sigma, epsilon)
+    raise ValueError(f"unknown score type {score_type!r}; known: {', '.join(SCORE_TYPES)}")

@@ -1,0 +1,114 @@
+"""From a config and the data's shape to a model and the objective that trains it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from training.config import TrainingConfig
+from training.models import (
+    VAE,
+    Autoencoder,
+    ConvDecoder,
+    ConvEncoder,
+    DecoderLikelihood,
+    Likelihood,
+    LossTerms,
+    MLPDecoder,
+    MLPEncoder,
+    autoencoder_loss,
+    vae_loss,
+)
+
+# (model, x, kl_weight, generator) -> loss terms of one batch
+Objective = Callable[[nn.Module, torch.Tensor, float, torch.Generator | None], LossTerms]
+
+BUNDLE_KIND = {"vae": "vae", "ae": "ae", "sparse-ae": "sparse_ae", "denoising-ae": "denoising_ae"}
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """What the encoder graph takes per item: flat (D,) for an MLP, (C, H, W) for a conv net."""
+
+    shape: tuple[int, ...]
+    image_shape: tuple[int, int, int] | None
+
+
+def model_input(
+    config: TrainingConfig, feature_shape: tuple[int, ...], is_image: bool
+) -> ModelInput:
+    image_shape = (feature_shape[0], feature_shape[1], feature_shape[2]) if is_image else None
+    if config.arch == "conv":
+        if image_shape is None:
+            raise ValueError(
+                "--arch conv needs image data (N, C, H, W); this data set is tabular: "
+                "use --arch mlp"
+            )
+        return ModelInput(shape=image_shape, image_shape=image_shape)
+    return ModelInput(shape=(math.prod(feature_shape),), image_shape=image_shape)
+
+
+def resolve_likelihood(config: TrainingConfig, is_image: bool) -> Likelihood:
+    if config.likelihood == "auto":
+        return "bernoulli" if is_image else "gaussian"
+    return config.likelihood
+
+
+def build_model(config: TrainingConfig, shape: ModelInput, likelihood: Likelihood) -> nn.Module:
+    latent = config.latent_dim
+    encoder_out = 2 * latent if config.model == "vae" else latent  # VAE: mu and logvar
+    encoder: nn.Module
+    decoder: nn.Module
+    if config.arch == "conv":
+        assert shape.image_shape is not None
+        channels = config.conv_channel_sizes()
+        encoder = ConvEncoder(shape.image_shape, channels, encoder_out)
+        decoder = ConvDecoder(latent, channels, shape.image_shape)
+    else:
+        hidden = config.hidden_sizes()
+        encoder = MLPEncoder(shape.shape, hidden, encoder_out)
+        decoder = MLPDecoder(latent, hidden, shape.shape)
+    output = DecoderLikelihood(likelihood, config.sigma_value())
+    if config.model == "vae":
+        return VAE(encoder, decoder, latent, output)
+    return Autoencoder(encoder, decoder, latent, output, sigmoid_code=config.model == "sparse-ae")
+
+
+def build_objective(config: TrainingConfig) -> Objective:
+    if config.model == "vae":
+
+        def objective(
+            model: nn.Module, x: torch.Tensor, kl_weight: float, generator: torch.Generator | None
+        ) -> LossTerms:
+            assert isinstance(model, VAE)
+            return vae_loss(model, x, beta=config.beta, kl_weight=kl_weight, generator=generator)
+
+        return objective
+
+    def ae_objective(
+        model: nn.Module, x: torch.Tensor, kl_weight: float, generator: torch.Generator | None
+    ) -> LossTerms:
+        assert isinstance(model, Autoencoder)
+        if config.model == "sparse-ae":
+            return autoencoder_loss(
+                model,
+                x,
+                sparsity_target=config.sparsity_target,
+                sparsity_weight=config.sparsity_weight,
+                generator=generator,
+            )
+        if config.model == "denoising-ae":
+            return autoencoder_loss(
+                model,
+                x,
+                corruption=config.corruption,
+                corruption_level=config.corruption_level,
+                generator=generator,
+            )
+        return autoencoder_loss(model, x, generator=generator)
+
+    return ae_objective

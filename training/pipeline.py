@@ -1,0 +1,316 @@
+"""One training run end to end: data -> model -> train -> evaluate/calibrate -> bundle on disk.
+
+The bundle is assembled in a temporary sibling folder and renamed into place at the end, so a
+server watching the model repository never sees a half-written bundle.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from bundle.manifest import (
+    AnomalySpec,
+    InputSpec,
+    LikelihoodSpec,
+    ModelManifest,
+    OnnxSpec,
+    PreprocessingSpec,
+    ScoreCalibration,
+    ScoreType,
+)
+from bundle.preprocessing import Preprocessing, fit_preprocessing
+from bundle.runtime import OnnxBundle
+from bundle.scoring import anomaly_scores, fixed_epsilon
+from training.calibrate import calibrate_threshold
+from training.config import TrainingConfig
+from training.data import DataSplits, LoadedData, load_dataset, split_dataset
+from training.evaluate import detection_metrics, heldout_likelihood_metrics
+from training.export import OnnxGraphs, export_model
+from training.factory import (
+    BUNDLE_KIND,
+    ModelInput,
+    build_model,
+    build_objective,
+    model_input,
+    resolve_likelihood,
+)
+from training.models import VAE, Autoencoder, Likelihood
+from training.report_writer import write_report
+from training.train import TrainingResult, resolve_device, train_model
+
+FloatArray = npt.NDArray[np.float32]
+SCORE_BATCH = 1024  # items per onnxruntime call while scoring whole splits
+ELBO_SEED = 0  # the fixed epsilon of neg_elbo; recorded in the bundle
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    bundle_dir: Path
+    manifest: ModelManifest
+    result: TrainingResult
+
+
+def choose_preprocessing(
+    config: TrainingConfig, data: LoadedData, x_train: FloatArray, likelihood: Likelihood
+) -> Preprocessing:
+    kind = config.preprocessing
+    if kind == "auto":
+        kind = "minmax" if data.is_image or likelihood == "bernoulli" else "standard"
+    if likelihood == "bernoulli":
+        if kind == "standard":
+            raise ValueError(
+                "--likelihood bernoulli needs values in [0, 1]: use --preprocessing minmax "
+                "(or auto), not standard"
+            )
+        if kind == "none" and (x_train.min() < 0 or x_train.max() > 1):
+            raise ValueError(
+                "--likelihood bernoulli with --preprocessing none needs data already in [0, 1]; "
+                f"the training data span [{x_train.min():g}, {x_train.max():g}]"
+            )
+    clip = (0.0, 1.0) if likelihood == "bernoulli" else None
+    # Images share one intensity range; table columns each have their own units.
+    return fit_preprocessing(x_train, kind, per_feature=not data.is_image, clip=clip)
+
+
+def _as_model_input(x: FloatArray, prep: Preprocessing, shape: ModelInput) -> FloatArray:
+    return prep.apply(x.reshape((len(x), *shape.shape)))
+
+
+def score_all(
+    graphs: OnnxGraphs,
+    x_model: FloatArray,
+    score_type: str,
+    likelihood: Likelihood,
+    sigma: float | None,
+    epsilon: FloatArray,
+) -> npt.NDArray[np.float64]:
+    parts = []
+    for start in range(0, len(x_model), SCORE_BATCH):
+        chunk = x_model[start : start + SCORE_BATCH]
+        mu, logvar = graphs.encode(chunk)
+        parts.append(
+            anomaly_scores(score_type, chunk, mu, logvar, graphs.decode, likelihood, sigma, epsilon)
+        )
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("torch", "numpy", "onnx", "onnxscript", "onnxruntime", "scikit-learn"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def run_training(
+    config: TrainingConfig,
+    out_dir: Path,
+    *,
+    overwrite: bool = False,
+    show_progress: bool | None = None,
+) -> TrainingOutcome:
+    config.validate()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"{out_dir} already holds files; pick a new --version or pass --overwrite"
+        )
+    data = load_dataset(
+        config.dataset, image_size=config.image_size_hw(), anomaly_labels=config.anomaly_labels
+    )
+    splits = split_dataset(
+        data,
+        seed=config.seed,
+        validation_fraction=config.validation_fraction,
+        test_fraction=config.test_fraction,
+    )
+    shape = model_input(config, data.feature_shape, data.is_image)
+    likelihood = resolve_likelihood(config, data.is_image)
+    prep = choose_preprocessing(config, data, splits.train, likelihood)
+    x_train = _as_model_input(splits.train, prep, shape)
+    x_val = _as_model_input(splits.validation, prep, shape)
+    x_test = _as_model_input(splits.test, prep, shape)
+    test_normal = x_test[~splits.test_is_anomaly]
+    # Figures come from held-out normal items; with --test-fraction 0 the validation split
+    # stands in (and the note in the manifest says so).
+    heldout, heldout_name = (test_normal, "test") if len(test_normal) else (x_val, "validation")
+
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    model = build_model(config, shape, likelihood).to(device)
+    assert isinstance(model, VAE | Autoencoder)
+    objective = build_objective(config)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        report_dir = staging / "report"
+        report_dir.mkdir()
+        result = train_model(
+            model,
+            objective,
+            torch.from_numpy(x_train).to(device),
+            torch.from_numpy(x_val).to(device),
+            config,
+            metrics_path=report_dir / "training_log.jsonl",
+            show_progress=show_progress,
+        )
+        model = model.to("cpu")
+        likelihood_metrics = heldout_likelihood_metrics(
+            model, torch.from_numpy(heldout), iwae_samples=config.iwae_samples
+        )
+        likelihood_metrics["split"] = heldout_name  # type: ignore[assignment]
+        exported = export_model(model, shape.shape, staging, opset=config.opset, seed=config.seed)
+
+        graphs = OnnxGraphs(staging, variational=isinstance(model, VAE))
+        sigma = model.output.sigma()
+        epsilon = fixed_epsilon(config.elbo_samples, config.latent_dim, ELBO_SEED)
+        score_types: list[ScoreType] = (
+            ["recon_mse", "neg_elbo"] if isinstance(model, VAE) else ["recon_mse"]
+        )
+        default_score: ScoreType = "recon_mse" if config.score == "auto" else config.score
+        calibrations: dict[ScoreType, ScoreCalibration] = {}
+        test_scores: dict[str, npt.NDArray[np.float64]] = {}
+        detection: dict[str, dict[str, float]] = {}
+        for score_type in score_types:
+            val_scores = score_all(graphs, x_val, score_type, likelihood, sigma, epsilon)
+            calibrations[score_type] = calibrate_threshold(val_scores, config.threshold_percentile)
+            if len(x_test):
+                test_scores[score_type] = score_all(
+                    graphs, x_test, score_type, likelihood, sigma, epsilon
+                )
+                detection[score_type] = detection_metrics(
+                    test_scores[score_type],
+                    splits.test_is_anomaly,
+                    calibrations[score_type].threshold,
+                )
+
+        manifest = ModelManifest(
+            name=config.name or _default_name(data),
+            version=config.version,
+            kind=BUNDLE_KIND[config.model],  # type: ignore[arg-type]
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            input=InputSpec(
+                shape=list(shape.shape),
+                image_shape=list(shape.image_shape) if shape.image_shape else None,
+                feature_count=int(np.prod(shape.shape)),
+            ),
+            latent_dim=config.latent_dim,
+            preprocessing=PreprocessingSpec(**prep.to_manifest()),
+            likelihood=LikelihoodSpec(kind=likelihood, sigma=sigma),
+            anomaly=AnomalySpec(
+                default_score=default_score,
+                scores=calibrations,
+                calibrated_on=(
+                    f"validation split of normal items ({len(x_val)} items, "
+                    f"percentile {config.threshold_percentile:g})"
+                ),
+                elbo_samples=config.elbo_samples,
+                elbo_seed=ELBO_SEED,
+            ),
+            onnx=OnnxSpec(
+                opset=config.opset,
+                encoder=exported.encoder,
+                decoder=exported.decoder,
+                parity_max_abs_error=exported.parity_max_abs_error,
+            ),
+            metrics={
+                "heldout": likelihood_metrics,
+                "units": "nats per item, model space (after preprocessing)",
+                "anomaly_detection": detection,
+                "anomaly_detection_split": "test: held-out normal items plus every anomaly",
+            },
+            training={
+                "config": config.to_dict(),
+                "dataset": data.description,
+                "split_sizes": {
+                    "train": len(x_train),
+                    "validation": len(x_val),
+                    "test_normal": len(test_normal),
+                    "test_anomalous": int(splits.test_is_anomaly.sum()),
+                },
+                "seed": config.seed,
+                "device": str(device),
+                "epochs_run": len(result.history),
+                "best_epoch": result.best_epoch,
+                "best_val_loss": result.best_val_loss,
+                "stop_reason": result.stop_reason,
+                "seconds": round(result.seconds, 2),
+                "library_versions": library_versions(),
+            },
+        )
+        manifest.write(staging)
+        _verify_bundle(staging, splits, calibrations)
+        if config.plots:
+            write_report(
+                report_dir,
+                model=model,
+                history=result.history,
+                data=data,
+                splits=splits,
+                shape=shape,
+                prep=prep,
+                graphs=graphs,
+                test_scores=test_scores.get(default_score),
+                threshold=calibrations[default_score].threshold,
+                score_type=default_score,
+                seed=config.seed,
+            )
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return TrainingOutcome(bundle_dir=out_dir, manifest=manifest, result=result)
+
+
+def _default_name(data: LoadedData) -> str:
+    name = str(data.description.get("name", "model"))
+    return "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in name).strip("-") or "model"
+
+
+def _verify_bundle(
+    bundle_dir: Path, splits: DataSplits, calibrations: dict[ScoreType, ScoreCalibration]
+) -> None:
+    """Load the finished bundle the way a server will, and check it reproduces calibration.
+
+    The served path starts from raw user-unit inputs, so this also proves the stored
+    preprocessing round-trips.
+    """
+    loaded = OnnxBundle(bundle_dir)
+    for score_type, calibration in calibrations.items():
+        served = loaded.scores(splits.validation, score_type)
+        threshold = float(np.percentile(served, calibration.percentile))
+        if not np.isclose(threshold, calibration.threshold, rtol=1e-5, atol=1e-6):
+            raise RuntimeError(
+                f"the saved bundle scores validation {score_type} with threshold {threshold}, "
+                f"calibration said {calibration.threshold}: bundle and trainer disagree"
+            )
+
+
+def manifest_summary(manifest: ModelManifest) -> dict[str, Any]:
+    """The figures a person wants after a run, small enough to print."""
+    return {
+        "bundle": f"{manifest.name}/{manifest.version}",
+        "kind": manifest.kind,
+        "heldout": manifest.metrics["heldout"],
+        "thresholds": {k: v.threshold for k, v in manifest.anomaly.scores.items()},
+        "anomaly_detection": manifest.metrics["anomaly_detection"],
+        "epochs_run": manifest.training["epochs_run"],
+        "seconds": manifest.training["seconds"],
+        "parity_max_abs_error": manifest.onnx.parity_max_abs_error,
+    }
