@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 DEFAULT_BUNDLE := models/digits-vae/1
 
-.PHONY: setup test lint check train clean help
+.PHONY: setup test lint check train serve clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -27,12 +27,18 @@ test: setup  ## run the whole test suite
 lint: setup  ## ruff and mypy, as CI runs them
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy bundle training tests
+	$(BIN)/mypy bundle training service tests
 
 check: test lint  ## everything CI runs
 
 train: setup  ## (re)train the default bundle on digits; writes $(DEFAULT_BUNDLE)
-	$(BIN)/vae-train --dataset digits --name digits-vae --version 1 --out $(DEFAULT_BUNDLE) --overwrite
+	$(BIN)/vae-train --dataset digits --out $(DEFAULT_BUNDLE) --overwrite
+
+$(DEFAULT_BUNDLE)/model.json:
+	$(MAKE) train
+
+serve: setup $(DEFAULT_BUNDLE)/model.json  ## serve models/ on http://127.0.0.1:8000 (trains the default bundle if missing)
+	$(BIN)/vae-serve --model-repository models --host 127.0.0.1 --port 8000
 
 clean:  ## remove caches (keeps .venv and models/)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build *.egg-info

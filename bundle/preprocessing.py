@@ -19,7 +19,8 @@ PreprocessingKind = Literal["minmax", "standard", "none"]
 FloatArray = npt.NDArray[np.float32]
 
 
-@dataclass(frozen=True)
+# eq=False: fields are arrays, whose == is elementwise; compare with to_manifest() instead.
+@dataclass(frozen=True, eq=False)
 class Preprocessing:
     """`x_model = clip((x - offset) / scale)`; `x = x_model * scale + offset`."""
 
@@ -96,9 +97,9 @@ def fit_preprocessing(
     `clip` is for Bernoulli likelihoods only: clipping hides how far out of range an anomaly
     lies, so Gaussian models keep the unclipped values.
     """
-    x = np.asarray(x_train, dtype=np.float64).reshape(len(x_train), -1)
-    if x.shape[0] == 0:
+    if len(x_train) == 0:
         raise ValueError("cannot fit preprocessing on an empty training set")
+    x = np.asarray(x_train, dtype=np.float64).reshape(len(x_train), -1)
     if kind == "none":
         identity = Preprocessing.identity()
         return Preprocessing(kind="none", offset=identity.offset, scale=identity.scale, clip=clip)

@@ -50,6 +50,37 @@ def _check_graph(session: ort.InferenceSession, spec: GraphSpec, where: Path) ->
             )
 
 
+def _check_manifest_consistency(manifest: ModelManifest, where: Path) -> None:
+    """The graph specs must agree with the manifest's own shapes, or scoring fails later."""
+    latent = manifest.latent_dim
+    expected = {
+        "encoder input": (manifest.onnx.encoder.inputs[0].shape[1:], list(manifest.input.shape)),
+        "decoder input": (manifest.onnx.decoder.inputs[0].shape[1:], [latent]),
+        "decoder output": (manifest.onnx.decoder.outputs[0].shape[1:], list(manifest.input.shape)),
+    }
+    for index, output in enumerate(manifest.onnx.encoder.outputs):
+        expected[f"encoder output {index}"] = (output.shape[1:], [latent])
+    for what, (declared, wanted) in expected.items():
+        if list(declared) != wanted:
+            raise BundleError(
+                f"{where}: model.json's {what} shape {declared} disagrees with "
+                f"input.shape / latent_dim ({wanted})"
+            )
+    size = 1
+    for dim in manifest.input.shape:
+        size *= dim
+    if size != manifest.input.feature_count:
+        raise BundleError(
+            f"{where}: input.feature_count {manifest.input.feature_count} is not the product "
+            f"of input.shape {manifest.input.shape}"
+        )
+    offsets = len(manifest.preprocessing.offset)
+    if offsets not in (1, size):
+        raise BundleError(
+            f"{where}: preprocessing has {offsets} offsets; expected 1 or {size} (one per feature)"
+        )
+
+
 class OnnxBundle:
     def __init__(
         self,
@@ -65,12 +96,18 @@ class OnnxBundle:
             raise BundleError(f"{self.path}: no model.json") from error
         except ValueError as error:
             raise BundleError(f"{self.path}: model.json is invalid: {error}") from error
-        self.preprocessing = Preprocessing.from_manifest(self.manifest.preprocessing.model_dump())
+        _check_manifest_consistency(self.manifest, self.path)
+        try:
+            self.preprocessing = Preprocessing.from_manifest(
+                self.manifest.preprocessing.model_dump()
+            )
+        except ValueError as error:
+            raise BundleError(f"{self.path}: preprocessing in model.json: {error}") from error
         self.encoder = self._open(self.manifest.onnx.encoder, providers, session_options)
         self.decoder = self._open(self.manifest.onnx.decoder, providers, session_options)
         self.input_shape = tuple(self.manifest.input.shape)
         anomaly = self.manifest.anomaly
-        self._epsilon = fixed_epsilon(
+        self.epsilon = fixed_epsilon(
             anomaly.elbo_samples, self.manifest.latent_dim, anomaly.elbo_seed
         )
 
@@ -88,7 +125,12 @@ class OnnxBundle:
             raise BundleError(
                 f"{path}: sha256 {actual[:12]}... does not match model.json ({spec.sha256[:12]}...)"
             )
-        session = ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+        try:
+            session = ort.InferenceSession(
+                str(path), sess_options=options, providers=list(providers)
+            )
+        except Exception as error:  # onnxruntime raises its own types (InvalidProtobuf, ...)
+            raise BundleError(f"{path}: onnxruntime cannot load it: {error}") from error
         _check_graph(session, spec, path)
         return session
 
@@ -129,7 +171,7 @@ class OnnxBundle:
                 self.decode_model,
                 likelihood.kind,
                 likelihood.sigma,
-                self._epsilon,
+                self.epsilon,
             )
         except ValueError as error:
             raise BundleError(f"{self.manifest.name}: {error}") from error

@@ -111,17 +111,30 @@ def neg_elbo(
     return result
 
 
-def tail_probability(scores: npt.NDArray[np.floating], quantiles: list[float]) -> FloatArray:
-    """P(validation score >= s), read off the stored percentiles by linear interpolation.
+def tail_probability(scores: AnyFloatArray, quantiles: list[float]) -> FloatArray:
+    """P(validation score >= s), read off the stored percentiles 0..100 by linear interpolation.
 
     0.01 means only about 1% of normal validation items scored this high: a calibrated number a
-    client can threshold without knowing the score's scale.
+    client can threshold without knowing the score's scale. Where several percentiles tie (many
+    items with one score), a score equal to the tie gets the survival of the first of them,
+    which is what ">=" means.
     """
-    levels = np.linspace(1.0, 0.0, num=len(quantiles))  # survival at each stored percentile
     q = np.asarray(quantiles, dtype=np.float64)
-    return np.interp(np.asarray(scores, dtype=np.float64), q, levels, left=1.0, right=0.0).astype(
-        np.float32
-    )
+    s = np.asarray(scores, dtype=np.float64)
+    steps = len(q) - 1
+    first_at_or_above = np.searchsorted(q, s, side="left")  # first index with q >= s
+    upper = np.clip(first_at_or_above, 1, steps)
+    lower = upper - 1
+    span = q[upper] - q[lower]
+    # Scores far outside a tiny (even denormal) span overflow to +-inf here; the clip below
+    # maps those to the ends of the segment, which is the right answer.
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        fraction = np.where(span > 0, (s - q[lower]) / np.where(span > 0, span, 1.0), 1.0)
+    rank = lower + np.clip(fraction, 0.0, 1.0)  # fractional percentile index of s
+    survival = 1.0 - rank / steps
+    survival = np.where(s <= q[0], 1.0, survival)
+    survival = np.where(s > q[-1], 0.0, survival)
+    return survival.astype(np.float32)
 
 
 SCORE_TYPES = ("recon_mse", "neg_elbo")

@@ -101,8 +101,10 @@ class TrainingConfig:
     iwae_samples: int = option(100, "K of the importance-weighted -log p(x) estimate")
 
     # --- bundle ---
-    name: str | None = option(None, "bundle name; default: the data set's name")
-    version: str = option("1", "bundle version")
+    name: str | None = option(
+        None, "bundle name; default: the folder above --out (models/NAME/VERSION layout)"
+    )
+    version: str | None = option(None, "bundle version; default: the --out folder's name")
     opset: int = option(18, "ONNX opset of the exported graphs")
     plots: bool = option(True, "write the report/ plots into the bundle")
 

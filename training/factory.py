@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from bundle.manifest import ModelKind
 from training.config import TrainingConfig
 from training.models import (
     VAE,
@@ -27,7 +28,12 @@ from training.models import (
 # (model, x, kl_weight, generator) -> loss terms of one batch
 Objective = Callable[[nn.Module, torch.Tensor, float, torch.Generator | None], LossTerms]
 
-BUNDLE_KIND = {"vae": "vae", "ae": "ae", "sparse-ae": "sparse_ae", "denoising-ae": "denoising_ae"}
+BUNDLE_KIND: dict[str, ModelKind] = {
+    "vae": "vae",
+    "ae": "ae",
+    "sparse-ae": "sparse_ae",
+    "denoising-ae": "denoising_ae",
+}
 
 
 @dataclass(frozen=True)

@@ -199,9 +199,9 @@ def run_training(
                 )
 
         manifest = ModelManifest(
-            name=config.name or _default_name(data),
-            version=config.version,
-            kind=BUNDLE_KIND[config.model],  # type: ignore[arg-type]
+            name=config.name or _bundle_name(out_dir),
+            version=config.version or out_dir.name,
+            kind=BUNDLE_KIND[config.model],
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             input=InputSpec(
                 shape=list(shape.shape),
@@ -278,9 +278,12 @@ def run_training(
     return TrainingOutcome(bundle_dir=out_dir, manifest=manifest, result=result)
 
 
-def _default_name(data: LoadedData) -> str:
-    name = str(data.description.get("name", "model"))
-    return "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in name).strip("-") or "model"
+def _bundle_name(out_dir: Path) -> str:
+    """A model repository is laid out NAME/VERSION, so --out models/digits-vae/1 names the
+    bundle digits-vae; the name is kept to characters that are safe in a URL path."""
+    folder = out_dir.resolve().parent.name
+    name = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in folder).strip("-.")
+    return name or "model"
 
 
 def _verify_bundle(

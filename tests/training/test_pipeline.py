@@ -111,7 +111,9 @@ def test_manifest_has_every_section_of_the_contract(digits_vae: TrainingOutcome)
     assert training["config"]["dataset"] == "digits:holdout=0"
     assert training["dataset"]["n_anomalies"] == 178  # zeros in load_digits
     assert training["library_versions"]["torch"].startswith("2.13.0")
-    assert ModelManifest.read(digits_vae.bundle_dir).name == "digits"
+    # Name and version default to the models/NAME/VERSION layout of --out.
+    read_back = ModelManifest.read(digits_vae.bundle_dir)
+    assert (read_back.name, read_back.version) == ("model", "1")
 
 
 def test_threshold_is_the_validation_percentile(digits_vae: TrainingOutcome) -> None:

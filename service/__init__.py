@@ -1,0 +1,1 @@
+"""HTTP service that serves VAE model bundles."""

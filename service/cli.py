@@ -1,0 +1,93 @@
+"""`vae-serve`: serve a model repository over HTTP with uvicorn.
+
+Flags override `VAE_*` environment variables. They are handed to the server through the
+environment, so every uvicorn worker process builds the same settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+from fastapi import FastAPI
+from pydantic import ValidationError
+
+from service.app import create_app
+from service.repository import ModelRepository, RepositoryError
+from service.settings import ServiceSettings
+
+FLAGS = {
+    "model_repository": "folder of <name>/<version>/ bundles (VAE_MODEL_REPOSITORY)",
+    "host": "address to bind (VAE_HOST); default 127.0.0.1",
+    "port": "TCP port (VAE_PORT); default 8000",
+    "workers": "worker processes (VAE_WORKERS); default 1",
+    "default_model": "model of the top-level routes (VAE_DEFAULT_MODEL)",
+    "providers": "onnxruntime providers, e.g. cuda,cpu (VAE_PROVIDERS)",
+    "log_level": "critical, error, warning, info or debug (VAE_LOG_LEVEL)",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vae-serve",
+        description="Serve VAE model bundles over HTTP. Every VAE_* setting also works as an "
+        "environment variable; flags win.",
+    )
+    for name, help_text in FLAGS.items():
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=int if name in ("port", "workers") else str,
+            default=None,
+            help=help_text,
+        )
+    return parser
+
+
+def app_from_environment() -> FastAPI:
+    """uvicorn's factory in each worker: settings come from the environment set by main()."""
+    return create_app(ServiceSettings())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for name in FLAGS:
+        value = getattr(args, name)
+        if value is not None:
+            os.environ[f"VAE_{name.upper()}"] = str(value)
+    try:
+        settings = ServiceSettings()
+    except ValidationError as error:
+        print(f"vae-serve: error: bad setting:\n{error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        # Load once here so a repository with nothing servable fails before the server starts,
+        # with the reasons, instead of as a lifespan error inside each worker.
+        ModelRepository.load(settings)
+    except RepositoryError as error:
+        print(f"vae-serve: error: {error}", file=sys.stderr)
+        return 2
+    uvicorn.run(
+        "service.cli:app_from_environment",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        # uvloop and httptools when installed (the serve extra installs both)
+        loop="auto",
+        http="auto",
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,147 @@
+"""`vae-serve` as a real process on 127.0.0.1, called over TCP with httpx."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STARTUP_SECONDS = 60
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _serve(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "service.cli", *args],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _wait_ready(base: str, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output = process.stdout.read() if process.stdout else ""
+            pytest.fail(f"vae-serve exited with {process.returncode}:\n{output}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    pytest.fail("vae-serve did not become ready in time")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    port = _free_port()
+    # Flags and VAE_* variables both reach the workers; use one of each.
+    process = _serve(
+        "--model-repository",
+        "models",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        env={"VAE_WORKERS": "2", "VAE_LOG_LEVEL": "warning"},
+    )
+    base = f"http://127.0.0.1:{port}"
+    _wait_ready(base, process)
+    yield base, process
+    if process.poll() is None:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def test_every_route_answers_over_tcp(server: tuple[str, subprocess.Popen[str]]) -> None:
+    base, _ = server
+    digits = load_digits().data[:5].tolist()
+    with httpx.Client(base_url=base, timeout=10.0) as http:
+        assert http.get("/healthz").json() == {"status": "ok"}
+        ready = http.get("/readyz").json()
+        assert ready["models"] == {"digits-vae": "1"}
+
+        encoded = http.post("/encode", json={"inputs": digits}).json()
+        assert np.asarray(encoded["mu"]).shape == (5, 8)
+        decoded = http.post("/decode", json={"latents": encoded["mu"]}).json()
+        assert np.asarray(decoded["outputs"]).shape == (5, 1, 8, 8)
+        recon = http.post("/models/digits-vae/reconstruct", json={"inputs": digits}).json()
+        # The mean path is decode(mu): two routes, one answer.
+        np.testing.assert_allclose(
+            np.asarray(recon["outputs"]).reshape(5, 64),
+            np.asarray(decoded["outputs"]).reshape(5, 64),
+            rtol=1e-6,
+            atol=1e-6,
+        )
+        sampled = http.post("/sample", json={"n": 3, "seed": 4}).json()
+        assert np.asarray(sampled["outputs"]).shape == (3, 1, 8, 8)
+        scored = http.post(
+            "/models/digits-vae/versions/1/anomaly-score", json={"inputs": digits}
+        ).json()
+        assert len(scored["scores"]) == 5
+        assert scored["is_anomaly"] == [s > scored["threshold"] for s in scored["scores"]]
+
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(digits, dtype=np.float32))
+        binary = http.post(
+            "/anomaly-score",
+            content=buffer.getvalue(),
+            headers={"content-type": "application/x-npy", "accept": "application/x-npy"},
+        )
+        assert binary.status_code == 200
+        scores = np.load(io.BytesIO(binary.content), allow_pickle=False)
+        np.testing.assert_allclose(scores, scored["scores"], rtol=1e-12)
+
+        bad = http.post("/encode", json={"inputs": [[1.0, 2.0]]})
+        assert bad.status_code == 422
+        assert "inputs" in bad.json()["error"]["message"]
+        assert http.get("/models").json()["default_model"] == "digits-vae"
+        assert http.get("/docs").status_code == 200
+
+
+def test_sigterm_stops_the_server_cleanly(server: tuple[str, subprocess.Popen[str]]) -> None:
+    base, process = server
+    assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+
+
+def test_a_repository_with_nothing_servable_fails_loudly(tmp_path: Path) -> None:
+    broken = tmp_path / "broken" / "1"
+    broken.mkdir(parents=True)
+    (broken / "model.json").write_text("{not json")
+    process = _serve("--model-repository", str(tmp_path), "--port", str(_free_port()))
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert "no loadable model" in output
+    assert "broken/1" in output
+
+
+def test_a_bad_setting_fails_before_serving(tmp_path: Path) -> None:
+    process = _serve("--model-repository", "models", env={"VAE_MAX_BATCH_SIZE": "0"})
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert "max_batch_size" in output
