@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 DEFAULT_BUNDLE := models/digits-vae/1
 
-.PHONY: setup test lint check train serve clean help
+.PHONY: setup test lint check train serve image smoke clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -39,6 +39,14 @@ $(DEFAULT_BUNDLE)/model.json:
 
 serve: setup $(DEFAULT_BUNDLE)/model.json  ## serve models/ on http://127.0.0.1:8000 (trains the default bundle if missing)
 	$(BIN)/vae-serve --model-repository models --host 127.0.0.1 --port 8000
+
+image:  ## build the serving image vae-service:latest (docker, else podman)
+	engine=$$(scripts/container-engine.sh); test -n "$$engine" || { echo "no container engine" >&2; exit 1; }; \
+	  $$engine build --target serve -t vae-service:latest .
+
+smoke:  ## build the image, run it and call every endpoint; then the same through compose
+	scripts/container-smoke.sh
+	scripts/compose-smoke.sh
 
 clean:  ## remove caches (keeps .venv and models/)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build *.egg-info

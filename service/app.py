@@ -63,7 +63,9 @@ class ParsedRequest:
             try:
                 return int(value)
             except ValueError as error:
-                raise InvalidInput(f"{name}: expected an integer, got {value!r}") from error
+                raise InvalidInput(
+                    f"{name}: expected an integer, got {value!r}", {"field": name}
+                ) from error
         if isinstance(value, bool) or not isinstance(value, int):
             raise InvalidInput(f"{name}: expected an integer, got {value!r}", {"field": name})
         return value
@@ -76,7 +78,9 @@ class ParsedRequest:
             try:
                 return float(value)
             except ValueError as error:
-                raise InvalidInput(f"{name}: expected a number, got {value!r}") from error
+                raise InvalidInput(
+                    f"{name}: expected a number, got {value!r}", {"field": name}
+                ) from error
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InvalidInput(f"{name}: expected a number, got {value!r}", {"field": name})
         return float(value)
@@ -134,7 +138,8 @@ async def parse_request(
         npy_array = codecs.parse_npy(body, array_field)
         return ParsedRequest(npy_array, dict(request.query_params), from_query=True)
     if not body and array_field is None:
-        return ParsedRequest(None, {}, from_query=False)
+        # A body-less call (POST /sample?n=4&seed=1) takes its parameters from the query.
+        return ParsedRequest(None, dict(request.query_params), from_query=True)
     payload = codecs.parse_json_object(body, max_depth=settings.max_json_depth)
     array = codecs.array_field(payload, array_field) if array_field else None
     return ParsedRequest(array, payload, from_query=False)

@@ -35,6 +35,29 @@ def fresh_seed() -> int:
     return int(np.random.SeedSequence().entropy % MAX_SEED)  # type: ignore[operator]
 
 
+def resolve_seed(seed: int | None) -> int:
+    """The request's seed, or a fresh one to echo back; numpy takes 0 <= seed < 2**63 here."""
+    if seed is None:
+        return fresh_seed()
+    if not 0 <= seed <= MAX_SEED:
+        raise InvalidInput(
+            f"seed: expected an integer in [0, {MAX_SEED}], got {seed}",
+            {"field": "seed", "minimum": 0, "maximum": MAX_SEED},
+        )
+    return seed
+
+
+def require_finite_result(array: FloatArray, field: str, what: str) -> FloatArray:
+    """Values beyond float32 in model space make inf/NaN; say so instead of returning null."""
+    if not np.all(np.isfinite(array)):
+        raise InvalidInput(
+            f"{field}: values this large overflow float32 in the model's {what}; "
+            "they lie far outside anything the model was trained on",
+            {"field": field},
+        )
+    return array
+
+
 @dataclass(frozen=True)
 class Limits:
     max_batch_size: int
@@ -91,6 +114,18 @@ class ServedModel:
             )
         return np.ascontiguousarray(z, dtype=np.float32)
 
+    def model_input(self, x: FloatArray, field: str = "inputs") -> FloatArray:
+        """Validated user-unit batch -> preprocessed model inputs, refusing overflow."""
+        checked = self.check_inputs(x, field)
+        with np.errstate(over="ignore", invalid="ignore"):
+            model_x = self.bundle.to_model_input(checked)
+        return require_finite_result(model_x, field, "preprocessed inputs")
+
+    def _decode(self, z: FloatArray, field: str) -> FloatArray:
+        with np.errstate(over="ignore", invalid="ignore"):
+            outputs = self.bundle.preprocessing.invert(self.bundle.decode_model(z))
+        return require_finite_result(outputs, field, "decoded outputs")
+
     def _check_batch(self, size: int, field: str) -> None:
         if size > self.limits.max_batch_size:
             raise PayloadTooLarge(
@@ -117,7 +152,7 @@ class ServedModel:
     # --- operations --------------------------------------------------------------------------
 
     def encode(self, x: FloatArray, *, sample: bool, seed: int | None) -> dict[str, Any]:
-        model_x = self.bundle.to_model_input(self.check_inputs(x))
+        model_x = self.model_input(x)
         encoding = self.bundle.encode_model(model_x)
         if encoding.logvar is None:
             if sample:
@@ -125,7 +160,7 @@ class ServedModel:
             return {"mu": encoding.mu, "z": encoding.mu}
         result: dict[str, Any] = {"mu": encoding.mu, "logvar": encoding.logvar}
         if sample:
-            seed = fresh_seed() if seed is None else seed
+            seed = resolve_seed(seed)
             eps = np.random.default_rng(seed).standard_normal(encoding.mu.shape)
             z = encoding.mu + np.exp(0.5 * encoding.logvar) * eps.astype(np.float32)
             result.update(z=z.astype(np.float32), seed=seed)
@@ -133,14 +168,14 @@ class ServedModel:
 
     def decode(self, z: FloatArray) -> dict[str, Any]:
         latents = self.check_latents(z)
-        outputs = self.bundle.preprocessing.invert(self.bundle.decode_model(latents))
+        outputs = self._decode(latents, "latents")
         return {"outputs": outputs.reshape((len(latents), *self._output_layout(None)))}
 
     def reconstruct(
         self, x: FloatArray, *, samples: int | None, seed: int | None
     ) -> dict[str, Any]:
         layout = tuple(x.shape[1:])
-        model_x = self.bundle.to_model_input(self.check_inputs(x))
+        model_x = self.model_input(x)
         encoding = self.bundle.encode_model(model_x)
         result: dict[str, Any] = {}
         if samples is None:
@@ -155,15 +190,18 @@ class ServedModel:
                     {"field": "samples", "limit": self.limits.max_reconstruct_samples},
                 )
             self._check_batch(len(x) * samples, "inputs x samples")
-            seed = fresh_seed() if seed is None else seed
+            seed = resolve_seed(seed)
             batch, latent = encoding.mu.shape
             eps = np.random.default_rng(seed).standard_normal((samples, batch, latent))
             z = encoding.mu[None] + np.exp(0.5 * encoding.logvar)[None] * eps.astype(np.float32)
             decoded = self.bundle.decode_model(z.reshape(samples * batch, latent))
             mean = decoded.reshape((samples, batch, *decoded.shape[1:])).mean(axis=0)
             result.update(samples=samples, seed=seed)
-        outputs = self.bundle.preprocessing.invert(mean)
-        result["outputs"] = outputs.reshape((len(x), *layout))
+        with np.errstate(over="ignore", invalid="ignore"):
+            outputs = self.bundle.preprocessing.invert(mean)
+        result["outputs"] = require_finite_result(outputs, "inputs", "reconstruction").reshape(
+            (len(x), *layout)
+        )
         return result
 
     def sample(self, *, n: int, seed: int | None, temperature: float) -> dict[str, Any]:
@@ -180,10 +218,12 @@ class ServedModel:
                 f"temperature: expected a finite number >= 0 (1 = the prior), got {temperature}",
                 {"field": "temperature"},
             )
-        seed = fresh_seed() if seed is None else seed
+        seed = resolve_seed(seed)
         rng = np.random.default_rng(seed)
-        z = (rng.standard_normal((n, self.latent_dim)) * temperature).astype(np.float32)
-        outputs = self.bundle.preprocessing.invert(self.bundle.decode_model(z))
+        with np.errstate(over="ignore"):
+            z = (rng.standard_normal((n, self.latent_dim)) * temperature).astype(np.float32)
+        require_finite_result(z, "temperature", "latent space")
+        outputs = self._decode(z, "temperature")
         return {
             "outputs": outputs.reshape((n, *self._output_layout(None))),
             "latents": z,
@@ -206,7 +246,7 @@ class ServedModel:
                 {"field": "score_type", "allowed": sorted(anomaly.scores)},
             )
         layout = tuple(x.shape[1:])
-        model_x = self.bundle.to_model_input(self.check_inputs(x))
+        model_x = self.model_input(x)
         encoding = self.bundle.encode_model(model_x)
         likelihood = self.manifest.likelihood
         scores = anomaly_scores(

@@ -6,6 +6,7 @@ server watching the model repository never sees a half-written bundle.
 
 from __future__ import annotations
 
+import os
 import platform
 import shutil
 import tempfile
@@ -156,6 +157,11 @@ def run_training(
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    # mkdtemp makes the folder private (0700); a bundle must be readable like any other files,
+    # e.g. by a server running as another user, so it gets the mode the umask allows.
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
     try:
         report_dir = staging / "report"
         report_dir.mkdir()

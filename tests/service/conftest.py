@@ -11,23 +11,16 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.settings import ServiceSettings
+from tests.bundles import TINY
 from training.config import TrainingConfig
 from training.pipeline import run_training
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BUNDLE = REPO_ROOT / "models" / "digits-vae" / "1"
-TINY: dict[str, object] = {
-    "epochs": 3,
-    "hidden": "32",
-    "latent_dim": 2,
-    "batch_size": 128,
-    "iwae_samples": 8,
-    "plots": False,
-}
 
 
 def _train(root: Path, name: str, version: str, **overrides: object) -> None:
-    config = TrainingConfig(**{**TINY, **overrides})  # type: ignore[arg-type]
+    config = TrainingConfig(**{**TINY, "plots": False, **overrides})  # type: ignore[arg-type]
     run_training(config, root / name / version, show_progress=False)
 
 

@@ -1,0 +1,15 @@
+"""Print the serving image's requirements, read from pyproject.toml (one source of truth).
+
+Base dependencies plus the `serve` extra; never the `train` extra, so torch cannot reach the
+serving image.
+"""
+
+import sys
+import tomllib
+
+with open(sys.argv[1] if len(sys.argv) > 1 else "pyproject.toml", "rb") as handle:
+    project = tomllib.load(handle)["project"]
+requirements = [*project["dependencies"], *project["optional-dependencies"]["serve"]]
+if any(r.split("[")[0].split("=")[0].split(">")[0].strip().lower() == "torch" for r in requirements):
+    sys.exit("torch must never be a serving requirement")
+print("\n".join(requirements))

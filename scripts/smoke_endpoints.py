@@ -1,0 +1,88 @@
+"""Call every endpoint of a running vae-service and check the answers; exit 1 on any failure.
+
+Usage: python scripts/smoke_endpoints.py http://127.0.0.1:8000
+Standard library only, so it runs with any Python 3.11 on the host.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import json
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+DIGIT = [0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0, 0, 3, 15, 2, 0, 11, 8, 0, 0, 4,
+         12, 0, 0, 8, 8, 0, 0, 5, 8, 0, 0, 9, 8, 0, 0, 4, 11, 0, 1, 12, 7, 0, 0, 2, 14, 5, 10,
+         12, 0, 0, 0, 0, 6, 13, 10, 0, 0, 0]
+
+def call(base: str, path: str, body: Any = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        base + path, data=data, headers={"content-type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+def main(base: str) -> int:
+    failures: list[str] = []
+
+    def check(label: str, condition: bool) -> None:
+        print(f"  {'ok  ' if condition else 'FAIL'} {label}")
+        if not condition:
+            failures.append(label)
+
+    status, body = call(base, "/healthz")
+    check("GET /healthz -> 200", status == 200 and body == {"status": "ok"})
+    status, body = call(base, "/readyz")
+    check("GET /readyz -> 200 ready", status == 200 and body.get("status") == "ready")
+    status, body = call(base, "/models")
+    check("GET /models lists digits-vae", status == 200 and body["default_model"] == "digits-vae")
+    status, body = call(base, "/models/digits-vae")
+    check("GET /models/digits-vae", status == 200 and body["latent_dim"] == 8)
+    status, body = call(base, "/encode", {"inputs": [DIGIT], "sample": True, "seed": 1})
+    check("POST /encode mu, logvar, z", status == 200 and len(body["z"][0]) == 8)
+    status, body = call(base, "/decode", {"latents": [[0.0] * 8]})
+    check("POST /decode -> (1, 1, 8, 8)", status == 200 and len(body["outputs"][0][0]) == 8)
+    status, body = call(base, "/reconstruct", {"inputs": [DIGIT]})
+    check("POST /reconstruct -> 64 values", status == 200 and len(body["outputs"][0]) == 64)
+    status, body = call(base, "/sample", {"n": 2, "seed": 0})
+    check("POST /sample n=2", status == 200 and len(body["outputs"]) == 2)
+    status, body = call(base, "/models/digits-vae/versions/1/anomaly-score", {"inputs": [DIGIT]})
+    check(
+        "POST /anomaly-score normal digit not flagged",
+        status == 200 and body["is_anomaly"] == [False],
+    )
+    stripes = [16 if (i + i // 8) % 2 == 0 else 0 for i in range(64)]
+    status, body = call(base, "/anomaly-score", {"inputs": [stripes]})
+    check("POST /anomaly-score stripes flagged", status == 200 and body["is_anomaly"] == [True])
+    status, body = call(base, "/encode", {"inputs": [[1, 2, 3]]})
+    check("bad shape -> 422 error body", status == 422 and "inputs" in body["error"]["message"])
+    status, body = call(base, "/models/nope/encode", {"inputs": [DIGIT]})
+    check("unknown model -> 404", status == 404)
+
+    buffer = io.BytesIO()
+    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 64), }"
+    header += " " * (63 - len(header) % 64) + "\n"  # npy v1: header padded to 64 bytes
+    buffer.write(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode())
+
+    buffer.write(struct.pack("<64f", *DIGIT))
+    request = urllib.request.Request(
+        base + "/anomaly-score",
+        data=buffer.getvalue(),
+        headers={"content-type": "application/x-npy", "accept": "application/x-npy"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        npy_ok = response.status == 200 and response.read().startswith(b"\x93NUMPY")
+    check("npy in, npy out", npy_ok)
+
+    print(f"{'all endpoints ok' if not failures else f'{len(failures)} FAILED'}")
+    return 1 if failures else 0
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8000"))

@@ -1,0 +1,27 @@
+"""Container health probe: `python -m service.healthcheck [/healthz|/readyz]`, exit 0 if 200.
+
+A module rather than an inline `python -c "..."` because compose implementations differ in how
+they quote a healthcheck's arguments; a command with no quotes or spaces inside its words
+survives all of them. Standard library only, so it never imports the service itself.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import urllib.error
+import urllib.request
+
+
+def main(argv: list[str]) -> int:
+    path = argv[0] if argv else "/healthz"
+    url = f"http://127.0.0.1:{os.environ.get('VAE_PORT', '8000')}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return 0 if response.status == 200 else 1
+    except (urllib.error.URLError, OSError):
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
