@@ -27,7 +27,7 @@ test: setup  ## run the whole test suite
 lint: setup  ## ruff and mypy, as CI runs them
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy bundle training service tests
+	$(BIN)/mypy bundle training service tests scripts docker
 
 check: test lint  ## everything CI runs
 

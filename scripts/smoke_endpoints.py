@@ -7,16 +7,80 @@ Standard library only, so it runs with any Python 3.11 on the host.
 from __future__ import annotations
 
 import io
-import struct
 import json
+import struct
 import sys
 import urllib.error
 import urllib.request
 from typing import Any
 
-DIGIT = [0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0, 0, 3, 15, 2, 0, 11, 8, 0, 0, 4,
-         12, 0, 0, 8, 8, 0, 0, 5, 8, 0, 0, 9, 8, 0, 0, 4, 11, 0, 1, 12, 7, 0, 0, 2, 14, 5, 10,
-         12, 0, 0, 0, 0, 6, 13, 10, 0, 0, 0]
+DIGIT = [
+    0,
+    0,
+    5,
+    13,
+    9,
+    1,
+    0,
+    0,
+    0,
+    0,
+    13,
+    15,
+    10,
+    15,
+    5,
+    0,
+    0,
+    3,
+    15,
+    2,
+    0,
+    11,
+    8,
+    0,
+    0,
+    4,
+    12,
+    0,
+    0,
+    8,
+    8,
+    0,
+    0,
+    5,
+    8,
+    0,
+    0,
+    9,
+    8,
+    0,
+    0,
+    4,
+    11,
+    0,
+    1,
+    12,
+    7,
+    0,
+    0,
+    2,
+    14,
+    5,
+    10,
+    12,
+    0,
+    0,
+    0,
+    0,
+    6,
+    13,
+    10,
+    0,
+    0,
+    0,
+]
+
 
 def call(base: str, path: str, body: Any = None) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
@@ -28,6 +92,7 @@ def call(base: str, path: str, body: Any = None) -> tuple[int, Any]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
 
 def main(base: str) -> int:
     failures: list[str] = []
@@ -83,6 +148,7 @@ def main(base: str) -> int:
 
     print(f"{'all endpoints ok' if not failures else f'{len(failures)} FAILED'}")
     return 1 if failures else 0
+
 
 if __name__ == "__main__":
     raise SystemExit(main(sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8000"))

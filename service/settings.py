@@ -22,7 +22,10 @@ PROVIDER_NAMES = {
 
 
 class ServiceSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VAE_", extra="ignore", frozen=True)
+    # env_ignore_empty: `VAE_X=` (as compose writes an unset ${VAR:-}) means "use the default".
+    model_config = SettingsConfigDict(
+        env_prefix="VAE_", extra="ignore", frozen=True, env_ignore_empty=True
+    )
 
     model_repository: Path = Field(
         Path("models"), description="folder of <name>/<version>/ bundles to serve"
@@ -35,7 +38,8 @@ class ServiceSettings(BaseSettings):
     )
     pinned_versions: str = Field(
         "",
-        description="name=version pairs, comma-separated, served instead of the newest version",
+        description="name=version pairs, comma-separated, served instead of the newest version "
+        "('none': no pins)",
     )
     providers: str = Field(
         "cpu",
@@ -43,7 +47,7 @@ class ServiceSettings(BaseSettings):
         "an unavailable one is skipped with a warning",
     )
     intra_op_threads: int | None = Field(
-        None, ge=1, description="onnxruntime threads per session; default: cores / workers"
+        None, ge=1, description="onnxruntime threads per session; default ('auto'): cores / workers"
     )
     max_batch_size: int = Field(4096, ge=1, description="most items in one request (413 above)")
     max_sample_n: int = Field(1024, ge=1, description="largest n for /sample (413 above)")
@@ -57,6 +61,18 @@ class ServiceSettings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="log level of the service and uvicorn"
     )
+
+    @field_validator("intra_op_threads", mode="before")
+    @classmethod
+    def _auto_threads(cls, value: object) -> object:
+        # "auto" spells the default explicitly, for environments (compose files) that cannot
+        # leave a variable empty.
+        return None if isinstance(value, str) and value.strip().lower() == "auto" else value
+
+    @field_validator("pinned_versions", mode="before")
+    @classmethod
+    def _no_pins(cls, value: object) -> object:
+        return "" if isinstance(value, str) and value.strip().lower() == "none" else value
 
     @field_validator("providers")
     @classmethod

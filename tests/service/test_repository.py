@@ -330,3 +330,22 @@ def test_batch_limit_from_settings_is_enforced(model_repository: Path, tmp_path:
         assert client.post("/encode", json={"inputs": [[0.0] * 64] * 4}).status_code == 413
         assert client.post("/sample", json={"n": 2}).status_code == 200
         assert client.post("/sample", json={"n": 3}).status_code == 413
+
+
+def test_empty_environment_values_mean_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    # compose writes `VAE_INTRA_OP_THREADS=` for an unset ${VAE_INTRA_OP_THREADS:-}
+    monkeypatch.setenv("VAE_INTRA_OP_THREADS", "")
+    monkeypatch.setenv("VAE_PINNED_VERSIONS", "")
+    settings = ServiceSettings()
+    assert settings.intra_op_threads is None
+    assert settings.pins() == {}
+
+
+def test_auto_threads_and_no_pins_spell_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    # docker-compose.yml writes these when the user sets nothing
+    monkeypatch.setenv("VAE_INTRA_OP_THREADS", "auto")
+    monkeypatch.setenv("VAE_PINNED_VERSIONS", "none")
+    settings = ServiceSettings()
+    assert settings.intra_op_threads is None
+    assert settings.threads_per_session() >= 1
+    assert settings.pins() == {}
