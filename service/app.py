@@ -154,10 +154,11 @@ PRIMARY_FIELD = {
 }
 
 
-def render(result: dict[str, Any], request: Request, route: str) -> Response:
+def render(
+    result: dict[str, Any], request: Request, route: str, wanted: codecs.ResponseFormat
+) -> Response:
     """JSON by default; `Accept: application/x-npy` sends one array (the route's main one, or
     `?output=NAME`) with the scalars as X-* headers; `application/x-npz` sends every array."""
-    wanted = codecs.response_format(request.headers.get("accept"))
     if wanted == "json":
         return Response(codecs.json_bytes(result), media_type=codecs.JSON_MEDIA_TYPE)
     arrays = {k: np.asarray(v) for k, v in result.items() if isinstance(v, np.ndarray)}
@@ -234,10 +235,12 @@ def _handler(route: str) -> Callable[[Request, str | None, str | None], Awaitabl
     async def handle(request: Request, name: str | None, version: str | None) -> Response:
         settings: ServiceSettings = request.app.state.settings
         model = _repository(request).resolve(name, version)
+        # Negotiate before any work: a 406 should not cost an onnxruntime call.
+        wanted = codecs.response_format(request.headers.get("accept"))
         parsed = await parse_request(request, settings, array_field)
         result = await run_in_threadpool(operation, model, parsed)
         result.setdefault("model", {"name": model.name, "version": model.version})
-        return render(result, request, route)
+        return render(result, request, route, wanted)
 
     return handle
 
