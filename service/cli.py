@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -53,6 +54,10 @@ def app_from_environment() -> FastAPI:
     return create_app(ServiceSettings())
 
 
+def _exit_after_drain(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for name in FLAGS:
@@ -74,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RepositoryError as error:
         print(f"vae-serve: error: {error}", file=sys.stderr)
         return 2
+    # uvicorn drains on SIGTERM, then restores the handler it found and raises the signal again.
+    # Finding this one, the process ends with 0: a supervisor learns the drain completed.
+    signal.signal(signal.SIGTERM, _exit_after_drain)
     uvicorn.run(
         "service.cli:app_from_environment",
         factory=True,

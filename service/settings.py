@@ -49,6 +49,26 @@ class ServiceSettings(BaseSettings):
     intra_op_threads: int | None = Field(
         None, ge=1, description="onnxruntime threads per session; default ('auto'): cores / workers"
     )
+    executor_threads: int | None = Field(
+        None, ge=1, le=256, description="threads running model work; default ('auto'): cores"
+    )
+    fast_path: bool = Field(
+        True,
+        description="answer the array routes from a raw ASGI path ahead of FastAPI's router "
+        "(same code, less per-request overhead); false routes them through FastAPI",
+    )
+    dynamic_batching: bool = Field(
+        False, description="merge concurrent requests to one model into one onnxruntime call"
+    )
+    batching_max_batch_size: int = Field(
+        64, ge=1, description="items at which a dynamic batch runs without waiting"
+    )
+    batching_max_delay_us: int = Field(
+        500,
+        ge=0,
+        le=1_000_000,
+        description="longest a request waits for others to join its batch, microseconds",
+    )
     max_batch_size: int = Field(4096, ge=1, description="most items in one request (413 above)")
     max_sample_n: int = Field(1024, ge=1, description="largest n for /sample (413 above)")
     max_reconstruct_samples: int = Field(
@@ -62,7 +82,7 @@ class ServiceSettings(BaseSettings):
         "info", description="log level of the service and uvicorn"
     )
 
-    @field_validator("intra_op_threads", mode="before")
+    @field_validator("intra_op_threads", "executor_threads", mode="before")
     @classmethod
     def _auto_threads(cls, value: object) -> object:
         # "auto" spells the default explicitly, for environments (compose files) that cannot
@@ -115,6 +135,11 @@ class ServiceSettings(BaseSettings):
             for name in self.providers.split(",")
             if PROVIDER_NAMES[name] not in available
         ]
+
+    def inference_threads(self) -> int:
+        if self.executor_threads is not None:
+            return self.executor_threads
+        return max(1, os.cpu_count() or 1)
 
     def threads_per_session(self) -> int:
         if self.intra_op_threads is not None:

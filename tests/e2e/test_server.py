@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import signal
@@ -145,3 +146,43 @@ def test_a_bad_setting_fails_before_serving(tmp_path: Path) -> None:
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 2
     assert "max_batch_size" in output
+
+
+def test_concurrent_requests_with_batching_get_what_they_would_alone() -> None:
+    port = _free_port()
+    process = _serve(
+        "--model-repository",
+        "models",
+        "--port",
+        str(port),
+        env={
+            "VAE_DYNAMIC_BATCHING": "true",
+            "VAE_BATCHING_MAX_DELAY_US": "5000",
+            "VAE_LOG_LEVEL": "warning",
+        },
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base, process)
+        rows = load_digits().data[:48]
+
+        async def fire() -> list[dict[str, object]]:
+            async with httpx.AsyncClient(base_url=base, timeout=30.0) as http:
+                calls = [
+                    http.post(
+                        "/anomaly-score", json={"inputs": [row.tolist()], "per_feature": True}
+                    )
+                    for row in rows
+                ]
+                return [r.json() for r in await asyncio.gather(*calls)]
+
+        together = asyncio.run(fire())
+        with httpx.Client(base_url=base, timeout=30.0) as http:
+            for row, answer in zip(rows, together, strict=True):
+                alone = http.post(
+                    "/anomaly-score", json={"inputs": [row.tolist()], "per_feature": True}
+                ).json()
+                assert answer == alone  # same scores, flags and per-feature errors, bit for bit
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0

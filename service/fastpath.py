@@ -1,0 +1,115 @@
+"""The hot path: POSTs to the array routes answered straight from ASGI, before any routing.
+
+Starlette's router, FastAPI's request objects and its exception middleware cost more per
+request than the model does for one item. This middleware recognises the five array routes by
+splitting the path, reads the body from `receive`, calls `serve_operation` (the same code the
+FastAPI routes call) and writes the bytes. Everything else (GET routes, /docs, unknown paths,
+other methods) goes on to the FastAPI app untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+from service.errors import ServiceError
+from service.operations import (
+    ARRAY_FIELD,
+    RawRequest,
+    RawResponse,
+    ServiceState,
+    error_response,
+    read_body,
+    serve_operation,
+)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger("vae_service")
+
+
+def match_route(path: str) -> tuple[str, str | None, str | None] | None:
+    """`/encode`, `/models/N/encode`, `/models/N/versions/V/encode` -> (route, N, V)."""
+    parts = path.split("/")
+    # ["", "encode"] | ["", "models", N, "encode"] | ["", "models", N, "versions", V, "encode"]
+    route = parts[-1]
+    if route not in ARRAY_FIELD or parts[0] != "":
+        return None
+    if len(parts) == 2:
+        return route, None, None
+    if len(parts) == 4 and parts[1] == "models" and parts[2]:
+        return route, parts[2], None
+    if (
+        len(parts) == 6
+        and parts[1] == "models"
+        and parts[3] == "versions"
+        and parts[2]
+        and parts[4]
+    ):
+        return route, parts[2], parts[4]
+    return None
+
+
+class FastPath:
+    def __init__(self, app: ASGIApp, state: ServiceState):
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or not self.state.settings.fast_path
+        ):
+            await self.app(scope, receive, send)
+            return
+        matched = match_route(scope["path"])
+        if matched is None:
+            await self.app(scope, receive, send)
+            return
+        route, name, version = matched
+        try:
+            response = await self._serve(scope, receive, route, name, version)
+        except ServiceError as error:
+            response = error_response(error)
+        except Exception:
+            # A 500 is always a bug: log it whole, tell the client nothing internal.
+            log.exception("unhandled error on POST %s", scope["path"])
+            response = error_response(ServiceError("internal error"))
+        await _send(send, response)
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, route: str, name: str | None, version: str | None
+    ) -> RawResponse:
+        content_type = accept = content_length = None
+        for key, value in scope["headers"]:
+            if key == b"content-type":
+                content_type = value.decode("latin-1")
+            elif key == b"accept":
+                accept = value.decode("latin-1")
+            elif key == b"content-length":
+                content_length = value.decode("latin-1")
+        body = await read_body(receive, content_length, self.state.settings.max_body_bytes)
+        query_string = scope.get("query_string", b"")
+        query = dict(parse_qsl(query_string.decode("latin-1"))) if query_string else {}
+        raw = RawRequest(content_type, accept, query, body)
+        return await serve_operation(self.state, route, name, version, raw)
+
+
+async def _send(send: Send, response: RawResponse) -> None:
+    headers = [
+        (b"content-type", response.media_type.encode("latin-1")),
+        (b"content-length", str(len(response.body)).encode("latin-1")),
+    ]
+    headers.extend(
+        (key.lower().encode("latin-1"), value.encode("latin-1"))
+        for key, value in response.headers.items()
+    )
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})

@@ -1,0 +1,328 @@
+"""The array routes, independent of the web framework: raw request in, raw response out.
+
+Both transports call `serve_operation`: the ASGI fast path (`service.fastpath`, the hot path)
+and the FastAPI routes (which also carry the OpenAPI documentation). Work runs off the event
+loop on the `Inference` executor (onnxruntime releases the GIL), optionally through the dynamic
+batcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from service import codecs
+from service.batching import DynamicBatcher
+from service.errors import InvalidInput, MalformedBody, NotReady, PayloadTooLarge, ServiceError
+from service.repository import ModelRepository
+from service.runtime import ServedModel
+from service.settings import ServiceSettings
+
+FloatArray = npt.NDArray[np.float32]
+Receive = Callable[[], Awaitable[Mapping[str, Any]]]
+
+
+class ParsedRequest:
+    """The body's array and scalar parameters, whichever wire format carried them.
+
+    JSON bodies carry everything in one object; npy bodies carry the array and the scalars come
+    from the query string.
+    """
+
+    def __init__(self, array: FloatArray | None, params: Mapping[str, Any], from_query: bool):
+        self.array = array
+        self.params = params
+        self.from_query = from_query
+
+    def integer(self, name: str, default: int | None = None) -> int | None:
+        value = self.params.get(name)
+        if value is None:
+            return default
+        if self.from_query and isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError as error:
+                raise InvalidInput(
+                    f"{name}: expected an integer, got {value!r}", {"field": name}
+                ) from error
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidInput(f"{name}: expected an integer, got {value!r}", {"field": name})
+        return value
+
+    def number(self, name: str, default: float) -> float:
+        value = self.params.get(name)
+        if value is None:
+            return default
+        if self.from_query and isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError as error:
+                raise InvalidInput(
+                    f"{name}: expected a number, got {value!r}", {"field": name}
+                ) from error
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidInput(f"{name}: expected a number, got {value!r}", {"field": name})
+        return float(value)
+
+    def flag(self, name: str) -> bool:
+        value = self.params.get(name, False)
+        if self.from_query and isinstance(value, str):
+            return codecs.parse_bool(value, name)
+        if not isinstance(value, bool):
+            raise InvalidInput(f"{name}: expected true or false, got {value!r}", {"field": name})
+        return value
+
+    def text(self, name: str) -> str | None:
+        value = self.params.get(name)
+        if value is not None and not isinstance(value, str):
+            raise InvalidInput(f"{name}: expected a string, got {value!r}", {"field": name})
+        return value
+
+
+@dataclass(frozen=True)
+class RawRequest:
+    content_type: str | None
+    accept: str | None
+    query: Mapping[str, str]
+    body: bytes
+
+
+@dataclass
+class RawResponse:
+    status: int
+    media_type: str
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+async def read_body(receive: Receive, content_length: str | None, limit: int) -> bytes:
+    """The ASGI body, refused with 413 as soon as it is known to exceed `limit` bytes."""
+    if content_length is not None:
+        try:
+            declared = int(content_length)
+        except ValueError as error:
+            raise MalformedBody(f"Content-Length {content_length!r} is not a number") from error
+        if declared > limit:
+            raise PayloadTooLarge(
+                f"request body of {declared} bytes is above the limit of {limit} "
+                "(VAE_MAX_BODY_BYTES)",
+                {"limit": limit},
+            )
+    chunks: list[bytes] = []
+    received = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        received += len(chunk)
+        if received > limit:
+            raise PayloadTooLarge(
+                f"request body is above the limit of {limit} bytes (VAE_MAX_BODY_BYTES)",
+                {"limit": limit},
+            )
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def parse_request(
+    raw: RawRequest, settings: ServiceSettings, array_field: str | None
+) -> ParsedRequest:
+    body_format = codecs.request_format(raw.content_type)
+    if body_format == "npy":
+        if array_field is None:
+            raise InvalidInput("this route takes a JSON body, not application/x-npy")
+        return ParsedRequest(codecs.parse_npy(raw.body, array_field), raw.query, from_query=True)
+    if not raw.body and array_field is None:
+        # A body-less call (POST /sample?n=4&seed=1) takes its parameters from the query.
+        return ParsedRequest(None, raw.query, from_query=True)
+    payload = codecs.parse_json_object(raw.body, max_depth=settings.max_json_depth)
+    array = codecs.array_field(payload, array_field) if array_field else None
+    return ParsedRequest(array, payload, from_query=False)
+
+
+PRIMARY_FIELD = {
+    "encode": "mu",
+    "decode": "outputs",
+    "reconstruct": "outputs",
+    "sample": "outputs",
+    "anomaly-score": "scores",
+}
+
+
+def render(
+    result: dict[str, Any], raw: RawRequest, route: str, wanted: codecs.ResponseFormat
+) -> RawResponse:
+    """JSON by default; `Accept: application/x-npy` sends one array (the route's main one, or
+    `?output=NAME`) with the scalars as X-* headers; `application/x-npz` sends every array."""
+    if wanted == "json":
+        return RawResponse(200, codecs.JSON_MEDIA_TYPE, codecs.json_bytes(result))
+    arrays = {k: np.asarray(v) for k, v in result.items() if isinstance(v, np.ndarray)}
+    scalars = {k: v for k, v in result.items() if not isinstance(v, np.ndarray)}
+    model = scalars.pop("model", {})
+    headers = {f"X-{key.replace('_', '-').title()}": str(value) for key, value in scalars.items()}
+    headers.update(
+        {"X-Model-Name": model.get("name", ""), "X-Model-Version": model.get("version", "")}
+    )
+    if wanted == "npz":
+        return RawResponse(200, codecs.NPZ_MEDIA_TYPE, codecs.npz_bytes(arrays), headers)
+    name = raw.query.get("output", PRIMARY_FIELD[route])
+    if name not in arrays:
+        raise InvalidInput(
+            f"output: {name!r} is not an array of this response; choose from {sorted(arrays)}",
+            {"field": "output", "allowed": sorted(arrays)},
+        )
+    headers["X-Output"] = name
+    return RawResponse(200, codecs.NPY_MEDIA_TYPE, codecs.npy_bytes(arrays[name]), headers)
+
+
+def error_response(error: ServiceError) -> RawResponse:
+    return RawResponse(
+        error.status, codecs.JSON_MEDIA_TYPE, codecs.json_bytes(error.body()), error.headers
+    )
+
+
+# --- the operations, one per route ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to run one request: alone, or merged with others into one onnxruntime batch.
+
+    `batch_key` names requests that may share a batch (same model, route and parameters);
+    `items` is the request's array in the model's canonical layout, `layout` the layout the
+    client sent, and `reshaped` the result fields that must come back in that layout.
+    """
+
+    compute: Callable[[FloatArray], dict[str, Any]]
+    items: FloatArray
+    layout: tuple[int, ...]
+    batch_key: tuple[Any, ...] | None
+    reshaped: tuple[str, ...] = ()
+
+
+def plan(model: ServedModel, route: str, req: ParsedRequest) -> Plan:
+    """Validate the request and decide how it runs. Only operations whose result for an item
+    depends on that item alone may be batched: no seeded sampling."""
+    if route == "sample":
+        n = req.integer("n", 1)
+        assert n is not None
+        seed, temperature = req.integer("seed"), req.number("temperature", 1.0)
+        return Plan(
+            lambda _: model.sample(n=n, seed=seed, temperature=temperature),
+            np.zeros((0,), np.float32),
+            (),
+            None,
+        )
+    assert req.array is not None
+    x = req.array
+    key_base = (id(model), route)
+    if route == "decode":
+        z = model.check_latents(x)
+        return Plan(model.decode, z, tuple(z.shape[1:]), key_base)
+    layout = tuple(x.shape[1:])
+    items = model.check_inputs(x)
+    if route == "encode":
+        sample, seed = req.flag("sample"), req.integer("seed")
+        if sample:
+            return Plan(lambda v: model.encode(v, sample=True, seed=seed), items, layout, None)
+        return Plan(lambda v: model.encode(v, sample=False, seed=None), items, layout, key_base)
+    if route == "reconstruct":
+        samples, seed = req.integer("samples"), req.integer("seed")
+        key = key_base if samples is None else None
+        return Plan(
+            lambda v: model.reconstruct(v, samples=samples, seed=seed),
+            items,
+            layout,
+            key,
+            ("outputs",),
+        )
+    if route == "anomaly-score":
+        score_type, per_feature = req.text("score_type"), req.flag("per_feature")
+        return Plan(
+            lambda v: model.score(v, score_type=score_type, per_feature=per_feature),
+            items,
+            layout,
+            (*key_base, score_type, per_feature),
+            ("feature_errors",),
+        )
+    raise InvalidInput(f"unknown operation {route!r}")
+
+
+ARRAY_FIELD: dict[str, str | None] = {
+    "encode": "inputs",
+    "decode": "latents",
+    "reconstruct": "inputs",
+    "sample": None,
+    "anomaly-score": "inputs",
+}
+
+
+class Inference:
+    """Where model work runs: a small thread pool, and the batcher when batching is on."""
+
+    def __init__(self, settings: ServiceSettings):
+        self.executor = ThreadPoolExecutor(
+            max_workers=settings.inference_threads(), thread_name_prefix="inference"
+        )
+        self.batcher = (
+            DynamicBatcher(
+                self.executor,
+                max_items=settings.batching_max_batch_size,
+                max_delay_seconds=settings.batching_max_delay_us / 1e6,
+            )
+            if settings.dynamic_batching
+            else None
+        )
+
+    async def run(self, work: Plan) -> dict[str, Any]:
+        if self.batcher is not None and work.batch_key is not None:
+            result = await self.batcher.run(work.batch_key, work.items, work.compute)
+        else:
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(self.executor, work.compute, work.items)
+        for name in work.reshaped:
+            if name in result:
+                result[name] = result[name].reshape((len(work.items), *work.layout))
+        return result
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=False)
+
+
+@dataclass
+class ServiceState:
+    settings: ServiceSettings
+    repository: ModelRepository | None = None
+    inference: Inference | None = None
+    ready: bool = False
+
+    def require_ready(self) -> tuple[ModelRepository, Inference]:
+        if self.repository is None or self.inference is None or not self.ready:
+            raise NotReady("models are still loading", headers={"Retry-After": "1"})
+        return self.repository, self.inference
+
+
+async def serve_operation(
+    state: ServiceState, route: str, name: str | None, version: str | None, raw: RawRequest
+) -> RawResponse:
+    """One array request, from raw bytes to raw bytes; errors come back as error responses."""
+    try:
+        repository, inference = state.require_ready()
+        model = repository.resolve(name, version)
+        # Negotiate before any work: a 406 should not cost an onnxruntime call.
+        wanted = codecs.response_format(raw.accept)
+        parsed = parse_request(raw, state.settings, ARRAY_FIELD[route])
+        result = await inference.run(plan(model, route, parsed))
+        result.setdefault("model", {"name": model.name, "version": model.version})
+        return render(result, raw, route, wanted)
+    except ServiceError as error:
+        return error_response(error)
