@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 DEFAULT_BUNDLE := models/digits-vae/1
 
-.PHONY: setup test lint check train serve image smoke clean help
+.PHONY: setup test lint check train serve image smoke clean help bench bench-choices profile
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -27,7 +27,7 @@ test: setup  ## run the whole test suite
 lint: setup  ## ruff and mypy, as CI runs them
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy bundle training service tests scripts docker
+	$(BIN)/mypy bundle training service tests scripts docker bench
 
 check: test lint  ## everything CI runs
 
@@ -50,3 +50,12 @@ smoke:  ## build the image, run it and call every endpoint; then the same throug
 
 clean:  ## remove caches (keeps .venv and models/)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+
+bench: setup  ## benchmark vae-serve vs a plain FastAPI baseline and the ceilings (~7 min); writes bench/RESULTS.md
+	$(BIN)/python -m bench.http_bench
+
+bench-choices: setup  ## measure each serving default against its alternative (~2 min); writes bench/CHOICES.md
+	$(BIN)/python -m bench.choices
+
+profile: setup  ## where a JSON request's time goes, in-process (pyinstrument); writes bench/PROFILE.md
+	$(BIN)/python -m bench.profile_paths

@@ -99,7 +99,9 @@ def _register(app: FastAPI, route: str, doc: OperationDoc) -> None:
         )
 
 
-def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+def create_app(settings: ServiceSettings | None = None) -> FastPath:
+    """The ASGI app to serve: the fast path in front, the FastAPI app (all other routes, the
+    OpenAPI docs, the lifespan that loads models) behind it as `.app`."""
     settings = settings or ServiceSettings()
     state = ServiceState(settings)
 
@@ -130,9 +132,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         _register(app, route, doc)
     _register_metadata_routes(app)
     _register_error_handlers(app)
-    # Outermost: the array routes are answered before Starlette's routing (service.fastpath).
-    app.add_middleware(FastPath, state=state)
-    return app
+    # Outermost, outside even FastAPI's own middleware: measured, Starlette's stack costs as
+    # much per request as a single-item model call (bench/RESULTS.md).
+    return FastPath(app, state)
 
 
 def _json(

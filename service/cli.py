@@ -14,10 +14,10 @@ import sys
 from collections.abc import Sequence
 
 import uvicorn
-from fastapi import FastAPI
 from pydantic import ValidationError
 
 from service.app import create_app
+from service.fastpath import FastPath
 from service.repository import ModelRepository, RepositoryError
 from service.settings import ServiceSettings
 
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def app_from_environment() -> FastAPI:
+def app_from_environment() -> FastPath:
     """uvicorn's factory in each worker: settings come from the environment set by main()."""
     return create_app(ServiceSettings())
 
@@ -87,8 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         factory=True,
         host=settings.host,
         port=settings.port,
-        workers=settings.workers,
+        workers=settings.worker_count(),
         log_level=settings.log_level,
+        # uvicorn's access log line costs a measurable share of a small request; it is on
+        # only when the log level asks for info.
+        access_log=settings.log_level in ("info", "debug"),
         # uvloop and httptools when installed (the serve extra installs both)
         loop="auto",
         http="auto",

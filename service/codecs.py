@@ -11,6 +11,7 @@ resulting array, and the slow Python walks in this module only run to *explain* 
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 import math
@@ -57,8 +58,11 @@ _BOOL_FALSE = frozenset({"false", "0", "no"})
 # --------------------------------------------------------------------------- negotiation
 
 
+@functools.lru_cache(maxsize=256)
 def request_format(content_type: str | None) -> BodyFormat:
-    """The body format named by a Content-Type header; a missing header means JSON."""
+    """The body format named by a Content-Type header; a missing header means JSON.
+
+    Memoised: clients send the same few headers over and over (errors are never cached)."""
     if content_type is None:
         return "json"
     media = content_type.partition(";")[0].strip().lower()
@@ -74,6 +78,7 @@ def request_format(content_type: str | None) -> BodyFormat:
         ) from None
 
 
+@functools.lru_cache(maxsize=256)
 def response_format(accept: str | None) -> ResponseFormat:
     """Pick the response format from an Accept header (RFC 9110 media ranges with q-values).
 
@@ -161,7 +166,9 @@ def parse_json_object(body: bytes, *, max_depth: int = 32) -> dict[str, Any]:
         )
     # Checked after parsing so strings are known to be well formed (the depth scan relies on it);
     # orjson itself stops at ~1024 levels, so parsing first is bounded too.
-    depth = _json_depth(body)
+    # A document cannot nest deeper than it has brackets; counting them is a C-speed pass, so
+    # typical small bodies skip the scan (brackets inside strings only make it scan more).
+    depth = _json_depth(body) if body.count(b"[") + body.count(b"{") > max_depth else 0
     if depth > max_depth:
         raise InvalidInput(
             f"JSON nesting is {depth} levels deep; the limit is {max_depth}",
@@ -428,6 +435,21 @@ def require_finite(array: npt.NDArray[Any], field: str) -> None:
         raise _nonfinite(field, bad, array[bad])
 
 
+@functools.lru_cache(maxsize=128)
+def _npy_header(header: bytes) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+    """(shape, fortran_order, dtype) of an .npy header, via numpy's literal_eval-based reader.
+
+    Memoised on the exact header bytes: a client streaming same-shaped batches sends the same
+    header every time, and parsing it costs more than reading the data (errors are not cached).
+    """
+    stream = io.BytesIO(header)
+    version = np.lib.format.read_magic(stream)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(stream)
+    # 2.0 and 3.0 share the layout; 3.0 only differs for unicode field names
+    return np.lib.format.read_array_header_2_0(stream)
+
+
 def parse_npy(body: bytes, field: str, *, min_ndim: int = 2) -> F32:
     """Decode a single .npy array body into a C-contiguous float32 array.
 
@@ -451,16 +473,16 @@ def parse_npy(body: bytes, field: str, *, min_ndim: int = 2) -> F32:
             f"expected an .npy array for field '{field}'",
             {"field": field},
         )
-    stream = io.BytesIO(body)
     version = (body[6], body[7]) if len(body) >= 8 else None
     if version not in ((1, 0), (2, 0), (3, 0)):
         raise MalformedBody(f"unsupported .npy format version {version}", {"field": field})
+    # magic (6) + version (2) + header length: 2 bytes in v1, 4 in v2/v3; then the header
+    prefix = 10 if version == (1, 0) else 12
+    header_end = prefix + int.from_bytes(body[8:prefix], "little") if len(body) >= prefix else -1
+    if header_end < 0 or header_end > len(body):
+        raise MalformedBody("malformed .npy header: truncated", {"field": field})
     try:
-        np.lib.format.read_magic(stream)
-        if version == (1, 0):
-            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(stream)
-        else:  # 2.0 and 3.0 share the layout; 3.0 only differs for unicode field names
-            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(stream)
+        shape, fortran_order, dtype = _npy_header(body[:header_end])
     except Exception as exc:
         # Deliberately broad: numpy's reader on hostile bytes raises ValueError, SyntaxError,
         # tokenize.TokenError, EOFError, ... and all of them mean the same thing here. The
@@ -481,7 +503,7 @@ def parse_npy(body: bytes, field: str, *, min_ndim: int = 2) -> F32:
         raise MalformedBody(f"malformed .npy header: negative shape {shape}", {"field": field})
     count = math.prod(shape)
     expected = count * dtype.itemsize
-    actual = len(body) - stream.tell()
+    actual = len(body) - header_end
     if actual != expected:
         raise MalformedBody(
             f".npy data is {actual} bytes but the header's shape {shape} of {dtype} needs "
@@ -492,7 +514,7 @@ def parse_npy(body: bytes, field: str, *, min_ndim: int = 2) -> F32:
     if count == 0:
         array: npt.NDArray[Any] = np.empty(shape, dtype=dtype)  # `_finish` reports it
     else:  # a read-only view on the body; `_finish` makes the float32 copy
-        flat = np.frombuffer(body, dtype=dtype, count=count, offset=stream.tell())
+        flat = np.frombuffer(body, dtype=dtype, count=count, offset=header_end)
         array = flat.reshape(shape, order=order)
     return _finish(array, field, min_ndim)
 

@@ -207,6 +207,7 @@ class Plan:
     layout: tuple[int, ...]
     batch_key: tuple[Any, ...] | None
     reshaped: tuple[str, ...] = ()
+    values: int = 0  # numbers the model touches (items x features): the size of the work
 
 
 def plan(model: ServedModel, route: str, req: ParsedRequest) -> Plan:
@@ -221,20 +222,26 @@ def plan(model: ServedModel, route: str, req: ParsedRequest) -> Plan:
             np.zeros((0,), np.float32),
             (),
             None,
+            values=max(n, 0) * model.feature_count,
         )
     assert req.array is not None
     x = req.array
     key_base = (id(model), route)
+    values = len(x) * model.feature_count
     if route == "decode":
         z = model.check_latents(x)
-        return Plan(model.decode, z, tuple(z.shape[1:]), key_base)
+        return Plan(model.decode, z, tuple(z.shape[1:]), key_base, values=values)
     layout = tuple(x.shape[1:])
     items = model.check_inputs(x)
     if route == "encode":
         sample, seed = req.flag("sample"), req.integer("seed")
         if sample:
-            return Plan(lambda v: model.encode(v, sample=True, seed=seed), items, layout, None)
-        return Plan(lambda v: model.encode(v, sample=False, seed=None), items, layout, key_base)
+            return Plan(
+                lambda v: model.encode(v, sample=True, seed=seed), items, layout, None, (), values
+            )
+        return Plan(
+            lambda v: model.encode(v, sample=False, seed=None), items, layout, key_base, (), values
+        )
     if route == "reconstruct":
         samples, seed = req.integer("samples"), req.integer("seed")
         key = key_base if samples is None else None
@@ -244,6 +251,7 @@ def plan(model: ServedModel, route: str, req: ParsedRequest) -> Plan:
             layout,
             key,
             ("outputs",),
+            values * (samples or 1),
         )
     if route == "anomaly-score":
         score_type, per_feature = req.text("score_type"), req.flag("per_feature")
@@ -253,6 +261,7 @@ def plan(model: ServedModel, route: str, req: ParsedRequest) -> Plan:
             layout,
             (*key_base, score_type, per_feature),
             ("feature_errors",),
+            values * (model.manifest.anomaly.elbo_samples if score_type == "neg_elbo" else 1),
         )
     raise InvalidInput(f"unknown operation {route!r}")
 
@@ -270,6 +279,7 @@ class Inference:
     """Where model work runs: a small thread pool, and the batcher when batching is on."""
 
     def __init__(self, settings: ServiceSettings):
+        self.inline_max_values = settings.inline_max_values
         self.executor = ThreadPoolExecutor(
             max_workers=settings.inference_threads(), thread_name_prefix="inference"
         )
@@ -286,6 +296,10 @@ class Inference:
     async def run(self, work: Plan) -> dict[str, Any]:
         if self.batcher is not None and work.batch_key is not None:
             result = await self.batcher.run(work.batch_key, work.items, work.compute)
+        elif work.values <= self.inline_max_values:
+            # Measured: handing a call to a thread and back costs ~200 us here, more than a
+            # small model call itself; the loop is held no longer than JSON parsing holds it.
+            result = work.compute(work.items)
         else:
             loop = asyncio.get_running_loop()
             result = await loop.run_in_executor(self.executor, work.compute, work.items)

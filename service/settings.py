@@ -32,7 +32,13 @@ class ServiceSettings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="address to bind; 0.0.0.0 only inside a container")
     port: int = Field(8000, ge=1, le=65535, description="TCP port")
-    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
+    workers: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="uvicorn worker processes; default ('auto'): one per core. Measured "
+        "(bench/RESULTS.md): equal for single items, twice the throughput for batches",
+    )
     default_model: str | None = Field(
         None, description="model served at the top-level routes; default: the only one"
     )
@@ -47,10 +53,21 @@ class ServiceSettings(BaseSettings):
         "an unavailable one is skipped with a warning",
     )
     intra_op_threads: int | None = Field(
-        None, ge=1, description="onnxruntime threads per session; default ('auto'): cores / workers"
+        None,
+        ge=1,
+        description="onnxruntime threads per session; default ('auto'): 1. Measured "
+        "(bench/RESULTS.md): for models of this size, parallel requests beat parallel "
+        "kernels, and idle pool threads spin on cores the requests need",
     )
     executor_threads: int | None = Field(
         None, ge=1, le=256, description="threads running model work; default ('auto'): cores"
+    )
+    inline_max_values: int = Field(
+        4096,
+        ge=0,
+        description="requests touching at most this many numbers (items x features) run on "
+        "the event loop: a thread handoff costs more than such a small model call "
+        "(bench/RESULTS.md); 0 sends everything to the executor",
     )
     fast_path: bool = Field(
         True,
@@ -82,7 +99,7 @@ class ServiceSettings(BaseSettings):
         "info", description="log level of the service and uvicorn"
     )
 
-    @field_validator("intra_op_threads", "executor_threads", mode="before")
+    @field_validator("workers", "intra_op_threads", "executor_threads", mode="before")
     @classmethod
     def _auto_threads(cls, value: object) -> object:
         # "auto" spells the default explicitly, for environments (compose files) that cannot
@@ -136,13 +153,13 @@ class ServiceSettings(BaseSettings):
             if PROVIDER_NAMES[name] not in available
         ]
 
+    def worker_count(self) -> int:
+        return self.workers if self.workers is not None else max(1, os.cpu_count() or 1)
+
     def inference_threads(self) -> int:
         if self.executor_threads is not None:
             return self.executor_threads
         return max(1, os.cpu_count() or 1)
 
     def threads_per_session(self) -> int:
-        if self.intra_op_threads is not None:
-            return self.intra_op_threads
-        # Workers share the cores; more threads than cores only adds contention.
-        return max(1, (os.cpu_count() or 1) // self.workers)
+        return self.intra_op_threads if self.intra_op_threads is not None else 1

@@ -62,7 +62,8 @@ def _run_concurrently(
 ) -> list[Any]:
     async def main() -> list[Any]:
         tasks = [batcher.run(key, items, compute) for key, items, compute in calls]
-        return await asyncio.gather(*tasks, return_exceptions=True)
+        results: list[Any] = await asyncio.gather(*tasks, return_exceptions=True)
+        return results
 
     return asyncio.run(main())
 

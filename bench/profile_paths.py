@@ -1,0 +1,105 @@
+"""Where a request's time goes, in-process: pyinstrument profiles of the JSON paths.
+
+    .venv/bin/python -m bench.profile_paths
+
+Profiles `serve_operation` (everything our service does for a request except the HTTP server
+itself) on single-item and batch-64 JSON `/reconstruct` with the default model, next to the
+onnxruntime calls alone, and writes `bench/PROFILE.md`. It explains the targets that
+bench/RESULTS.md marks as out of reach.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+from pyinstrument import Profiler
+
+from bench.bodies import write_bodies
+from bench.models import load_model
+from service import codecs
+from service.operations import Inference, RawRequest, ServiceState, serve_operation
+from service.repository import ModelRepository
+from service.runtime import ServedModel
+from service.settings import ServiceSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "out" / "profile"
+
+
+def per_call_us(function: Callable[[], object], seconds: float = 1.5) -> float:
+    function()
+    calls, began = 0, time.perf_counter()
+    while time.perf_counter() - began < seconds:
+        function()
+        calls += 1
+    return (time.perf_counter() - began) / calls * 1e6
+
+
+def profile_one(
+    state: ServiceState, served: ServedModel, body: bytes, label: str, small: bool
+) -> list[str]:
+    """A table of per-part costs and a pyinstrument profile for one request body."""
+    raw = RawRequest("application/json", "application/json", {}, body)
+
+    async def serve_many(count: int) -> None:
+        for _ in range(count):
+            await serve_operation(state, "reconstruct", None, None, raw)
+
+    x = codecs.array_field(codecs.parse_json_object(body), "inputs")
+    assert x is not None
+    model_x = served.model_input(x)
+    result = served.reconstruct(x, samples=None, seed=None)
+    parts: dict[str, Callable[[], object]] = {
+        "orjson.loads of the body": lambda: orjson.loads(body),
+        "JSON body -> float32 array (codecs)": lambda: codecs.array_field(
+            codecs.parse_json_object(body), "inputs"
+        ),
+        "onnxruntime encoder + decoder": lambda: served.bundle.decode_model(
+            served.bundle.encode_model(model_x).mu
+        ),
+        "reconstruct operation (model + preprocessing)": lambda: served.reconstruct(
+            x, samples=None, seed=None
+        ),
+        "response -> JSON bytes": lambda: codecs.json_bytes(result),
+    }
+    whole = per_call_us(lambda: asyncio.run(serve_many(200))) / 200
+    lines = [f"## {label} ({len(body):,} bytes of JSON)", "", "| part | us per call |", "|---|---|"]
+    lines.append(f"| whole request (serve_operation) | {whole:,.1f} |")
+    lines += [f"| {name} | {per_call_us(function):,.1f} |" for name, function in parts.items()]
+    profiler = Profiler(interval=0.0002)
+    profiler.start()
+    asyncio.run(serve_many(2000 if small else 300))
+    profiler.stop()
+    text = profiler.output_text(unicode=False, color=False, show_all=False).strip()
+    return [*lines, "", "```", text, "```", ""]
+
+
+def main() -> int:
+    model = load_model("default")
+    bodies = write_bodies(model.rows, OUT / "bodies", 64)
+    settings = ServiceSettings(model_repository=model.repository, log_level="warning")
+    repository = ModelRepository.load(settings)
+    served = repository.resolve(None, None)
+    state = ServiceState(settings, repository, Inference(settings), ready=True)
+    sections = [
+        "# Where the time goes",
+        "",
+        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. Command: "
+        "`.venv/bin/python -m bench.profile_paths`. In-process, no HTTP server, one thread.",
+        "",
+    ]
+    for key, label in (("json1", "single item"), ("json64", "batch of 64")):
+        sections += profile_one(state, served, bodies[key].read(), label, key == "json1")
+    (ROOT / "bench" / "PROFILE.md").write_text("\n".join(sections) + "\n")
+    print("\n".join(sections))
+    state.inference.close()  # type: ignore[union-attr]
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
