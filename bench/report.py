@@ -317,9 +317,10 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {rss['max_single_process_mb']:.1f} | {fmt(rss.get('max_pss_mb'))} "
                 f"| {rss['slope_mb_per_min']:+.2f} |",
                 "",
-                "The target uses the VmRSS sum; with several workers it counts the pages they "
+                "The target is per worker (the largest single process); flatness is judged "
+                "on the VmRSS sum over all server processes. That sum counts the pages workers "
                 "share (libraries, the interpreter) once per process, so the PSS sum (shared "
-                "pages split between processes) is the better total there.",
+                "pages split between processes) is the better total.",
                 "",
             ]
     lines += ["![results](results.png)", ""]
