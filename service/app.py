@@ -1,9 +1,10 @@
-"""The FastAPI app: `create_app(settings)`, models loaded in the lifespan, thin routes.
+"""The app: `create_app(settings)`, models loaded in the lifespan, thin routes.
 
-Routes only move bytes: codecs turn the body into numpy, `ServedModel` does the work (in a
-worker thread: onnxruntime releases the GIL, the event loop stays free), codecs turn the result
-into bytes. Every route exists at the top level (default model), under `/models/{name}` and
-under `/models/{name}/versions/{version}`.
+The array routes are answered by `service.fastpath` in front of FastAPI; the FastAPI routes
+declared here carry their OpenAPI documentation and serve them when VAE_FAST_PATH is off. Both
+call `service.operations.serve_operation`, which decides where the work runs (inline when
+small, a thread pool or the dynamic batcher otherwise). Every route exists at the top level
+(default model), under `/models/{name}` and under `/models/{name}/versions/{version}`.
 """
 
 from __future__ import annotations
