@@ -36,6 +36,7 @@ from service.operations import (
 )
 from service.repository import ModelRepository
 from service.settings import ServiceSettings
+from service.v2 import register_v2_routes
 
 log = logging.getLogger("vae_service")
 
@@ -132,6 +133,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastPath:
     for route, doc in OPERATION_DOCS.items():
         _register(app, route, doc)
     _register_metadata_routes(app)
+    register_v2_routes(app)
     _register_error_handlers(app)
     # Outermost, outside even FastAPI's own middleware: measured, Starlette's stack costs as
     # much per request as a single-item model call (bench/RESULTS.md).

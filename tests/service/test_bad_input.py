@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-import httpx
+import httpx2 as httpx  # the client library of starlette's TestClient
 import numpy as np
 import numpy.typing as npt
 import pytest

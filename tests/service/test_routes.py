@@ -13,7 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2 as httpx  # the client library of starlette's TestClient
 import numpy as np
 import numpy.typing as npt
 import pytest

@@ -1,0 +1,549 @@
+"""The Open Inference Protocol (KServe "v2" REST predict protocol) over the loaded bundles.
+
+Each bundle `<name>` is offered as three v2 models: `<name>-encoder` (x -> mu, logvar; a plain
+AE: x -> z), `<name>-decoder` (z -> x_hat) and `<name>` (x -> reconstruction, anomaly_score).
+All numbers come from `ServedModel`; this module only translates tensors in and out, including
+the binary tensor data extension (raw little-endian bytes after a JSON header whose length is
+given by the `Inference-Header-Content-Length` header).
+
+Errors use the protocol's own body, `{"error": "<message>"}`, not the DESIGN.md error body.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from service import codecs
+from service.errors import ModelNotFound, ServiceError
+from service.operations import Plan, ServiceState, read_body
+from service.repository import ModelRepository
+from service.runtime import ServedModel
+
+FloatArray = npt.NDArray[np.float32]
+
+TAG = "open inference protocol"
+HEADER_LENGTH = "inference-header-content-length"
+ENCODER_SUFFIX = "-encoder"
+DECODER_SUFFIX = "-decoder"
+
+# Datatypes accepted for inputs (converted to float32), as little-endian numpy dtypes.
+NUMERIC_DTYPES: dict[str, np.dtype[Any]] = {
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+    "INT8": np.dtype("i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "UINT8": np.dtype("u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+}
+OUTPUT_DTYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+# Known to the protocol, refused here with a reason rather than "unknown".
+REFUSED_DTYPES = {
+    "BOOL": "BOOL tensors are not numbers this model can take; send FP32",
+    "BYTES": "BYTES tensors are not numbers this model can take; send FP32",
+}
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+# Status of a domain error in the v2 protocol: validation failures and operations a model
+# cannot do are both "bad request" there.
+_V2_STATUS = {422: 400, 409: 400}
+
+
+class V2Error(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def _bad(message: str) -> V2Error:
+    return V2Error(400, message)
+
+
+# --------------------------------------------------------------------------- model views
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]  # -1 for the batch axis
+
+    def metadata(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class V2Model:
+    """One bundle version seen as a v2 model: the whole VAE, its encoder or its decoder."""
+
+    name: str
+    base: str
+    role: str  # "model", "encoder" or "decoder"
+    model: ServedModel
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        m = self.model
+        if self.role == "decoder":
+            return (TensorSpec("z", "FP32", (-1, m.latent_dim)),)
+        return (TensorSpec("x", "FP32", (-1, *m.input_shape)),)
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        m = self.model
+        x_shape = (-1, *m.input_shape)
+        if self.role == "encoder":
+            if m.kind != "vae":
+                return (TensorSpec("z", "FP32", (-1, m.latent_dim)),)
+            return (
+                TensorSpec("mu", "FP32", (-1, m.latent_dim)),
+                TensorSpec("logvar", "FP32", (-1, m.latent_dim)),
+            )
+        if self.role == "decoder":
+            return (TensorSpec("x_hat", "FP32", x_shape),)
+        return (
+            TensorSpec("reconstruction", "FP32", x_shape),
+            TensorSpec("anomaly_score", "FP64", (-1,)),
+        )
+
+    def compute(
+        self, items: FloatArray, wanted: Sequence[str], score_type: str | None
+    ) -> dict[str, npt.NDArray[Any]]:
+        """The wanted outputs for a validated batch, each shaped as its metadata says."""
+        m, batch = self.model, len(items)
+        if self.role == "encoder":
+            encoding = m.encode(items, sample=False, seed=None)
+            if m.kind != "vae":
+                return {"z": encoding["z"]}
+            return {"mu": encoding["mu"], "logvar": encoding["logvar"]}
+        if self.role == "decoder":
+            decoded = m.decode(items)["outputs"]
+            return {"x_hat": decoded.reshape((batch, *m.input_shape))}
+        result: dict[str, npt.NDArray[Any]] = {}
+        if "reconstruction" in wanted:
+            outputs = m.reconstruct(items, samples=None, seed=None)["outputs"]
+            result["reconstruction"] = outputs.reshape((batch, *m.input_shape))
+        if "anomaly_score" in wanted:
+            scores = m.score(items, score_type=score_type, per_feature=False)["scores"]
+            result["anomaly_score"] = np.asarray(scores, dtype=np.float64)
+        return result
+
+    def metadata(self, versions: list[str]) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "versions": versions,
+            "platform": "onnxruntime",
+            "inputs": [spec.metadata() for spec in self.inputs],
+            "outputs": [spec.metadata() for spec in self.outputs],
+        }
+
+
+def find_model(repository: ModelRepository, name: str, version: str | None) -> V2Model:
+    """`<name>`, `<name>-encoder` or `<name>-decoder`; a loaded name always wins as itself."""
+    if name in repository.models:
+        return V2Model(name, name, "model", repository.resolve(name, version))
+    for suffix, role in ((ENCODER_SUFFIX, "encoder"), (DECODER_SUFFIX, "decoder")):
+        base = name[: -len(suffix)]
+        if name.endswith(suffix) and base in repository.models:
+            return V2Model(name, base, role, repository.resolve(base, version))
+    raise ModelNotFound(f"unknown model {name!r}")
+
+
+# --------------------------------------------------------------------------- request parsing
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    id: str | None
+    parameters: dict[str, Any]
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]] | None
+    binary: bytes  # the bytes after the JSON header (empty without the extension)
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """(JSON header, binary tail) by the Inference-Header-Content-Length header."""
+    if header_length is None:
+        return body, b""
+    text = header_length.strip()
+    if not (text.isascii() and text.isdigit()):
+        raise _bad(
+            f"Inference-Header-Content-Length must be a non-negative integer, got {header_length!r}"
+        )
+    length = int(text)
+    if length > len(body):
+        raise _bad(
+            f"Inference-Header-Content-Length is {length} but the body has only {len(body)} bytes"
+        )
+    return body[:length], body[length:]
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _bad(f"{what} must be a JSON object")
+    return value
+
+
+def parse_infer_request(body: bytes, header_length: str | None, max_depth: int) -> InferRequest:
+    header, binary = split_body(body, header_length)
+    payload = codecs.parse_json_object(header, max_depth=max_depth)
+    request_id = payload.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise _bad("id must be a string")
+    parameters = _object(payload.get("parameters"), "parameters")
+    inputs = payload.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise _bad("inputs is required: a non-empty list of input tensors")
+    for index, tensor in enumerate(inputs):
+        if not isinstance(tensor, dict):
+            raise _bad(f"inputs[{index}] must be a JSON object")
+    outputs = payload.get("outputs")
+    if outputs is not None:
+        if not isinstance(outputs, list):
+            raise _bad("outputs must be a list of requested outputs")
+        for index, wanted in enumerate(outputs):
+            if not isinstance(wanted, dict) or not isinstance(wanted.get("name"), str):
+                raise _bad(f"outputs[{index}] must be an object with a string name")
+    return InferRequest(request_id, parameters, inputs, outputs, binary)
+
+
+def _shape(tensor: dict[str, Any], name: str) -> tuple[int, ...]:
+    shape = tensor.get("shape")
+    if not isinstance(shape, list) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
+    ):
+        raise _bad(f"input {name!r}: shape must be a list of non-negative integers")
+    return tuple(shape)
+
+
+def _dtype(datatype: Any, name: str) -> np.dtype[Any]:
+    if not isinstance(datatype, str):
+        raise _bad(f'input {name!r}: datatype must be a string such as "FP32"')
+    if datatype in REFUSED_DTYPES:
+        raise _bad(f"input {name!r}: {REFUSED_DTYPES[datatype]}")
+    if datatype not in NUMERIC_DTYPES:
+        raise _bad(
+            f"input {name!r}: unknown datatype {datatype!r}; accepted: {sorted(NUMERIC_DTYPES)}"
+        )
+    return NUMERIC_DTYPES[datatype]
+
+
+def _to_float32(values: npt.NDArray[Any], name: str) -> FloatArray:
+    """Any numeric array as float32, refusing NaN/Inf and values beyond the float32 range."""
+    if values.dtype.kind == "f":
+        finite = np.isfinite(values)
+        if not bool(finite.all()):
+            index = int(np.flatnonzero(~finite)[0])
+            raise _bad(f"input {name!r}: non-finite value at flat index {index}")
+        too_big = np.abs(values) > _FLOAT32_MAX
+        if bool(too_big.any()):
+            index = int(np.flatnonzero(too_big)[0])
+            raise _bad(f"input {name!r}: value at flat index {index} is outside the float32 range")
+    return np.ascontiguousarray(values, dtype=np.float32)
+
+
+def decode_inputs(request: InferRequest) -> dict[str, FloatArray]:
+    """Every input tensor as a float32 array of its declared shape."""
+    arrays: dict[str, FloatArray] = {}
+    offset = 0
+    for index, tensor in enumerate(request.inputs):
+        name = tensor.get("name")
+        if not isinstance(name, str):
+            raise _bad(f"inputs[{index}]: name must be a string")
+        if name in arrays:
+            raise _bad(f"input {name!r} is given more than once")
+        shape = _shape(tensor, name)
+        dtype = _dtype(tensor.get("datatype"), name)
+        count = math.prod(shape)
+        parameters = _object(tensor.get("parameters"), f"input {name!r}: parameters")
+        size = parameters.get("binary_data_size")
+        if size is not None:
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise _bad(f"input {name!r}: binary_data_size must be a non-negative integer")
+            if "data" in tensor:
+                raise _bad(f"input {name!r}: give either data or binary_data_size, not both")
+            if size != count * dtype.itemsize:
+                raise _bad(
+                    f"input {name!r}: binary_data_size is {size} bytes but shape {list(shape)} "
+                    f"of {tensor['datatype']} needs {count * dtype.itemsize}"
+                )
+            if offset + size > len(request.binary):
+                raise _bad(
+                    f"input {name!r}: binary data ends after {len(request.binary)} bytes, "
+                    f"{offset + size} needed"
+                )
+            raw = np.frombuffer(request.binary, dtype=dtype, count=count, offset=offset)
+            offset += size
+            values = _to_float32(raw, name)
+        else:
+            values = _json_data(tensor.get("data"), name, count)
+        arrays[name] = values.reshape(shape)
+    if offset != len(request.binary):
+        raise _bad(
+            f"binary data is {len(request.binary)} bytes but the inputs' binary_data_size "
+            f"add up to {offset}"
+        )
+    return arrays
+
+
+def _json_data(data: Any, name: str, count: int) -> FloatArray:
+    if not isinstance(data, list):
+        raise _bad(f"input {name!r}: data must be a (flat or nested) list of numbers")
+    if count == 0:
+        raise _bad(f"input {name!r}: empty tensor; send at least one item")
+    try:
+        # The service's own JSON array reader: refuses booleans, strings, ragged lists,
+        # NaN/Inf and values beyond float32, and returns float32.
+        array = codecs.array_field({name: data}, name, min_ndim=1)
+    except ServiceError as error:
+        raise _bad(f"input {name!r}: {error.message}") from error
+    assert array is not None
+    if array.size != count:
+        raise _bad(f"input {name!r}: data has {array.size} values but its shape needs {count}")
+    return array.ravel()
+
+
+def _flag(parameters: dict[str, Any], key: str, what: str) -> bool:
+    value = parameters.get(key, False)
+    if not isinstance(value, bool):
+        raise _bad(f"{what}: {key} must be true or false")
+    return value
+
+
+@dataclass(frozen=True)
+class WantedOutput:
+    spec: TensorSpec
+    binary: bool
+
+
+def wanted_outputs(view: V2Model, request: InferRequest) -> list[WantedOutput]:
+    specs = {spec.name: spec for spec in view.outputs}
+    binary_default = _flag(request.parameters, "binary_data_output", "parameters")
+    if request.outputs is None:
+        return [WantedOutput(spec, binary_default) for spec in view.outputs]
+    chosen: list[WantedOutput] = []
+    for entry in request.outputs:
+        name = entry["name"]
+        if name not in specs:
+            raise _bad(f"model {view.name!r} has no output {name!r}; outputs: {list(specs)}")
+        if any(w.spec.name == name for w in chosen):
+            raise _bad(f"output {name!r} is requested more than once")
+        parameters = _object(entry.get("parameters"), f"output {name!r}: parameters")
+        binary = parameters.get("binary_data", binary_default)
+        if not isinstance(binary, bool):
+            raise _bad(f"output {name!r}: binary_data must be true or false")
+        chosen.append(WantedOutput(specs[name], binary))
+    return chosen
+
+
+def _single_input(view: V2Model, arrays: dict[str, FloatArray]) -> FloatArray:
+    expected = view.inputs[0].name
+    if set(arrays) != {expected}:
+        raise _bad(
+            f"model {view.name!r} takes exactly one input named {expected!r}; got {list(arrays)}"
+        )
+    array = arrays[expected]
+    if array.ndim < 2:
+        raise _bad(
+            f"input {expected!r}: shape needs a leading batch axis, expected "
+            f"{list(view.inputs[0].shape)}, got {list(array.shape)}"
+        )
+    if view.role == "decoder":
+        return view.model.check_latents(array, field=expected)
+    return view.model.check_inputs(array, field=expected)
+
+
+# --------------------------------------------------------------------------- responses
+
+
+def _json_response(
+    payload: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        codecs.json_bytes(payload),
+        status_code=status,
+        media_type=codecs.JSON_MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+def error_response(error: V2Error | ServiceError) -> Response:
+    if isinstance(error, ServiceError):
+        error = V2Error(_V2_STATUS.get(error.status, error.status), error.message, error.headers)
+    return _json_response({"error": error.message}, error.status, error.headers)
+
+
+def infer_response(
+    view: V2Model,
+    request: InferRequest,
+    wanted: list[WantedOutput],
+    results: dict[str, npt.NDArray[Any]],
+) -> Response:
+    outputs: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    for output in wanted:
+        spec = output.spec
+        array = np.ascontiguousarray(results[spec.name], dtype=OUTPUT_DTYPES[spec.datatype])
+        entry: dict[str, Any] = {
+            "name": spec.name,
+            "datatype": spec.datatype,
+            "shape": list(array.shape),
+        }
+        if output.binary:
+            raw = array.tobytes(order="C")
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            entry["data"] = array.ravel()
+        outputs.append(entry)
+    payload: dict[str, Any] = {"model_name": view.name, "model_version": view.model.version}
+    if request.id is not None:
+        payload["id"] = request.id
+    payload["outputs"] = outputs
+    header = codecs.json_bytes(payload)
+    if not chunks:
+        return Response(header, media_type=codecs.JSON_MEDIA_TYPE)
+    return Response(
+        b"".join([header, *chunks]),
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+
+
+# --------------------------------------------------------------------------- routes
+
+
+def _state(request: Request) -> ServiceState:
+    state: ServiceState = request.app.state.service
+    return state
+
+
+def _server_version() -> str:
+    try:
+        return importlib.metadata.version("vae-service")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.1.0"
+
+
+async def infer(request: Request, name: str, version: str | None) -> Response:
+    state = _state(request)
+    try:
+        repository, inference = state.require_ready()
+        view = find_model(repository, name, version)
+        body = await read_body(
+            request.receive, request.headers.get("content-length"), state.settings.max_body_bytes
+        )
+        parsed = parse_infer_request(
+            body, request.headers.get(HEADER_LENGTH), state.settings.max_json_depth
+        )
+        wanted = wanted_outputs(view, parsed)
+        score_type = parsed.parameters.get("score_type")
+        if score_type is not None and not isinstance(score_type, str):
+            raise _bad("parameters: score_type must be a string")
+        items = _single_input(view, decode_inputs(parsed))
+        names = [w.spec.name for w in wanted]
+
+        def compute(batch: FloatArray) -> dict[str, Any]:
+            return dict(view.compute(batch, names, score_type))
+
+        plan = Plan(
+            compute=compute,
+            items=items,
+            layout=tuple(items.shape[1:]),
+            batch_key=None,
+            values=len(items) * view.model.feature_count,
+        )
+        results = await inference.run(plan)
+        return infer_response(view, parsed, wanted, results)
+    except (V2Error, ServiceError) as error:
+        return error_response(error)
+
+
+def register_v2_routes(app: FastAPI) -> None:
+    """The v2 endpoints, documented under the "open inference protocol" tag."""
+
+    @app.get("/v2", tags=[TAG], summary="Server metadata")
+    async def server_metadata() -> Response:
+        return _json_response(
+            {
+                "name": "vae-service",
+                "version": _server_version(),
+                "extensions": ["binary_tensor_data"],
+            }
+        )
+
+    @app.get("/v2/health/live", tags=[TAG], summary="Server liveness")
+    async def server_live() -> Response:
+        return _json_response({"live": True})
+
+    @app.get("/v2/health/ready", tags=[TAG], summary="Server readiness")
+    async def server_ready(request: Request) -> Response:
+        state = _state(request)
+        if state.repository is None or not state.ready:
+            return _json_response({"ready": False}, 503, {"Retry-After": "1"})
+        return _json_response({"ready": True})
+
+    async def metadata(request: Request, name: str, version: str | None) -> Response:
+        try:
+            repository = _state(request).require_ready()[0]
+            view = find_model(repository, name, version)
+            return _json_response(view.metadata(repository.versions_of(view.base)))
+        except ServiceError as error:
+            return error_response(error)
+
+    async def ready(request: Request, name: str, version: str | None) -> Response:
+        try:
+            repository = _state(request).require_ready()[0]
+            view = find_model(repository, name, version)
+            return _json_response({"name": view.name, "ready": True})
+        except ServiceError as error:
+            return error_response(error)
+
+    @app.get("/v2/models/{name}", tags=[TAG], summary="Model metadata (served version)")
+    async def model_metadata(request: Request, name: str) -> Response:
+        return await metadata(request, name, None)
+
+    @app.get("/v2/models/{name}/versions/{version}", tags=[TAG], summary="Model version metadata")
+    async def version_metadata(request: Request, name: str, version: str) -> Response:
+        return await metadata(request, name, version)
+
+    @app.get("/v2/models/{name}/ready", tags=[TAG], summary="Model readiness (served version)")
+    async def model_ready(request: Request, name: str) -> Response:
+        return await ready(request, name, None)
+
+    @app.get(
+        "/v2/models/{name}/versions/{version}/ready",
+        tags=[TAG],
+        summary="Model version readiness",
+    )
+    async def version_ready(request: Request, name: str, version: str) -> Response:
+        return await ready(request, name, version)
+
+    @app.post("/v2/models/{name}/infer", tags=[TAG], summary="Inference (served version)")
+    async def model_infer(request: Request, name: str) -> Response:
+        return await infer(request, name, None)
+
+    @app.post(
+        "/v2/models/{name}/versions/{version}/infer",
+        tags=[TAG],
+        summary="Inference (exact version)",
+    )
+    async def version_infer(request: Request, name: str, version: str) -> Response:
+        return await infer(request, name, version)
