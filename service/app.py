@@ -12,16 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service import codecs
 from service.api_docs import OPERATION_DOCS, OperationDoc
 from service.errors import InvalidInput, ServiceError
 from service.fastpath import FastPath
@@ -35,6 +32,7 @@ from service.operations import (
     serve_operation,
 )
 from service.repository import ModelRepository
+from service.responses import json_response
 from service.settings import ServiceSettings
 from service.v2 import register_v2_routes
 
@@ -140,31 +138,18 @@ def create_app(settings: ServiceSettings | None = None) -> FastPath:
     return FastPath(app, state)
 
 
-def _json(
-    payload: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
-) -> Response:
-    # Metadata and error bodies hold no big arrays; default=str keeps odd detail values (e.g.
-    # exceptions inside validation errors) from turning an error response into a 500.
-    return Response(
-        orjson.dumps(payload, default=str, option=orjson.OPT_SERIALIZE_NUMPY),
-        status_code=status,
-        media_type=codecs.JSON_MEDIA_TYPE,
-        headers=headers,
-    )
-
-
 def _register_metadata_routes(app: FastAPI) -> None:
     @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
     async def healthz() -> Response:
-        return _json({"status": "ok"})
+        return json_response({"status": "ok"})
 
     @app.get("/readyz", tags=["health"], summary="Readiness: every model loaded and warmed up")
     async def readyz(request: Request) -> Response:
         state = _state(request)
         repository = state.repository
         if repository is None or not state.ready:
-            return _json({"status": "loading"}, 503, {"Retry-After": "1"})
-        return _json(
+            return json_response({"status": "loading"}, 503, {"Retry-After": "1"})
+        return json_response(
             {
                 "status": "ready",
                 "models": {n: repository.served_version[n] for n in sorted(repository.models)},
@@ -176,7 +161,7 @@ def _register_metadata_routes(app: FastAPI) -> None:
     @app.get("/models", tags=["models"], summary="Every loaded model and its served version")
     async def list_models(request: Request) -> Response:
         repository = _state(request).require_ready()[0]
-        return _json(
+        return json_response(
             {
                 "default_model": repository.default_name,
                 "models": [
@@ -193,7 +178,7 @@ def _register_metadata_routes(app: FastAPI) -> None:
     async def model_metadata(request: Request, name: str) -> Response:
         repository = _state(request).require_ready()[0]
         model = repository.resolve(name, None)
-        return _json({**model.public_metadata(), "versions": repository.versions_of(name)})
+        return json_response({**model.public_metadata(), "versions": repository.versions_of(name)})
 
     @app.get(
         "/models/{name}/versions/{version}",
@@ -203,28 +188,28 @@ def _register_metadata_routes(app: FastAPI) -> None:
     async def version_metadata(request: Request, name: str, version: str) -> Response:
         repository = _state(request).require_ready()[0]
         model = repository.resolve(name, version)
-        return _json({**model.public_metadata(), "versions": repository.versions_of(name)})
+        return json_response({**model.public_metadata(), "versions": repository.versions_of(name)})
 
 
 def _register_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, error: ServiceError) -> Response:
-        return _json(error.body(), error.status, error.headers)
+        return json_response(error.body(), error.status, error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> Response:
         body = InvalidInput("request does not match the route", error.errors()).body()
-        return _json(body, 422)
+        return json_response(body, 422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
         body = {"error": {"code": code, "message": str(error.detail), "detail": None}}
-        return _json(body, error.status_code, dict(error.headers or {}))
+        return json_response(body, error.status_code, dict(error.headers or {}))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> Response:
         # A 500 is always a bug: log it whole, tell the client nothing internal.
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         body = {"error": {"code": "internal_error", "message": "internal error", "detail": None}}
-        return _json(body, 500)
+        return json_response(body, 500)

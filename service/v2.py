@@ -26,6 +26,7 @@ from service import codecs
 from service.errors import ModelNotFound, ServiceError
 from service.operations import Plan, ServiceState, read_body
 from service.repository import ModelRepository
+from service.responses import json_response
 from service.runtime import ServedModel
 
 FloatArray = npt.NDArray[np.float32]
@@ -373,21 +374,10 @@ def _single_input(view: V2Model, arrays: dict[str, FloatArray]) -> FloatArray:
 # --------------------------------------------------------------------------- responses
 
 
-def _json_response(
-    payload: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
-) -> Response:
-    return Response(
-        codecs.json_bytes(payload),
-        status_code=status,
-        media_type=codecs.JSON_MEDIA_TYPE,
-        headers=headers,
-    )
-
-
 def error_response(error: V2Error | ServiceError) -> Response:
     if isinstance(error, ServiceError):
         error = V2Error(_V2_STATUS.get(error.status, error.status), error.message, error.headers)
-    return _json_response({"error": error.message}, error.status, error.headers)
+    return json_response({"error": error.message}, error.status, error.headers)
 
 
 def infer_response(
@@ -481,7 +471,7 @@ def register_v2_routes(app: FastAPI) -> None:
 
     @app.get("/v2", tags=[TAG], summary="Server metadata")
     async def server_metadata() -> Response:
-        return _json_response(
+        return json_response(
             {
                 "name": "vae-service",
                 "version": _server_version(),
@@ -491,20 +481,20 @@ def register_v2_routes(app: FastAPI) -> None:
 
     @app.get("/v2/health/live", tags=[TAG], summary="Server liveness")
     async def server_live() -> Response:
-        return _json_response({"live": True})
+        return json_response({"live": True})
 
     @app.get("/v2/health/ready", tags=[TAG], summary="Server readiness")
     async def server_ready(request: Request) -> Response:
         state = _state(request)
         if state.repository is None or not state.ready:
-            return _json_response({"ready": False}, 503, {"Retry-After": "1"})
-        return _json_response({"ready": True})
+            return json_response({"ready": False}, 503, {"Retry-After": "1"})
+        return json_response({"ready": True})
 
     async def metadata(request: Request, name: str, version: str | None) -> Response:
         try:
             repository = _state(request).require_ready()[0]
             view = find_model(repository, name, version)
-            return _json_response(view.metadata(repository.versions_of(view.base)))
+            return json_response(view.metadata(repository.versions_of(view.base)))
         except ServiceError as error:
             return error_response(error)
 
@@ -512,7 +502,7 @@ def register_v2_routes(app: FastAPI) -> None:
         try:
             repository = _state(request).require_ready()[0]
             view = find_model(repository, name, version)
-            return _json_response({"name": view.name, "ready": True})
+            return json_response({"name": view.name, "ready": True})
         except ServiceError as error:
             return error_response(error)
 
