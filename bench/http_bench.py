@@ -1,7 +1,7 @@
 """Benchmark this service against the obvious baseline and the ceilings, in one run.
 
     .venv/bin/python -m bench.http_bench [--duration 10] [--workers auto] [--memory-seconds 60]
-        [--models default,784] [--scenarios S1,S2,S3,S4]
+        [--models default,784] [--scenarios S1,S2,S3,S4,S5]
 
 Every server runs alone on 127.0.0.1 (started, measured, stopped before the next starts), and
 wrk shares the machine's cores with it. Writes bench/RESULTS.md, bench/results.json,
@@ -67,6 +67,10 @@ SCENARIOS = {
     "S4": Scenario(
         "S4", "single-item JSON /anomaly-score", "anomaly-score", "json1", 64,
         ("ours", "ours-batching", "baseline"),
+    ),
+    "S5": Scenario(
+        "S5", f"batch-{BATCH} v2 binary infer (reconstruction)", "v2/models/{model}/infer",
+        "v2bin64", 8, ("ours",),
     ),
 }  # fmt: skip
 SERVER_ORDER = ("ours", "ours-batching", "baseline", "noop")
@@ -186,8 +190,8 @@ def server_specs(model: BenchModel, workers: str) -> dict[str, servers.ServerSpe
     }  # fmt: skip
 
 
-def url_path(server: str, route: str) -> str:
-    return "/noop" if server == "noop" else f"/{route}"
+def url_path(server: str, route: str, model_name: str) -> str:
+    return "/noop" if server == "noop" else "/" + route.format(model=model_name)
 
 
 def probe(base_url: str, path: str, body: Body) -> str | None:
@@ -272,7 +276,7 @@ def run_model(model: BenchModel, options: Options) -> dict[str, Any]:
                     model=model.key,
                     scenario=key,
                     server=label,
-                    url_path=url_path(label, scenario.route),
+                    url_path=url_path(label, scenario.route, model.name),
                     connections=scenario.connections,
                     items_per_request=bodies[scenario.body].items,
                 )
@@ -390,7 +394,9 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         "--memory-seconds", type=int, default=60, help="length of the RSS run (0: skip it)"
     )
     parser.add_argument("--models", default="default,784", help="default and/or 784")
-    parser.add_argument("--scenarios", default="S1,S2,S3,S4", help="any of S1,S2,S3,S4")
+    parser.add_argument(
+        "--scenarios", default=",".join(SCENARIOS), help=f"any of {','.join(SCENARIOS)}"
+    )
     parser.add_argument(
         "--wrk-threads", type=int, default=1, choices=(1, 2), help="wrk threads (2 cores here)"
     )

@@ -86,7 +86,7 @@ def ratio_check(
 def checks(results: dict[str, Any]) -> list[Check]:
     found: list[Check] = []
     for key, model in results["models"].items():
-        ours = {s: find(model, s, "ours") for s in ("S1", "S2", "S3", "S4")}
+        ours = {s: find(model, s, "ours") for s in ("S1", "S2", "S3", "S4", "S5")}
         if ours["S1"] is not None:
             found.append(ratio_check(key, "S1", "ours >= 4x baseline requests/s", ours["S1"],
                                      find(model, "S1", "baseline"), "rps", 4.0))  # fmt: skip
@@ -102,6 +102,9 @@ def checks(results: dict[str, Any]) -> list[Check]:
             found.append(ratio_check(key, "S4", "batching on >= 1.2x batching off requests/s",
                                      on, ours["S4"], "rps", 1.2))  # fmt: skip
             found.append(p99_check(key, on, ours["S4"]))
+        if ours["S5"] is not None:
+            found.append(ratio_check(key, "S5", "v2 binary infer >= 80% of our npy route items/s",
+                                     ours["S5"], ours["S3"], "items", 0.8))  # fmt: skip
     memory = results.get("memory")
     if memory:
         found.append(memory_check(memory))

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
+from service import v2
 from service.errors import ServiceError
 from service.operations import (
     ARRAY_FIELD,
@@ -69,7 +70,11 @@ class FastPath:
         ):
             await self.app(scope, receive, send)
             return
-        matched = match_route(scope["path"])
+        path: str = scope["path"]
+        if path.startswith("/v2/"):
+            await self._v2(scope, receive, send, path)
+            return
+        matched = match_route(path)
         if matched is None:
             await self.app(scope, receive, send)
             return
@@ -80,8 +85,38 @@ class FastPath:
             response = error_response(error)
         except Exception:
             # A 500 is always a bug: log it whole, tell the client nothing internal.
-            log.exception("unhandled error on POST %s", scope["path"])
+            log.exception("unhandled error on POST %s", path)
             response = error_response(ServiceError("internal error"))
+        await _send(send, response)
+
+    async def _v2(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        """The Open Inference Protocol's infer, the one v2 route that carries tensors."""
+        matched = v2.match_infer_path(path)
+        if matched is None:
+            await self.app(scope, receive, send)
+            return
+        name, version = matched
+        try:
+            headers = dict(scope["headers"])
+            content_length = headers.get(b"content-length")
+            header_length = headers.get(v2.HEADER_LENGTH.encode("latin-1"))
+            body = await read_body(
+                receive,
+                None if content_length is None else content_length.decode("latin-1"),
+                self.state.settings.max_body_bytes,
+            )
+            response = await v2.serve_infer(
+                self.state,
+                name,
+                version,
+                body,
+                None if header_length is None else header_length.decode("latin-1"),
+            )
+        except ServiceError as error:
+            response = v2.raw_error(error)
+        except Exception:
+            log.exception("unhandled error on POST %s", path)
+            response = v2.raw_error(ServiceError("internal error"))
         await _send(send, response)
 
     async def _serve(

@@ -24,7 +24,7 @@ from fastapi.responses import Response
 
 from service import codecs
 from service.errors import ModelNotFound, ServiceError
-from service.operations import Plan, ServiceState, read_body
+from service.operations import Plan, RawResponse, ServiceState, read_body
 from service.repository import ModelRepository
 from service.responses import json_response
 from service.runtime import ServedModel
@@ -374,10 +374,21 @@ def _single_input(view: V2Model, arrays: dict[str, FloatArray]) -> FloatArray:
 # --------------------------------------------------------------------------- responses
 
 
-def error_response(error: V2Error | ServiceError) -> Response:
+def raw_error(error: V2Error | ServiceError) -> RawResponse:
     if isinstance(error, ServiceError):
         error = V2Error(_V2_STATUS.get(error.status, error.status), error.message, error.headers)
-    return json_response({"error": error.message}, error.status, error.headers)
+    body = codecs.json_bytes({"error": error.message})
+    return RawResponse(error.status, codecs.JSON_MEDIA_TYPE, body, dict(error.headers))
+
+
+def error_response(error: V2Error | ServiceError) -> Response:
+    return to_response(raw_error(error))
+
+
+def to_response(raw: RawResponse) -> Response:
+    return Response(
+        raw.body, status_code=raw.status, media_type=raw.media_type, headers=raw.headers
+    )
 
 
 def infer_response(
@@ -385,7 +396,7 @@ def infer_response(
     request: InferRequest,
     wanted: list[WantedOutput],
     results: dict[str, npt.NDArray[Any]],
-) -> Response:
+) -> RawResponse:
     outputs: list[dict[str, Any]] = []
     chunks: list[bytes] = []
     for output in wanted:
@@ -409,11 +420,12 @@ def infer_response(
     payload["outputs"] = outputs
     header = codecs.json_bytes(payload)
     if not chunks:
-        return Response(header, media_type=codecs.JSON_MEDIA_TYPE)
-    return Response(
+        return RawResponse(200, codecs.JSON_MEDIA_TYPE, header)
+    return RawResponse(
+        200,
+        "application/octet-stream",
         b"".join([header, *chunks]),
-        media_type="application/octet-stream",
-        headers={"Inference-Header-Content-Length": str(len(header))},
+        {"Inference-Header-Content-Length": str(len(header))},
     )
 
 
@@ -432,17 +444,27 @@ def _server_version() -> str:
         return "0.1.0"
 
 
-async def infer(request: Request, name: str, version: str | None) -> Response:
-    state = _state(request)
+def match_infer_path(path: str) -> tuple[str, str | None] | None:
+    """`/v2/models/N/infer` -> (N, None); `/v2/models/N/versions/V/infer` -> (N, V)."""
+    parts = path.split("/")
+    # ["", "v2", "models", N, "infer"] | ["", "v2", "models", N, "versions", V, "infer"]
+    if parts[-1] != "infer" or parts[:3] != ["", "v2", "models"]:
+        return None
+    if len(parts) == 5 and parts[3]:
+        return parts[3], None
+    if len(parts) == 7 and parts[3] and parts[4] == "versions" and parts[5]:
+        return parts[3], parts[5]
+    return None
+
+
+async def serve_infer(
+    state: ServiceState, name: str, version: str | None, body: bytes, header_length: str | None
+) -> RawResponse:
+    """One v2 infer request, from raw bytes to raw bytes; errors in the protocol's body."""
     try:
         repository, inference = state.require_ready()
         view = find_model(repository, name, version)
-        body = await read_body(
-            request.receive, request.headers.get("content-length"), state.settings.max_body_bytes
-        )
-        parsed = parse_infer_request(
-            body, request.headers.get(HEADER_LENGTH), state.settings.max_json_depth
-        )
+        parsed = parse_infer_request(body, header_length, state.settings.max_json_depth)
         wanted = wanted_outputs(view, parsed)
         score_type = parsed.parameters.get("score_type")
         if score_type is not None and not isinstance(score_type, str):
@@ -463,7 +485,20 @@ async def infer(request: Request, name: str, version: str | None) -> Response:
         results = await inference.run(plan)
         return infer_response(view, parsed, wanted, results)
     except (V2Error, ServiceError) as error:
+        return raw_error(error)
+
+
+async def infer(request: Request, name: str, version: str | None) -> Response:
+    """The FastAPI route's way in (VAE_FAST_PATH=false); the fast path calls serve_infer."""
+    state = _state(request)
+    try:
+        body = await read_body(
+            request.receive, request.headers.get("content-length"), state.settings.max_body_bytes
+        )
+    except ServiceError as error:
         return error_response(error)
+    header_length = request.headers.get(HEADER_LENGTH)
+    return to_response(await serve_infer(state, name, version, body, header_length))
 
 
 def register_v2_routes(app: FastAPI) -> None:

@@ -19,6 +19,7 @@ from service.errors import InvalidInput
 from service.fastpath import match_route
 from service.runtime import Limits, ServedModel
 from service.settings import ServiceSettings
+from service.v2 import match_infer_path
 
 DIGITS = load_digits().data.astype(np.float32)
 
@@ -55,6 +56,23 @@ def test_split_result_cuts_batch_arrays_and_copies_scalars() -> None:
 )
 def test_fast_path_route_matching(path: str, expected: tuple[str, str, str] | None) -> None:
     assert match_route(path) == expected
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/v2/models/digits-vae/infer", ("digits-vae", None)),
+        ("/v2/models/a-encoder/versions/2/infer", ("a-encoder", "2")),
+        ("/v2/models//infer", None),
+        ("/v2/models/a/versions//infer", None),
+        ("/v2/models/a/ready", None),
+        ("/v2/models/a/b/infer", None),
+        ("/v2/other/a/infer", None),
+        ("/v2/health/ready", None),
+    ],
+)
+def test_fast_path_v2_matching(path: str, expected: tuple[str, str | None] | None) -> None:
+    assert match_infer_path(path) == expected
 
 
 def _run_concurrently(
@@ -157,8 +175,21 @@ def clients(settings: ServiceSettings) -> Any:
         ("/anomaly-score", {"inputs": [[1.0, 2.0]]}),
         ("/models/nope/encode", {"inputs": DIGITS[:1].tolist()}),
         ("/anomaly-score", {"inputs": DIGITS[:1].tolist(), "score_type": "neg_elbo"}),
+        (
+            "/v2/models/digits-vae/infer",
+            {"inputs": [{"name": "x", "shape": [2, 64], "datatype": "FP32",
+                         "data": DIGITS[:2].ravel().tolist()}], "id": "r1"},
+        ),
+        (
+            "/v2/models/digits-vae-encoder/versions/1/infer",
+            {"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP64",
+                         "data": DIGITS[:1].ravel().tolist()}],
+             "outputs": [{"name": "mu", "parameters": {"binary_data": True}}]},
+        ),
+        ("/v2/models/digits-vae/infer", {"inputs": [{"name": "x", "shape": [3, 64]}]}),
+        ("/v2/models/nope/infer", {"inputs": []}),
     ],
-)
+)  # fmt: skip
 def test_every_path_gives_the_same_bytes(
     clients: dict[str, TestClient], path: str, body: dict[str, Any]
 ) -> None:
