@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 DEFAULT_BUNDLE := models/digits-vae/1
 
-.PHONY: setup test lint check train serve image smoke clean help bench bench-choices profile
+.PHONY: setup test lint check train serve image smoke clean help bench bench-choices profile soak
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -59,3 +59,8 @@ bench-choices: setup  ## measure each serving default against its alternative (~
 
 profile: setup  ## where a JSON request's time goes, in-process (pyinstrument); writes bench/PROFILE.md
 	$(BIN)/python -m bench.profile_paths
+
+SOAK_SECONDS ?= 120
+SOAK_ARGS ?=
+soak: setup  ## SOAK_SECONDS (120) of mixed valid and invalid requests against vae-serve; fails on a 5xx, a dropped request or growing RSS; writes bench/SOAK.md
+	$(BIN)/python -m bench.soak --seconds $(SOAK_SECONDS) $(SOAK_ARGS)

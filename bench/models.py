@@ -61,8 +61,8 @@ def digits28_images() -> FloatArray:
 def ensure_data28() -> FloatArray:
     if not DATA_28.is_file():
         DATA_28.parent.mkdir(parents=True, exist_ok=True)
-        np.save(DATA_28, digits28_images())
-    images: FloatArray = np.load(DATA_28)
+        np.save(DATA_28, digits28_images(), allow_pickle=False)
+    images: FloatArray = np.load(DATA_28, allow_pickle=False)
     return images
 
 

@@ -326,7 +326,10 @@ def markdown(results: dict[str, Any]) -> str:
                 "pages split between processes) is the better total.",
                 "",
             ]
-    lines += ["![results](results.png)", ""]
+    # The soak (make soak) runs on its own; RESULTS.md carries its last figures, if any.
+    from bench.soak import results_section
+
+    lines += [*results_section(), "![results](results.png)", ""]
     return "\n".join(lines)
 
 

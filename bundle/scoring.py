@@ -125,11 +125,19 @@ def tail_probability(scores: AnyFloatArray, quantiles: list[float]) -> FloatArra
     first_at_or_above = np.searchsorted(q, s, side="left")  # first index with q >= s
     upper = np.clip(first_at_or_above, 1, steps)
     lower = upper - 1
-    span = q[upper] - q[lower]
+    q_lower, q_upper = q[lower], q[upper]
     # Scores far outside a tiny (even denormal) span overflow to +-inf here; the clip below
     # maps those to the ends of the segment, which is the right answer.
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        fraction = np.where(span > 0, (s - q[lower]) / np.where(span > 0, span, 1.0), 1.0)
+        span = q_upper - q_lower
+        fraction = np.where(span > 0, (s - q_lower) / np.where(span > 0, span, 1.0), 1.0)
+        # A segment from about -1e308 to 1e308 overflows both differences to inf, and inf/inf
+        # is NaN, which no clip removes. Halving every value keeps them finite; it is only
+        # used there, as halves of denormals lose a bit.
+        wide = np.isinf(span)
+        if wide.any():
+            halves = (s / 2 - q_lower / 2) / (q_upper / 2 - q_lower / 2)
+            fraction = np.where(wide, halves, fraction)
     rank = lower + np.clip(fraction, 0.0, 1.0)  # fractional percentile index of s
     survival = 1.0 - rank / steps
     survival = np.where(s <= q[0], 1.0, survival)

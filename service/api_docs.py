@@ -18,7 +18,13 @@ NESTED_NUMBERS = {
 NUMBER_LIST: dict[str, Any] = {"type": "array", "items": {"type": "number"}}
 NUMBERS_2D: dict[str, Any] = {"type": "array", "items": NUMBER_LIST}
 ANY_ARRAY: dict[str, Any] = {"type": "array", "items": {}}
-SEED = {"type": "integer", "minimum": 0, "description": "seed of every random draw; echoed back"}
+# Optional request fields are nullable: null means the same as leaving the field out.
+SEED = {
+    "type": ["integer", "null"],
+    "minimum": 0,
+    "maximum": 2**63 - 1,
+    "description": "seed of every random draw; echoed back. Absent or null: a fresh one",
+}
 MODEL_REF = {
     "type": "object",
     "properties": {"name": {"type": "string"}, "version": {"type": "string"}},
@@ -29,7 +35,8 @@ ERROR_BODY = {
     "properties": {
         "error": {
             "type": "object",
-            "required": ["code", "message"],
+            # detail is always there (null when there is nothing to add): one shape to parse.
+            "required": ["code", "message", "detail"],
             "properties": {
                 "code": {"type": "string"},
                 "message": {"type": "string"},
@@ -38,12 +45,36 @@ ERROR_BODY = {
         }
     },
 }
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "seconds to wait before calling again",
+        "schema": {"type": "integer", "minimum": 0},
+    }
+}
 DIGIT_ROW = [0.0, 0.0, 5.0, 13.0, 9.0, 1.0, 0.0, 0.0]
 DIGIT = [v for _ in range(8) for v in DIGIT_ROW]  # one 8x8 image, flattened, values 0..16
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": ERROR_BODY}}}
+def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response = {"description": description, "content": {"application/json": {"schema": ERROR_BODY}}}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+# npy and npz responses carry the scalar fields of the JSON body as headers instead.
+BINARY_RESPONSE_HEADERS = {
+    "X-Model-Name": {
+        "description": "npy/npz: the model that answered",
+        "schema": {"type": "string"},
+    },
+    "X-Model-Version": {"description": "npy/npz: its version", "schema": {"type": "string"}},
+    "X-Output": {"description": "npy: the array in the body", "schema": {"type": "string"}},
+}
+
+
+def json_body(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
 @dataclass(frozen=True)
@@ -68,7 +99,9 @@ class OperationDoc:
             }
         return {"requestBody": {"required": self.npy_field is not None, "content": content}}
 
-    def responses(self) -> dict[int | str, dict[str, Any]]:
+    def responses(self, path_parameters: bool) -> dict[int | str, dict[str, Any]]:
+        """Every status the route can answer; `path_parameters`: the /models/{name}/... forms,
+        which can also meet the router's 404 and 405 (`routing_errors`)."""
         responses: dict[int | str, dict[str, Any]] = {
             200: {
                 "description": "arrays in the user's units; Accept: application/x-npy sends one "
@@ -78,14 +111,19 @@ class OperationDoc:
                     "application/x-npy": {"schema": {"type": "string", "format": "binary"}},
                     "application/x-npz": {"schema": {"type": "string", "format": "binary"}},
                 },
+                "headers": BINARY_RESPONSE_HEADERS,
             },
+            **(routing_errors() if path_parameters else {404: _error("no default model")}),
             400: _error("malformed JSON or npy"),
-            404: _error("unknown model or version"),
             406: _error("Accept names no format this route can send"),
             413: _error("body, batch or n above the configured limit"),
             415: _error("Content-Type is neither application/json nor application/x-npy"),
             422: _error("bad shape, dtype, NaN/Inf, empty batch or a bad field"),
-            503: _error("models are not loaded yet"),
+            503: _error(
+                "models are not loaded yet, every model slot is busy, or the request took "
+                "longer than VAE_REQUEST_TIMEOUT_S",
+                RETRY_AFTER,
+            ),
         }
         for status, text in self.extra_errors.items():
             responses[status] = _error(text)
@@ -135,7 +173,7 @@ OPERATION_DOCS: dict[str, OperationDoc] = {
         request_schema=_object(
             {
                 "inputs": NESTED_NUMBERS,
-                "samples": {"type": "integer", "minimum": 1},
+                "samples": {"type": ["integer", "null"], "minimum": 1},
                 "seed": SEED,
             },
             ["inputs"],
@@ -159,9 +197,9 @@ OPERATION_DOCS: dict[str, OperationDoc] = {
         "VAEs only.",
         request_schema=_object(
             {
-                "n": {"type": "integer", "minimum": 1},
+                "n": {"type": ["integer", "null"], "minimum": 1},
                 "seed": SEED,
-                "temperature": {"type": "number", "minimum": 0},
+                "temperature": {"type": ["number", "null"], "minimum": 0},
             },
             [],
         ),
@@ -188,7 +226,7 @@ OPERATION_DOCS: dict[str, OperationDoc] = {
         request_schema=_object(
             {
                 "inputs": NESTED_NUMBERS,
-                "score_type": {"type": "string", "enum": ["recon_mse", "neg_elbo"]},
+                "score_type": {"enum": ["recon_mse", "neg_elbo", None]},
                 "per_feature": {"type": "boolean"},
             },
             ["inputs"],
@@ -210,3 +248,258 @@ OPERATION_DOCS: dict[str, OperationDoc] = {
         extra_errors={409: "neg_elbo asked of a model without a posterior"},
     ),
 }
+
+
+# --------------------------------------------------------------------------- routing errors
+
+
+def routing_errors(not_found: dict[str, Any] = ERROR_BODY) -> dict[int | str, dict[str, Any]]:
+    """What a route with path parameters can answer besides its own statuses.
+
+    An escaped "/" in a parameter (`/models/a%2Fencode`) is a "/" by the time the router sees
+    the path, so the path may name no route (404) or a route of another method (405). FastAPI
+    documents a 422 validation body for every route with parameters unless the route names one;
+    ours is answered in ERROR_BODY (string parameters cannot fail validation today).
+    """
+    return {
+        404: {
+            "description": "unknown model or version, or no route at this path",
+            "content": {"application/json": {"schema": not_found}},
+        },
+        405: _error("the path names a route of another method"),
+        422: _error("the path parameters do not match the route"),
+    }
+
+
+# --------------------------------------------------------------------------- metadata, health
+
+NOT_READY = _error("models are not loaded yet", RETRY_AFTER)
+HEALTH = _object({"status": {"const": "ok"}}, ["status"])
+READY = _object(
+    {
+        "status": {"const": "ready"},
+        "models": {"type": "object", "additionalProperties": {"type": "string"}},
+        "default_model": {"type": ["string", "null"]},
+        "refused": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+    ["status", "models", "default_model", "refused"],
+)
+LOADING = _object({"status": {"const": "loading"}}, ["status"])
+MODEL_METADATA = _object(
+    {
+        "name": {"type": "string"},
+        "version": {"type": "string"},
+        "kind": {"type": "string", "enum": ["vae", "ae", "sparse_ae", "denoising_ae"]},
+        "created_at": {"type": "string"},
+        "input": {"type": "object"},
+        "accepted_input_layouts": {"type": "array", "items": ANY_ARRAY},
+        "latent_dim": {"type": "integer"},
+        "likelihood": {"type": "object"},
+        "preprocessing": {"type": "string"},
+        "anomaly": {"type": "object"},
+        "operations": {"type": "array", "items": {"type": "string"}},
+        "metrics": {"type": "object"},
+        "versions": {"type": "array", "items": {"type": "string"}},
+    },
+    ["name", "version", "kind", "input", "latent_dim", "operations", "versions"],
+)
+MODEL_LIST = _object(
+    {
+        "default_model": {"type": ["string", "null"]},
+        "models": {"type": "array", "items": MODEL_METADATA},
+    },
+    ["default_model", "models"],
+)
+
+
+def health_responses() -> dict[int | str, dict[str, Any]]:
+    return {200: json_body("the process answers", HEALTH)}
+
+
+def ready_responses() -> dict[int | str, dict[str, Any]]:
+    return {
+        200: json_body("every model loaded and ran its warm-up batch", READY),
+        503: {**json_body("models are still loading", LOADING), "headers": RETRY_AFTER},
+    }
+
+
+def models_responses() -> dict[int | str, dict[str, Any]]:
+    return {200: json_body("every loaded model, served versions", MODEL_LIST), 503: NOT_READY}
+
+
+def model_responses() -> dict[int | str, dict[str, Any]]:
+    return {
+        200: json_body("the model version's public metadata", MODEL_METADATA),
+        **routing_errors(),
+        503: NOT_READY,
+    }
+
+
+# --------------------------------------------------------------------------- v2 protocol
+# The Open Inference Protocol's own bodies (its REST spec), errors included: {"error": "..."}.
+
+V2_ERROR_BODY = _object({"error": {"type": "string"}}, ["error"])
+V2_LIVE = _object({"live": {"type": "boolean"}}, ["live"])
+V2_MODEL_READY = _object(
+    {"name": {"type": "string"}, "ready": {"type": "boolean"}}, ["name", "ready"]
+)
+V2_DATATYPE = {
+    "type": "string",
+    "description": "FP16/32/64, (U)INT8/16/32/64 are read and converted to float32",
+}
+V2_TENSOR_METADATA = _object(
+    {
+        "name": {"type": "string"},
+        "datatype": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer"}},
+    },
+    ["name", "datatype", "shape"],
+)
+V2_SERVER_METADATA = _object(
+    {
+        "name": {"type": "string"},
+        "version": {"type": "string"},
+        "extensions": {"type": "array", "items": {"type": "string"}},
+    },
+    ["name", "version", "extensions"],
+)
+V2_MODEL_METADATA = _object(
+    {
+        "name": {"type": "string"},
+        "versions": {"type": "array", "items": {"type": "string"}},
+        "platform": {"type": "string"},
+        "inputs": {"type": "array", "items": V2_TENSOR_METADATA},
+        "outputs": {"type": "array", "items": V2_TENSOR_METADATA},
+    },
+    ["name", "platform", "inputs", "outputs"],
+)
+V2_INFER_REQUEST = _object(
+    {
+        "id": {"type": "string"},
+        "parameters": {"type": "object"},
+        "inputs": {
+            "type": "array",
+            "minItems": 1,
+            "items": _object(
+                {
+                    "name": {"type": "string"},
+                    "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                    "datatype": V2_DATATYPE,
+                    "parameters": {"type": "object"},
+                    "data": ANY_ARRAY,
+                },
+                ["name", "shape", "datatype"],
+            ),
+        },
+        "outputs": {
+            "type": "array",
+            "items": _object(
+                {"name": {"type": "string"}, "parameters": {"type": "object"}}, ["name"]
+            ),
+        },
+    },
+    ["inputs"],
+)
+V2_INFER_EXAMPLE = {
+    "inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32", "data": DIGIT}],
+    "outputs": [{"name": "anomaly_score"}],
+}
+V2_INFER_BINARY_OUTPUT_EXAMPLE = {
+    **V2_INFER_EXAMPLE,
+    "outputs": [{"name": "anomaly_score", "parameters": {"binary_data": True}}],
+}
+V2_INFER_RESPONSE = _object(
+    {
+        "model_name": {"type": "string"},
+        "model_version": {"type": "string"},
+        "id": {"type": "string"},
+        "outputs": {
+            "type": "array",
+            "items": _object(
+                {
+                    "name": {"type": "string"},
+                    "datatype": {"type": "string"},
+                    "shape": {"type": "array", "items": {"type": "integer"}},
+                    "parameters": {"type": "object"},
+                    "data": NUMBER_LIST,
+                },
+                ["name", "datatype", "shape"],
+            ),
+        },
+    },
+    ["model_name", "model_version", "outputs"],
+)
+V2_HEADER_LENGTH = {
+    "description": "binary tensor data extension: the length of the JSON part, the raw "
+    "little-endian tensor bytes follow it",
+    "schema": {"type": "integer", "minimum": 0},
+}
+
+
+def _v2_error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response = json_body(description, V2_ERROR_BODY)
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def v2_ready_responses() -> dict[int | str, dict[str, Any]]:
+    ready = _object({"ready": {"type": "boolean"}}, ["ready"])
+    return {
+        200: json_body("every model loaded", ready),
+        503: {**json_body("models are still loading", ready), "headers": RETRY_AFTER},
+    }
+
+
+def v2_model_responses(schema: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
+    return {
+        200: json_body("the model", schema),
+        # Routing errors use the service's body; an unknown model the protocol's.
+        **routing_errors({"anyOf": [V2_ERROR_BODY, ERROR_BODY]}),
+        503: _v2_error("models are not loaded yet", RETRY_AFTER),
+    }
+
+
+def v2_infer_openapi_extra() -> dict[str, Any]:
+    return {
+        "parameters": [
+            {"name": "Inference-Header-Content-Length", "in": "header", **V2_HEADER_LENGTH}
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": V2_INFER_REQUEST,
+                    "examples": {
+                        "json": {"summary": "JSON tensors", "value": V2_INFER_EXAMPLE},
+                        "binary_output": {
+                            "summary": "the output as raw bytes after the JSON part",
+                            "value": V2_INFER_BINARY_OUTPUT_EXAMPLE,
+                        },
+                    },
+                },
+                "application/octet-stream": {
+                    "schema": {"type": "string", "format": "binary"},
+                    "description": "binary tensor data extension: the JSON request, then the "
+                    "raw tensors its inputs' parameters.binary_data_size announce",
+                },
+            },
+        },
+    }
+
+
+def v2_infer_responses() -> dict[int | str, dict[str, Any]]:
+    return {
+        **v2_model_responses(V2_INFER_RESPONSE),
+        200: {
+            "description": "the outputs; with binary_data outputs, the JSON part then the "
+            "raw tensor bytes",
+            "content": {
+                "application/json": {"schema": V2_INFER_RESPONSE},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            },
+            "headers": {"Inference-Header-Content-Length": V2_HEADER_LENGTH},
+        },
+        400: _v2_error("malformed request, bad tensor, or an output the model lacks"),
+        413: _v2_error("body or batch above the configured limit"),
+    }

@@ -12,14 +12,18 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 
+from service import api_docs
 from service.api_docs import OPERATION_DOCS, OperationDoc
+from service.asgi import ASGIApp
 from service.errors import InvalidInput, ServiceError
 from service.fastpath import FastPath
 from service.operations import (
@@ -31,8 +35,10 @@ from service.operations import (
     read_body,
     serve_operation,
 )
+from service.reload import register_reload_routes
 from service.repository import ModelRepository
 from service.responses import json_response
+from service.security import ApiKeyGuard, document_api_keys
 from service.settings import ServiceSettings
 from service.v2 import register_v2_routes
 
@@ -94,25 +100,38 @@ def _register(app: FastAPI, route: str, doc: OperationDoc) -> None:
             operation_id=f"{route.replace('-', '_')}_{suffix.split(',')[0].replace(' ', '_')}",
             tags=[route],
             openapi_extra=doc.openapi_extra(),
-            responses=doc.responses(),
+            responses=doc.responses(path_parameters=bool(prefix)),
             response_class=Response,
         )
 
 
-def create_app(settings: ServiceSettings | None = None) -> FastPath:
-    """The ASGI app to serve: the fast path in front, the FastAPI app (all other routes, the
-    OpenAPI docs, the lifespan that loads models) behind it as `.app`."""
+def create_app(
+    settings: ServiceSettings | None = None, *, reload_dir: Path | None = None
+) -> ASGIApp:
+    """The ASGI app to serve, outside in: CORS (when origins are set), the API key guard (when
+    keys are set), the fast path, and the FastAPI app (all other routes, the OpenAPI docs, the
+    lifespan that loads models). Raises ApiKeyError for an unusable key. `reload_dir`: the
+    folder through which the server's workers signal each other to reload (`service.reload`)."""
     settings = settings or ServiceSettings()
     state = ServiceState(settings)
+    keys = settings.api_key_list()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state.repository = await run_in_threadpool(ModelRepository.load, settings)
-        state.inference = Inference(settings)
+        # Announced before loading: a reload signalled meanwhile is not missed.
+        generation = reloader.announce()
+        try:
+            state.repository = await run_in_threadpool(ModelRepository.load, settings)
+            state.inference = Inference(settings)
+        except BaseException:
+            await reloader.stop()  # a worker that fails to start leaves no report behind
+            raise
         state.ready = True  # every bundle loaded and ran its warm-up batch
+        await reloader.start(generation)
         try:
             yield
         finally:
+            await reloader.stop()
             state.ready = False
             state.inference.close()
 
@@ -132,18 +151,59 @@ def create_app(settings: ServiceSettings | None = None) -> FastPath:
         _register(app, route, doc)
     _register_metadata_routes(app)
     register_v2_routes(app)
+    reloader = register_reload_routes(app, state, reload_dir)
     _register_error_handlers(app)
-    # Outermost, outside even FastAPI's own middleware: measured, Starlette's stack costs as
-    # much per request as a single-item model call (bench/RESULTS.md).
-    return FastPath(app, state)
+    # The fast path sits outside even FastAPI's own middleware: measured, Starlette's stack
+    # costs as much per request as a single-item model call (bench/RESULTS.md).
+    served: ASGIApp = FastPath(app, state)
+    if keys:
+        open_paths, open_prefixes = settings.open_paths()
+        guard = ApiKeyGuard(served, keys, open_paths, open_prefixes)
+        document_api_keys(app, guard)
+        served = guard
+    origins = settings.cors_origins()
+    if origins:
+        # Outside the key guard: a browser's preflight (OPTIONS) never carries the key.
+        served = CORSMiddleware(
+            served,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=CORS_REQUEST_HEADERS,
+            expose_headers=CORS_EXPOSED_HEADERS,
+            max_age=600,
+        )
+    return served
+
+
+# What a browser client may send across origins.
+CORS_REQUEST_HEADERS = [
+    "Authorization",
+    "X-API-Key",
+    "Content-Type",
+    "Accept",
+    "Inference-Header-Content-Length",
+]
+# "*": the X-* headers that carry a response's scalars, whichever the route sends; valid
+# because no credentials mode is allowed.
+CORS_EXPOSED_HEADERS = ["*"]
 
 
 def _register_metadata_routes(app: FastAPI) -> None:
-    @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
+    @app.get(
+        "/healthz",
+        tags=["health"],
+        summary="Liveness: the process answers",
+        responses=api_docs.health_responses(),
+    )
     async def healthz() -> Response:
         return json_response({"status": "ok"})
 
-    @app.get("/readyz", tags=["health"], summary="Readiness: every model loaded and warmed up")
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="Readiness: every model loaded and warmed up",
+        responses=api_docs.ready_responses(),
+    )
     async def readyz(request: Request) -> Response:
         state = _state(request)
         repository = state.repository
@@ -158,7 +218,12 @@ def _register_metadata_routes(app: FastAPI) -> None:
             }
         )
 
-    @app.get("/models", tags=["models"], summary="Every loaded model and its served version")
+    @app.get(
+        "/models",
+        tags=["models"],
+        summary="Every loaded model and its served version",
+        responses=api_docs.models_responses(),
+    )
     async def list_models(request: Request) -> Response:
         repository = _state(request).require_ready()[0]
         return json_response(
@@ -174,7 +239,12 @@ def _register_metadata_routes(app: FastAPI) -> None:
             }
         )
 
-    @app.get("/models/{name}", tags=["models"], summary="One model's metadata (served version)")
+    @app.get(
+        "/models/{name}",
+        tags=["models"],
+        summary="One model's metadata (served version)",
+        responses=api_docs.model_responses(),
+    )
     async def model_metadata(request: Request, name: str) -> Response:
         repository = _state(request).require_ready()[0]
         model = repository.resolve(name, None)
@@ -184,6 +254,7 @@ def _register_metadata_routes(app: FastAPI) -> None:
         "/models/{name}/versions/{version}",
         tags=["models"],
         summary="One model version's metadata",
+        responses=api_docs.model_responses(),
     )
     async def version_metadata(request: Request, name: str, version: str) -> Response:
         repository = _state(request).require_ready()[0]

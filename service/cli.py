@@ -11,15 +11,17 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 
 import uvicorn
 from pydantic import ValidationError
 
 from service.app import create_app
-from service.fastpath import FastPath
+from service.asgi import ASGIApp
+from service.reload import RELOAD_DIR_VARIABLE, reload_dir_from_environment
 from service.repository import ModelRepository, RepositoryError
-from service.settings import ServiceSettings
+from service.settings import ApiKeyError, ServiceSettings
 
 FLAGS = {
     "model_repository": "folder of <name>/<version>/ bundles (VAE_MODEL_REPOSITORY)",
@@ -49,9 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def app_from_environment() -> FastPath:
+def app_from_environment() -> ASGIApp:
     """uvicorn's factory in each worker: settings come from the environment set by main()."""
-    return create_app(ServiceSettings())
+    return create_app(ServiceSettings(), reload_dir=reload_dir_from_environment())
 
 
 def _exit_after_drain(signum: int, frame: object) -> None:
@@ -66,12 +68,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.environ[f"VAE_{name.upper()}"] = str(value)
     try:
         settings = ServiceSettings()
+        keys = settings.api_key_list()
     except ValidationError as error:
         print(f"vae-serve: error: bad setting:\n{error}", file=sys.stderr)
+        return 2
+    except ApiKeyError as error:
+        print(f"vae-serve: error: {error}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    log = logging.getLogger("vae_service")
+    if keys:
+        # How many, never which: keys stay out of every log.
+        log.info("API keys: %d configured; open paths: %s", len(keys), settings.auth_open_paths)
+    else:
+        log.warning("no API keys configured (VAE_API_KEYS): every route is open")
+    if settings.cors_origins():
+        log.info("CORS allowed origins: %s", ", ".join(settings.cors_origins()))
     try:
         # Load once here so a repository with nothing servable fails before the server starts,
         # with the reasons, instead of as a lifespan error inside each worker.
@@ -82,6 +96,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # uvicorn drains on SIGTERM, then restores the handler it found and raises the signal again.
     # Finding this one, the process ends with 0: a supervisor learns the drain completed.
     signal.signal(signal.SIGTERM, _exit_after_drain)
+    # POST /admin/reload reaches one worker; the others learn of it through this private
+    # folder (service.reload.WorkerSignals), which lives and dies with this server.
+    with tempfile.TemporaryDirectory(prefix="vae-serve-reload-") as reload_dir:
+        os.environ[RELOAD_DIR_VARIABLE] = reload_dir
+        _run_server(settings)
+    return 0
+
+
+def _run_server(settings: ServiceSettings) -> None:
     uvicorn.run(
         "service.cli:app_from_environment",
         factory=True,
@@ -95,9 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # uvloop and httptools when installed (the serve extra installs both)
         loop="auto",
         http="auto",
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=settings.shutdown_drain_s,
     )
-    return 0
 
 
 if __name__ == "__main__":

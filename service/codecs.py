@@ -44,6 +44,10 @@ _RESPONSE_TYPES: tuple[tuple[str, ResponseFormat], ...] = (
 )
 # RFC 9110 qvalue grammar; anything else (e.g. "q=nan", "q=2") makes that media range invalid.
 _QVALUE = re.compile(r"(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)")
+# Non-finite numbers as clients write them: Python's json (NaN, Infinity, -Infinity), Jackson
+# and JSON5 (+Infinity), and `str(float)` in Python, numpy or C (nan, inf, -inf). None is JSON,
+# but each means "not a finite number" (422), not "not JSON at all" (400).
+_NONFINITE_TOKEN = re.compile(r"[+-]?(?:nan|inf(?:inity)?)\b", re.IGNORECASE)
 
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -189,12 +193,12 @@ def _decode_error(exc: orjson.JSONDecodeError, max_depth: int) -> InvalidInput |
             f"number out of range at character {exc.pos}: non-finite numbers are not allowed",
             {"position": exc.pos},
         )
-    # orjson rejects Python's NaN/Infinity extensions with a generic "unexpected character";
-    # say what is really wrong. `pos` is a character index into the decoded document.
+    # orjson rejects NaN/Infinity tokens with a generic "unexpected character" at the token, or
+    # "no digit after sign" just after a sign; say what is really wrong. `pos` is a character
+    # index into the decoded document.
     text, pos = exc.doc, exc.pos
-    if text.startswith(("NaN", "Infinity", "-NaN", "-Infinity"), pos) or (
-        text[pos - 1 : pos] == "-" and text.startswith(("NaN", "Infinity"), pos)
-    ):
+    start = pos - 1 if text[pos - 1 : pos] in ("-", "+") else pos
+    if _NONFINITE_TOKEN.match(text, start):
         return InvalidInput(
             f"non-finite number at character {pos}: NaN and Infinity are not allowed in JSON",
             {"position": pos},
@@ -499,6 +503,11 @@ def parse_npy(body: bytes, field: str, *, min_ndim: int = 2) -> F32:
             f"field '{field}' has dtype {dtype}; expected float16/32/64 or an integer dtype",
             {"field": field, "dtype": str(dtype)},
         )
+    # numpy's header reader lets any literal through: (True, 2) and (2.0,) are not shapes.
+    if not all(type(n) is int for n in shape):
+        raise MalformedBody(
+            f"malformed .npy header: shape {shape} is not integers", {"field": field}
+        )
     if any(n < 0 for n in shape):
         raise MalformedBody(f"malformed .npy header: negative shape {shape}", {"field": field})
     count = math.prod(shape)
@@ -511,11 +520,19 @@ def parse_npy(body: bytes, field: str, *, min_ndim: int = 2) -> F32:
             {"field": field},
         )
     order: Literal["C", "F"] = "F" if fortran_order else "C"
-    if count == 0:
-        array: npt.NDArray[Any] = np.empty(shape, dtype=dtype)  # `_finish` reports it
-    else:  # a read-only view on the body; `_finish` makes the float32 copy
-        flat = np.frombuffer(body, dtype=dtype, count=count, offset=header_end)
-        array = flat.reshape(shape, order=order)
+    try:
+        if count == 0:
+            array: npt.NDArray[Any] = np.empty(shape, dtype=dtype)  # `_finish` reports it
+        else:  # a read-only view on the body; `_finish` makes the float32 copy
+            flat = np.frombuffer(body, dtype=dtype, count=count, offset=header_end)
+            array = flat.reshape(shape, order=order)
+    except (ValueError, TypeError, OverflowError) as exc:
+        # Shapes numpy itself cannot hold pass the size check when they have no (or one)
+        # element: more than 64 axes, an axis beyond int64, (0, 2**62, 2**62), ...
+        raise InvalidInput(
+            f"field '{field}' has shape {shape}, which is not a valid array shape: {exc}",
+            {"field": field, "ndim": len(shape)},
+        ) from None
     return _finish(array, field, min_ndim)
 
 

@@ -68,3 +68,46 @@ class OperationNotSupported(ServiceError):
 class NotReady(ServiceError):
     status = 503
     code = "not_ready"
+
+
+class Overloaded(ServiceError):
+    """Every model slot is busy and the queue is full: come back after Retry-After."""
+
+    status = 503
+    code = "overloaded"
+
+
+class RequestTimedOut(ServiceError):
+    """The request waited and ran longer than VAE_REQUEST_TIMEOUT_S."""
+
+    status = 503
+    code = "timeout"
+
+
+class Unauthorized(ServiceError):
+    """No API key was sent."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(ServiceError):
+    """An API key was sent, but it is not one of the configured keys."""
+
+    status = 403
+    code = "forbidden"
+
+
+class ReloadRefused(ServiceError):
+    """A hot reload would leave nothing servable, or break VAE_DEFAULT_MODEL or a pin: the
+    models loaded before go on serving."""
+
+    status = 409
+    code = "reload_refused"
+
+
+class ReloadIncomplete(ServiceError):
+    """A hot reload was signalled, but some worker has not reported it done in time."""
+
+    status = 503
+    code = "reload_incomplete"

@@ -10,11 +10,10 @@ other methods) goes on to the FastAPI app untouched.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 from urllib.parse import parse_qsl
 
 from service import v2
+from service.asgi import ASGIApp, Receive, Scope, Send
 from service.errors import ServiceError
 from service.operations import (
     ARRAY_FIELD,
@@ -25,12 +24,6 @@ from service.operations import (
     read_body,
     serve_operation,
 )
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("vae_service")
 

@@ -18,10 +18,18 @@ import numpy as np
 import numpy.typing as npt
 
 from service import codecs
+from service.admission import AdmissionControl
 from service.batching import DynamicBatcher
-from service.errors import InvalidInput, MalformedBody, NotReady, PayloadTooLarge, ServiceError
+from service.errors import (
+    InvalidInput,
+    MalformedBody,
+    NotReady,
+    PayloadTooLarge,
+    RequestTimedOut,
+    ServiceError,
+)
 from service.repository import ModelRepository
-from service.runtime import ServedModel
+from service.runtime import ServedModel, check_seed
 from service.settings import ServiceSettings
 
 FloatArray = npt.NDArray[np.float32]
@@ -234,7 +242,7 @@ def plan(model: ServedModel, route: str, req: ParsedRequest) -> Plan:
     layout = tuple(x.shape[1:])
     items = model.check_inputs(x)
     if route == "encode":
-        sample, seed = req.flag("sample"), req.integer("seed")
+        sample, seed = req.flag("sample"), check_seed(req.integer("seed"))
         if sample:
             return Plan(
                 lambda v: model.encode(v, sample=True, seed=seed), items, layout, None, (), values
@@ -243,7 +251,7 @@ def plan(model: ServedModel, route: str, req: ParsedRequest) -> Plan:
             lambda v: model.encode(v, sample=False, seed=None), items, layout, key_base, (), values
         )
     if route == "reconstruct":
-        samples, seed = req.integer("samples"), req.integer("seed")
+        samples, seed = req.integer("samples"), check_seed(req.integer("seed"))
         key = key_base if samples is None else None
         return Plan(
             lambda v: model.reconstruct(v, samples=samples, seed=seed),
@@ -276,12 +284,17 @@ ARRAY_FIELD: dict[str, str | None] = {
 
 
 class Inference:
-    """Where model work runs: a small thread pool, and the batcher when batching is on."""
+    """Where model work runs: inline, a small thread pool, or the batcher when batching is on;
+    behind admission control (bounded running and queued calls) and the request timeout."""
 
     def __init__(self, settings: ServiceSettings):
         self.inline_max_values = settings.inline_max_values
+        self.timeout = settings.request_timeout_s or None
         self.executor = ThreadPoolExecutor(
             max_workers=settings.inference_threads(), thread_name_prefix="inference"
+        )
+        self.admission = AdmissionControl(
+            settings.concurrency_limit(), settings.max_queue, settings.retry_after_s
         )
         self.batcher = (
             DynamicBatcher(
@@ -294,19 +307,55 @@ class Inference:
         )
 
     async def run(self, work: Plan) -> dict[str, Any]:
-        if self.batcher is not None and work.batch_key is not None:
-            result = await self.batcher.run(work.batch_key, work.items, work.compute)
-        elif work.values <= self.inline_max_values:
-            # Measured: handing a call to a thread and back costs ~200 us here, more than a
-            # small model call itself; the loop is held no longer than JSON parsing holds it.
-            result = work.compute(work.items)
-        else:
-            loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(self.executor, work.compute, work.items)
+        loop = asyncio.get_running_loop()
+        deadline = None if self.timeout is None else loop.time() + self.timeout
+        if not self.admission.try_acquire():
+            try:
+                await asyncio.wait_for(self.admission.acquire(), self.timeout)
+            except TimeoutError:
+                raise self._timed_out("waiting for a free model slot") from None
+        pending: asyncio.Future[dict[str, Any]] | None = None
+        try:
+            if self.batcher is not None and work.batch_key is not None:
+                pending = asyncio.ensure_future(
+                    self.batcher.run(work.batch_key, work.items, work.compute)
+                )
+            elif work.values <= self.inline_max_values:
+                # Measured: handing a call to a thread and back costs ~200 us here, more than
+                # a small model call itself; the loop is held no longer than JSON parsing
+                # holds it.
+                result = work.compute(work.items)
+            else:
+                pending = loop.run_in_executor(self.executor, work.compute, work.items)
+            if pending is not None:
+                remaining = None if deadline is None else max(0.0, deadline - loop.time())
+                # shield: on timeout the call goes on in its thread (it cannot be stopped), and
+                # keeps its slot until it ends, so the concurrency bound stays true.
+                result = await asyncio.wait_for(asyncio.shield(pending), remaining)
+        except TimeoutError:
+            assert pending is not None
+            pending.add_done_callback(self._release_after)
+            raise self._timed_out("running the model") from None
+        except BaseException:
+            self.admission.release()
+            raise
+        self.admission.release()
         for name in work.reshaped:
             if name in result:
                 result[name] = result[name].reshape((len(work.items), *work.layout))
         return result
+
+    def _release_after(self, finished: asyncio.Future[dict[str, Any]]) -> None:
+        if not finished.cancelled():
+            finished.exception()  # retrieved, so asyncio does not log it as never retrieved
+        self.admission.release()
+
+    def _timed_out(self, stage: str) -> RequestTimedOut:
+        return RequestTimedOut(
+            f"the request took longer than {self.timeout:g} s (VAE_REQUEST_TIMEOUT_S) {stage}",
+            {"timeout_s": self.timeout},
+            headers={"Retry-After": self.admission.retry_after},
+        )
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=False)

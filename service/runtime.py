@@ -32,6 +32,7 @@ from service.settings import ServiceSettings
 FloatArray = npt.NDArray[np.float32]
 P = ParamSpec("P")
 R = TypeVar("R")
+ArrayT = TypeVar("ArrayT", bound=npt.NDArray[np.floating[Any]])
 MAX_SEED = 2**63 - 1
 
 
@@ -39,11 +40,10 @@ def fresh_seed() -> int:
     return int(np.random.SeedSequence().entropy % MAX_SEED)  # type: ignore[operator]
 
 
-def resolve_seed(seed: int | None) -> int:
-    """The request's seed, or a fresh one to echo back; numpy takes 0 <= seed < 2**63 here."""
-    if seed is None:
-        return fresh_seed()
-    if not 0 <= seed <= MAX_SEED:
+def check_seed(seed: int | None) -> int | None:
+    """The request's seed if numpy can take it (0 <= seed < 2**63). Routes check it even when
+    the call draws nothing (encode without `sample`), so a bad seed is a 422 everywhere."""
+    if seed is not None and not 0 <= seed <= MAX_SEED:
         raise InvalidInput(
             f"seed: expected an integer in [0, {MAX_SEED}], got {seed}",
             {"field": "seed", "minimum": 0, "maximum": MAX_SEED},
@@ -51,7 +51,13 @@ def resolve_seed(seed: int | None) -> int:
     return seed
 
 
-def require_finite_result(array: FloatArray, field: str, what: str) -> FloatArray:
+def resolve_seed(seed: int | None) -> int:
+    """The request's seed, or a fresh one to echo back."""
+    checked = check_seed(seed)
+    return fresh_seed() if checked is None else checked
+
+
+def require_finite_result(array: ArrayT, field: str, what: str) -> ArrayT:
     """Values beyond float32 in model space make inf/NaN; say so instead of returning null."""
     if not np.isfinite(array).all():
         raise InvalidInput(
@@ -141,6 +147,11 @@ class ServedModel:
         return require_finite_result(outputs, field, "decoded outputs")
 
     def _check_batch(self, size: int, field: str) -> None:
+        if size == 0:  # the codecs refuse it first; this keeps every other caller off a 500
+            raise InvalidInput(
+                f"{field}: the batch is empty; send at least one item",
+                {"field": field, "got": 0},
+            )
         if size > self.limits.max_batch_size:
             raise PayloadTooLarge(
                 f"{field}: batch of {size} items is above the limit of "
@@ -169,6 +180,11 @@ class ServedModel:
     def encode(self, x: FloatArray, *, sample: bool, seed: int | None) -> dict[str, Any]:
         model_x = self.model_input(x)
         encoding = self.bundle.encode_model(model_x)
+        # Codes go out as they are, so unlike decode/reconstruct/score no later check sees
+        # them; a graph that overflows on extreme inputs must not answer null.
+        for code in (encoding.mu, encoding.logvar):
+            if code is not None:
+                require_finite_result(code, "inputs", "latent code")
         if encoding.logvar is None:
             if sample:
                 self._require_variational("sample=true")
@@ -178,7 +194,8 @@ class ServedModel:
             seed = resolve_seed(seed)
             eps = np.random.default_rng(seed).standard_normal(encoding.mu.shape)
             z = encoding.mu + np.exp(0.5 * encoding.logvar) * eps.astype(np.float32)
-            result.update(z=z.astype(np.float32), seed=seed)
+            z = require_finite_result(z.astype(np.float32), "inputs", "latent code")
+            result.update(z=z, seed=seed)
         return result
 
     @_overflow_is_reported
@@ -276,6 +293,10 @@ class ServedModel:
             likelihood.sigma,
             self.bundle.epsilon,
         )
+        # A NaN score compares False with the threshold: an extreme input would silently not
+        # be flagged. The test bundles stay finite up to float32's max, but nothing in the
+        # bundle contract bounds a graph's growth, so the answer itself is checked (B values).
+        require_finite_result(scores, "inputs", "anomaly score")
         calibration = anomaly.scores[chosen]
         result: dict[str, Any] = {
             "scores": scores,
@@ -286,7 +307,11 @@ class ServedModel:
         }
         if per_feature:
             errors = per_feature_squared_error(model_x, self.bundle.decode_model(encoding.mu))
-            result["feature_errors"] = errors.astype(np.float32).reshape((len(x), *layout))
+            # Squared errors beyond ~1.8e19 per feature are finite in float64 but not in the
+            # float32 the response carries (they would be written as null).
+            result["feature_errors"] = require_finite_result(
+                errors.astype(np.float32), "inputs", "per-feature errors"
+            ).reshape((len(x), *layout))
         return result
 
     def warm_up(self) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import onnxruntime as ort
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROVIDER_NAMES = {
@@ -46,6 +46,14 @@ class ServiceSettings(BaseSettings):
         "",
         description="name=version pairs, comma-separated, served instead of the newest version "
         "('none': no pins)",
+    )
+    reload_interval_s: float = Field(
+        0.0,
+        ge=0,
+        le=86_400,
+        description="every N seconds each worker compares the repository's files (a few stat "
+        "calls per bundle) and reloads when they changed; 0: no polling, reload with "
+        "POST /admin/reload",
     )
     providers: str = Field(
         "cpu",
@@ -95,21 +103,80 @@ class ServiceSettings(BaseSettings):
         64 * 1024 * 1024, ge=1024, description="largest request body in bytes (413 above)"
     )
     max_json_depth: int = Field(32, ge=2, description="deepest JSON nesting accepted (422 above)")
+    max_concurrency: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="model calls a worker runs at once; more wait in the queue. Default "
+        "('auto'): the executor threads, times the batch size when dynamic batching is on",
+    )
+    max_queue: int = Field(
+        128,
+        ge=0,
+        le=100_000,
+        description="model calls a worker lets wait for a free slot; past it a request gets "
+        "503 with Retry-After at once instead of queueing without bound",
+    )
+    request_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description="longest a request may wait and run before it is answered 503 (0: no "
+        "limit); a model call already running in a thread finishes but its answer is dropped",
+    )
+    retry_after_s: int = Field(
+        1, ge=0, le=3600, description="Retry-After seconds sent with 503 overload answers"
+    )
+    shutdown_drain_s: int = Field(
+        30,
+        ge=0,
+        le=3600,
+        description="on SIGTERM, how long in-flight requests may take to finish before the "
+        "worker closes their connections",
+    )
+    api_keys: SecretStr = Field(
+        SecretStr(""),
+        description="API keys, comma-separated (several for rotation); empty or 'none': no "
+        "authentication. Sent as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
+    )
+    api_keys_file: Path | None = Field(
+        None,
+        description="file with one API key per line (e.g. a mounted secret); added to "
+        "VAE_API_KEYS. 'none': no file",
+    )
+    auth_open_paths: str = Field(
+        "/healthz,/readyz,/v2/health/live,/v2/health/ready",
+        description="paths answered without a key when keys are set, comma-separated; a "
+        "trailing * matches a prefix (e.g. /docs*); 'none': every path needs a key",
+    )
+    cors_allow_origins: str = Field(
+        "",
+        description="origins allowed to call from a browser, comma-separated, or *; empty or "
+        "'none': CORS off (browsers block cross-origin calls)",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="log level of the service and uvicorn"
     )
 
-    @field_validator("workers", "intra_op_threads", "executor_threads", mode="before")
+    @field_validator("workers", "intra_op_threads", "executor_threads", "max_concurrency",
+                     mode="before")  # fmt: skip
     @classmethod
-    def _auto_threads(cls, value: object) -> object:
+    def _auto_limits(cls, value: object) -> object:
         # "auto" spells the default explicitly, for environments (compose files) that cannot
         # leave a variable empty.
         return None if isinstance(value, str) and value.strip().lower() == "auto" else value
 
-    @field_validator("pinned_versions", mode="before")
+    @field_validator(
+        "pinned_versions", "auth_open_paths", "cors_allow_origins", "api_keys", mode="before"
+    )
     @classmethod
-    def _no_pins(cls, value: object) -> object:
+    def _none_means_empty(cls, value: object) -> object:
+        # 'none' spells "empty" for environments (compose files) that cannot leave it empty.
         return "" if isinstance(value, str) and value.strip().lower() == "none" else value
+
+    @field_validator("api_keys_file", mode="before")
+    @classmethod
+    def _no_keys_file(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value
 
     @field_validator("providers")
     @classmethod
@@ -163,3 +230,50 @@ class ServiceSettings(BaseSettings):
 
     def threads_per_session(self) -> int:
         return self.intra_op_threads if self.intra_op_threads is not None else 1
+
+    def concurrency_limit(self) -> int:
+        if self.max_concurrency is not None:
+            return self.max_concurrency
+        threads = self.inference_threads()
+        # A dynamic batch holds one slot per request it carries.
+        return threads * self.batching_max_batch_size if self.dynamic_batching else threads
+
+    def open_paths(self) -> tuple[frozenset[str], tuple[str, ...]]:
+        """(exact paths, prefixes) answered without an API key."""
+        entries = [p.strip() for p in self.auth_open_paths.split(",") if p.strip()]
+        exact = frozenset(p for p in entries if not p.endswith("*"))
+        prefixes = tuple(p[:-1] for p in entries if p.endswith("*"))
+        return exact, prefixes
+
+    def cors_origins(self) -> list[str]:
+        return [o.strip() for o in self.cors_allow_origins.split(",") if o.strip()]
+
+    def api_key_list(self) -> list[str]:
+        """Every configured key. Raises ApiKeyError, whose message never holds a key."""
+        keys = [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()]
+        if self.api_keys_file is not None:
+            try:
+                lines = self.api_keys_file.read_text().splitlines()
+            except OSError as error:
+                raise ApiKeyError(
+                    f"VAE_API_KEYS_FILE {self.api_keys_file}: {error.strerror}"
+                ) from None
+            keys += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+        for index, key in enumerate(keys, start=1):
+            if len(key) < MIN_API_KEY_LENGTH:
+                raise ApiKeyError(
+                    f"API key #{index} has {len(key)} characters; use at least "
+                    f"{MIN_API_KEY_LENGTH} (e.g. python -c 'import secrets; "
+                    "print(secrets.token_urlsafe(32))')"
+                )
+            if any(ch.isspace() for ch in key):
+                raise ApiKeyError(f"API key #{index} contains whitespace")
+        return keys
+
+
+# Short keys can be guessed by trying; 16 random characters cannot.
+MIN_API_KEY_LENGTH = 16
+
+
+class ApiKeyError(ValueError):
+    """A configured API key is unusable; the message names it by position, never by value."""

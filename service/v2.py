@@ -22,7 +22,7 @@ import numpy.typing as npt
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from service import codecs
+from service import api_docs, codecs
 from service.errors import ModelNotFound, ServiceError
 from service.operations import Plan, RawResponse, ServiceState, read_body
 from service.repository import ModelRepository
@@ -186,11 +186,15 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
         raise _bad(
             f"Inference-Header-Content-Length must be a non-negative integer, got {header_length!r}"
         )
-    length = int(text)
-    if length > len(body):
+    digits = text.lstrip("0") or "0"
+    # More digits than the body's own length has means a longer header than the body; testing
+    # that first also keeps int() clear of Python's 4300-digit limit (a ValueError, a 500).
+    if len(digits) > len(str(len(body))) or int(digits) > len(body):
+        shown = digits if len(digits) <= 24 else f"{digits[:12]}...({len(digits)} digits)"
         raise _bad(
-            f"Inference-Header-Content-Length is {length} but the body has only {len(body)} bytes"
+            f"Inference-Header-Content-Length is {shown} but the body has only {len(body)} bytes"
         )
+    length = int(digits)
     return body[:length], body[length:]
 
 
@@ -253,6 +257,9 @@ def _to_float32(values: npt.NDArray[Any], name: str) -> FloatArray:
         if not bool(finite.all()):
             index = int(np.flatnonzero(~finite)[0])
             raise _bad(f"input {name!r}: non-finite value at flat index {index}")
+    # Only float64 can exceed float32; comparing FP16 with float32's max would cast that max
+    # to float16 (inf), with an overflow warning on every FP16 request.
+    if values.dtype.kind == "f" and values.dtype.itemsize > 4:
         too_big = np.abs(values) > _FLOAT32_MAX
         if bool(too_big.any()):
             index = int(np.flatnonzero(too_big)[0])
@@ -280,6 +287,8 @@ def decode_inputs(request: InferRequest) -> dict[str, FloatArray]:
                 raise _bad(f"input {name!r}: binary_data_size must be a non-negative integer")
             if "data" in tensor:
                 raise _bad(f"input {name!r}: give either data or binary_data_size, not both")
+            if count == 0:  # as for JSON data: an empty batch has nothing to compute
+                raise _bad(f"input {name!r}: empty tensor; send at least one item")
             if size != count * dtype.itemsize:
                 raise _bad(
                     f"input {name!r}: binary_data_size is {size} bytes but shape {list(shape)} "
@@ -295,7 +304,12 @@ def decode_inputs(request: InferRequest) -> dict[str, FloatArray]:
             values = _to_float32(raw, name)
         else:
             values = _json_data(tensor.get("data"), name, count)
-        arrays[name] = values.reshape(shape)
+        try:
+            arrays[name] = values.reshape(shape)
+        except ValueError:  # the count fits, the layout does not: more axes than numpy's 64
+            raise _bad(
+                f"input {name!r}: shape has {len(shape)} axes, too many for an array"
+            ) from None
     if offset != len(request.binary):
         raise _bad(
             f"binary data is {len(request.binary)} bytes but the inputs' binary_data_size "
@@ -504,7 +518,12 @@ async def infer(request: Request, name: str, version: str | None) -> Response:
 def register_v2_routes(app: FastAPI) -> None:
     """The v2 endpoints, documented under the "open inference protocol" tag."""
 
-    @app.get("/v2", tags=[TAG], summary="Server metadata")
+    @app.get(
+        "/v2",
+        tags=[TAG],
+        summary="Server metadata",
+        responses={200: api_docs.json_body("the server", api_docs.V2_SERVER_METADATA)},
+    )
     async def server_metadata() -> Response:
         return json_response(
             {
@@ -514,11 +533,21 @@ def register_v2_routes(app: FastAPI) -> None:
             }
         )
 
-    @app.get("/v2/health/live", tags=[TAG], summary="Server liveness")
+    @app.get(
+        "/v2/health/live",
+        tags=[TAG],
+        summary="Server liveness",
+        responses={200: api_docs.json_body("the process answers", api_docs.V2_LIVE)},
+    )
     async def server_live() -> Response:
         return json_response({"live": True})
 
-    @app.get("/v2/health/ready", tags=[TAG], summary="Server readiness")
+    @app.get(
+        "/v2/health/ready",
+        tags=[TAG],
+        summary="Server readiness",
+        responses=api_docs.v2_ready_responses(),
+    )
     async def server_ready(request: Request) -> Response:
         state = _state(request)
         if state.repository is None or not state.ready:
@@ -541,15 +570,30 @@ def register_v2_routes(app: FastAPI) -> None:
         except ServiceError as error:
             return error_response(error)
 
-    @app.get("/v2/models/{name}", tags=[TAG], summary="Model metadata (served version)")
+    @app.get(
+        "/v2/models/{name}",
+        tags=[TAG],
+        summary="Model metadata (served version)",
+        responses=api_docs.v2_model_responses(api_docs.V2_MODEL_METADATA),
+    )
     async def model_metadata(request: Request, name: str) -> Response:
         return await metadata(request, name, None)
 
-    @app.get("/v2/models/{name}/versions/{version}", tags=[TAG], summary="Model version metadata")
+    @app.get(
+        "/v2/models/{name}/versions/{version}",
+        tags=[TAG],
+        summary="Model version metadata",
+        responses=api_docs.v2_model_responses(api_docs.V2_MODEL_METADATA),
+    )
     async def version_metadata(request: Request, name: str, version: str) -> Response:
         return await metadata(request, name, version)
 
-    @app.get("/v2/models/{name}/ready", tags=[TAG], summary="Model readiness (served version)")
+    @app.get(
+        "/v2/models/{name}/ready",
+        tags=[TAG],
+        summary="Model readiness (served version)",
+        responses=api_docs.v2_model_responses(api_docs.V2_MODEL_READY),
+    )
     async def model_ready(request: Request, name: str) -> Response:
         return await ready(request, name, None)
 
@@ -557,11 +601,18 @@ def register_v2_routes(app: FastAPI) -> None:
         "/v2/models/{name}/versions/{version}/ready",
         tags=[TAG],
         summary="Model version readiness",
+        responses=api_docs.v2_model_responses(api_docs.V2_MODEL_READY),
     )
     async def version_ready(request: Request, name: str, version: str) -> Response:
         return await ready(request, name, version)
 
-    @app.post("/v2/models/{name}/infer", tags=[TAG], summary="Inference (served version)")
+    @app.post(
+        "/v2/models/{name}/infer",
+        tags=[TAG],
+        summary="Inference (served version)",
+        openapi_extra=api_docs.v2_infer_openapi_extra(),
+        responses=api_docs.v2_infer_responses(),
+    )
     async def model_infer(request: Request, name: str) -> Response:
         return await infer(request, name, None)
 
@@ -569,6 +620,8 @@ def register_v2_routes(app: FastAPI) -> None:
         "/v2/models/{name}/versions/{version}/infer",
         tags=[TAG],
         summary="Inference (exact version)",
+        openapi_extra=api_docs.v2_infer_openapi_extra(),
+        responses=api_docs.v2_infer_responses(),
     )
     async def version_infer(request: Request, name: str, version: str) -> Response:
         return await infer(request, name, version)

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,42 +14,9 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-STARTUP_SECONDS = 60
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _serve(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "service.cli", *args],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def _wait_ready(base: str, process: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            output = process.stdout.read() if process.stdout else ""
-            pytest.fail(f"vae-serve exited with {process.returncode}:\n{output}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    pytest.fail("vae-serve did not become ready in time")
+from tests.e2e.processes import free_port as _free_port
+from tests.e2e.processes import serve as _serve
+from tests.e2e.processes import wait_ready as _wait_ready
 
 
 @pytest.fixture(scope="module")

@@ -491,6 +491,21 @@ def test_negative_seed_in_query_is_422(client: TestClient) -> None:
     assert_error(response, 422, "seed")
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/encode", {"inputs": items(), "seed": -1}),
+        ("/reconstruct", {"inputs": items(), "seed": 2**63}),
+    ],
+)
+def test_bad_seed_is_422_even_where_nothing_is_drawn(
+    client: TestClient, path: str, body: dict[str, Any]
+) -> None:
+    # Found by schemathesis: the seed was only checked when a draw used it, so the same bad
+    # field was a 422 with `sample`/`samples` and silently ignored without.
+    assert_error(client.post(path, json=body), 422, "seed")
+
+
 def test_temperature_beyond_float32_is_refused_or_finite(client: TestClient) -> None:
     response = client.post("/sample", json={"n": 2, "seed": 0, "temperature": 1e308})
     if response.status_code == 422:
