@@ -43,8 +43,7 @@ def _problems(path: Path) -> list[str]:
                 constant = given.get(keyword)
                 if not (isinstance(constant, ast.Constant) and constant.value is value):
                     found.append(
-                        f"line {node.lineno}: {owner.id}.{node.func.attr} without "
-                        f"{keyword}={value}"
+                        f"line {node.lineno}: {owner.id}.{node.func.attr} without {keyword}={value}"
                     )
     return found
 
