@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 DEFAULT_BUNDLE := models/digits-vae/1
 
-.PHONY: setup test lint check train serve image smoke clean help bench bench-choices profile soak
+.PHONY: setup browser-deps test lint check train serve image smoke clean help bench bench-choices profile soak quality
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -21,8 +21,11 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed  ## create .venv with training, serving and test dependencies
 
-test: setup  ## run the whole test suite
+test: setup browser-deps  ## run the whole test suite
 	$(BIN)/pytest
+
+browser-deps:  ## Debian's chromium for the web page's browser test (installs only when missing; needs root or sudo)
+	scripts/browser-deps.sh
 
 lint: setup  ## ruff and mypy, as CI runs them
 	$(BIN)/ruff check .
@@ -64,3 +67,8 @@ SOAK_SECONDS ?= 120
 SOAK_ARGS ?=
 soak: setup  ## SOAK_SECONDS (120) of mixed valid and invalid requests against vae-serve; fails on a 5xx, a dropped request or growing RSS; writes bench/SOAK.md
 	$(BIN)/python -m bench.soak --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
+
+QUALITY_ARGS ?=
+quality: setup  ## our default models vs PyOD's detectors and the classic VAE on scikit-learn data (~15 min); writes bench/QUALITY.md; fails on a missed target
+	$(BIN)/python -m pip install --quiet -e ".[quality]"
+	$(BIN)/python -m bench.quality $(QUALITY_ARGS)

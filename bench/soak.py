@@ -504,18 +504,23 @@ def memory_report(
 # --- the server's own account -----------------------------------------------------------------
 
 ACCESS_LINE = re.compile(r'"(?:GET|POST|PUT|DELETE|HEAD|OPTIONS|PATCH) \S+ HTTP/[\d.]+" (\d{3})')
+REQUEST_LINE = '"logger":"vae_service.access"'
 ERROR_LINE = re.compile(r"\b(?:ERROR|CRITICAL)\b|Traceback")
 WARNING_LINE = re.compile(r"\bWARNING\b")
 
 
 def scan_log(path: Path) -> dict[str, Any]:
-    """Statuses from uvicorn's access log (info level), every error and warning line."""
+    """Statuses from the request log (info level: the service's JSON request lines, or uvicorn's
+    access log with VAE_LOG_FORMAT=text), every error and warning line."""
     statuses: dict[int, int] = {}
     errors: list[str] = []
     warnings: list[str] = []
     for line in path.read_text(errors="replace").splitlines():
         match = ACCESS_LINE.search(line)
-        if match is not None:
+        if REQUEST_LINE in line:
+            status = int(json.loads(line)["status"])
+            statuses[status] = statuses.get(status, 0) + 1
+        elif match is not None:
             status = int(match.group(1))
             statuses[status] = statuses.get(status, 0) + 1
         elif ERROR_LINE.search(line):
@@ -972,7 +977,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [
             "## Server log",
             "",
-            "Statuses in uvicorn's access log (probes and readiness checks included): "
+            "Statuses in the server's request log (probes and readiness checks included): "
             f"{status_text(log['access_log_statuses'])}. Error lines: {log['error_lines']}; "
             f"warning lines: {log['warning_lines']}.",
             "",

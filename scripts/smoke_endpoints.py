@@ -94,6 +94,15 @@ def call(base: str, path: str, body: Any = None) -> tuple[int, Any]:
         return error.code, json.loads(error.read())
 
 
+def fetch(base: str, path: str) -> tuple[int, str, str]:
+    """(status, content type, text) of a GET."""
+    try:
+        with urllib.request.urlopen(base + path, timeout=10) as response:
+            return response.status, response.headers["content-type"] or "", response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers["content-type"] or "", ""
+
+
 def main(base: str) -> int:
     failures: list[str] = []
 
@@ -130,6 +139,14 @@ def main(base: str) -> int:
     check("bad shape -> 422 error body", status == 422 and "inputs" in body["error"]["message"])
     status, body = call(base, "/models/nope/encode", {"inputs": [DIGIT]})
     check("unknown model -> 404", status == 404)
+    # The web page and its files ship in the image (service/static/).
+    page_status, page_type, page = fetch(base, "/")
+    check(
+        "GET / -> the web page",
+        page_status == 200 and page_type.startswith("text/html") and "ui/app.js" in page,
+    )
+    script_status, script_type, _ = fetch(base, "/ui/app.js")
+    check("GET /ui/app.js", script_status == 200 and "javascript" in script_type)
 
     buffer = io.BytesIO()
     header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 64), }"

@@ -73,6 +73,50 @@ BINARY_RESPONSE_HEADERS = {
 }
 
 
+# PNG responses (image models): the grid's layout, and on /anomaly-score the per-item arrays a
+# heat map cannot show, comma-separated in batch order.
+PNG_RESPONSE_HEADERS = {
+    "X-Grid-Rows": {
+        "description": "png: rows of the grid, filled row-major in batch order",
+        "schema": {"type": "integer", "minimum": 1},
+    },
+    "X-Grid-Columns": {"description": "png: columns of the grid", "schema": {"type": "integer"}},
+}
+HEAT_MAP_HEADERS = {
+    "X-Scores": {"description": "png: the scores, comma-separated", "schema": {"type": "string"}},
+    "X-Is-Anomaly": {
+        "description": "png: true/false per item, comma-separated",
+        "schema": {"type": "string"},
+    },
+    "X-Tail-Probability": {
+        "description": "png: tail probability per item, comma-separated",
+        "schema": {"type": "string"},
+    },
+    "X-Threshold": {
+        "description": "npy/npz/png: the calibrated threshold",
+        "schema": {"type": "string"},
+    },
+    "X-Score-Type": {"description": "npy/npz/png: the score type", "schema": {"type": "string"}},
+}
+BINARY = {"type": "string", "format": "binary"}
+IMAGE_REQUEST_CONTENT = {
+    "image/png": {
+        "schema": BINARY,
+        "description": "image models: one image, a batch of one (greyscaled or made RGB and "
+        "resized to the model's input as training did); other fields go in the query string",
+    },
+    "image/jpeg": {"schema": BINARY, "description": "image models: one JPEG image, as PNG"},
+    "multipart/form-data": {
+        "schema": {
+            "type": "object",
+            "properties": {"images": {"type": "array", "items": BINARY}},
+        },
+        "description": "image models: several image files (image/png or image/jpeg parts, any "
+        "field name), the batch in upload order; other fields go in the query string",
+    },
+}
+
+
 def json_body(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
@@ -86,6 +130,9 @@ class OperationDoc:
     response_schema: dict[str, Any]
     npy_field: str | None  # the array an application/x-npy body carries
     extra_errors: dict[int, str] = field(default_factory=dict)
+    image_input: bool = False  # image models take PNG/JPEG/multipart bodies (service.images)
+    image_output: str | None = None  # what an image model's `Accept: image/png` answer shows
+    image_output_headers: dict[str, Any] = field(default_factory=dict)  # beyond the grid's
 
     def openapi_extra(self) -> dict[str, Any]:
         content: dict[str, Any] = {
@@ -97,27 +144,44 @@ class OperationDoc:
                 "description": f"the {self.npy_field} array as an .npy file; other fields go "
                 "in the query string",
             }
+        if self.image_input:
+            content.update(IMAGE_REQUEST_CONTENT)
         return {"requestBody": {"required": self.npy_field is not None, "content": content}}
 
     def responses(self, path_parameters: bool) -> dict[int | str, dict[str, Any]]:
         """Every status the route can answer; `path_parameters`: the /models/{name}/... forms,
         which can also meet the router's 404 and 405 (`routing_errors`)."""
-        responses: dict[int | str, dict[str, Any]] = {
-            200: {
-                "description": "arrays in the user's units; Accept: application/x-npy sends one "
-                "array (?output=NAME), application/x-npz all of them",
-                "content": {
-                    "application/json": {"schema": self.response_schema},
-                    "application/x-npy": {"schema": {"type": "string", "format": "binary"}},
-                    "application/x-npz": {"schema": {"type": "string", "format": "binary"}},
-                },
-                "headers": BINARY_RESPONSE_HEADERS,
+        ok: dict[str, Any] = {
+            "description": "arrays in the user's units; Accept: application/x-npy sends one "
+            "array (?output=NAME), application/x-npz all of them",
+            "content": {
+                "application/json": {"schema": self.response_schema},
+                "application/x-npy": {"schema": BINARY},
+                "application/x-npz": {"schema": BINARY},
             },
+            "headers": BINARY_RESPONSE_HEADERS,
+        }
+        if self.image_output is not None:
+            ok["description"] += f"; image models: Accept: image/png sends {self.image_output}"
+            ok["content"]["image/png"] = {"schema": BINARY}
+            ok["headers"] = {
+                **BINARY_RESPONSE_HEADERS,
+                **PNG_RESPONSE_HEADERS,
+                **self.image_output_headers,
+            }
+        responses: dict[int | str, dict[str, Any]] = {
+            200: ok,
             **(routing_errors() if path_parameters else {404: _error("no default model")}),
-            400: _error("malformed JSON or npy"),
-            406: _error("Accept names no format this route can send"),
-            413: _error("body, batch or n above the configured limit"),
-            415: _error("Content-Type is neither application/json nor application/x-npy"),
+            400: _error("malformed JSON, npy, image or multipart body"),
+            406: _error(
+                "Accept names no format this route can send (image/png: image models only)"
+            ),
+            413: _error("body, batch, n or image pixels above the configured limit"),
+            415: _error(
+                "Content-Type is not application/json or application/x-npy (nor, for image "
+                "models on /reconstruct and /anomaly-score, image/png, image/jpeg or "
+                "multipart/form-data)"
+            ),
             422: _error("bad shape, dtype, NaN/Inf, empty batch or a bad field"),
             503: _error(
                 "models are not loaded yet, every model slot is busy, or the request took "
@@ -190,6 +254,8 @@ OPERATION_DOCS: dict[str, OperationDoc] = {
         ),
         npy_field="inputs",
         extra_errors={409: "samples on a model without a posterior"},
+        image_input=True,
+        image_output="the outputs as one image, or a grid of them for several items",
     ),
     "sample": OperationDoc(
         summary="Generate new data from the prior",
@@ -216,6 +282,7 @@ OPERATION_DOCS: dict[str, OperationDoc] = {
         ),
         npy_field=None,
         extra_errors={409: "the model is not a VAE"},
+        image_output="the samples as a grid of images (latents only in JSON/npz)",
     ),
     "anomaly-score": OperationDoc(
         summary="Anomaly scores with the calibrated threshold",
@@ -246,6 +313,10 @@ OPERATION_DOCS: dict[str, OperationDoc] = {
         ),
         npy_field="inputs",
         extra_errors={409: "neg_elbo asked of a model without a posterior"},
+        image_input=True,
+        image_output="heat maps of each pixel's error (a grid for several items), with "
+        "scores, threshold and is_anomaly as X-* headers",
+        image_output_headers=HEAT_MAP_HEADERS,
     ),
 }
 
@@ -296,6 +367,13 @@ MODEL_METADATA = _object(
         "latent_dim": {"type": "integer"},
         "likelihood": {"type": "object"},
         "preprocessing": {"type": "string"},
+        "value_range": {
+            "type": ["object", "null"],
+            "description": "user-unit values the model sees as 0 and 1 (an image's black and "
+            "white); one entry or one per feature; null for standardised data",
+            "properties": {"low": NUMBER_LIST, "high": NUMBER_LIST},
+            "required": ["low", "high"],
+        },
         "anomaly": {"type": "object"},
         "operations": {"type": "array", "items": {"type": "string"}},
         "metrics": {"type": "object"},

@@ -26,6 +26,8 @@ from service.api_docs import OPERATION_DOCS, OperationDoc
 from service.asgi import ASGIApp
 from service.errors import InvalidInput, ServiceError
 from service.fastpath import FastPath
+from service.metrics import ServiceMetrics, register_metrics_route
+from service.observe import RequestObserver
 from service.operations import (
     Inference,
     RawRequest,
@@ -35,8 +37,10 @@ from service.operations import (
     read_body,
     serve_operation,
 )
+from service.pages import register_pages
 from service.reload import register_reload_routes
 from service.repository import ModelRepository
+from service.request_context import current_request
 from service.responses import json_response
 from service.security import ApiKeyGuard, document_api_keys
 from service.settings import ServiceSettings
@@ -108,12 +112,14 @@ def _register(app: FastAPI, route: str, doc: OperationDoc) -> None:
 def create_app(
     settings: ServiceSettings | None = None, *, reload_dir: Path | None = None
 ) -> ASGIApp:
-    """The ASGI app to serve, outside in: CORS (when origins are set), the API key guard (when
-    keys are set), the fast path, and the FastAPI app (all other routes, the OpenAPI docs, the
-    lifespan that loads models). Raises ApiKeyError for an unusable key. `reload_dir`: the
-    folder through which the server's workers signal each other to reload (`service.reload`)."""
+    """The ASGI app to serve, outside in: the request observer (request ids, metrics, request
+    log lines), CORS (when origins are set), the API key guard (when keys are set), the fast
+    path, and the FastAPI app (all other routes, the OpenAPI docs, the lifespan that loads
+    models). Raises ApiKeyError for an unusable key. `reload_dir`: the folder through which
+    the server's workers signal each other to reload (`service.reload`)."""
     settings = settings or ServiceSettings()
-    state = ServiceState(settings)
+    metrics = ServiceMetrics() if settings.metrics else None
+    state = ServiceState(settings, metrics=metrics)
     keys = settings.api_key_list()
 
     @asynccontextmanager
@@ -122,18 +128,24 @@ def create_app(
         generation = reloader.announce()
         try:
             state.repository = await run_in_threadpool(ModelRepository.load, settings)
-            state.inference = Inference(settings)
+            state.inference = Inference(settings, metrics)
+            if metrics is not None:
+                metrics.models_loaded(state.repository)
         except BaseException:
             await reloader.stop()  # a worker that fails to start leaves no report behind
             raise
         state.ready = True  # every bundle loaded and ran its warm-up batch
         await reloader.start(generation)
+        if metrics is not None:
+            metrics.start()
         try:
             yield
         finally:
             await reloader.stop()
             state.ready = False
             state.inference.close()
+            if metrics is not None:
+                await metrics.stop()
 
     app = FastAPI(
         title="vae-service",
@@ -150,8 +162,11 @@ def create_app(
     for route, doc in OPERATION_DOCS.items():
         _register(app, route, doc)
     _register_metadata_routes(app)
+    register_pages(app)  # the web page at / and the report plots it shows
     register_v2_routes(app)
     reloader = register_reload_routes(app, state, reload_dir)
+    if metrics is not None:
+        register_metrics_route(app, metrics)
     _register_error_handlers(app)
     # The fast path sits outside even FastAPI's own middleware: measured, Starlette's stack
     # costs as much per request as a single-item model call (bench/RESULTS.md).
@@ -172,7 +187,10 @@ def create_app(
             expose_headers=CORS_EXPOSED_HEADERS,
             max_age=600,
         )
-    return served
+    # Outermost: refusals, preflights and errors get a request id, a count and a log line too.
+    return RequestObserver(
+        served, app.router.routes, metrics, log_requests=settings.log_format == "json"
+    )
 
 
 # What a browser client may send across origins.
@@ -182,6 +200,7 @@ CORS_REQUEST_HEADERS = [
     "Content-Type",
     "Accept",
     "Inference-Header-Content-Length",
+    "X-Request-ID",
 ]
 # "*": the X-* headers that carry a response's scalars, whichever the route sends; valid
 # because no credentials mode is allowed.
@@ -248,6 +267,7 @@ def _register_metadata_routes(app: FastAPI) -> None:
     async def model_metadata(request: Request, name: str) -> Response:
         repository = _state(request).require_ready()[0]
         model = repository.resolve(name, None)
+        current_request().served_by(model.name, model.version)
         return json_response({**model.public_metadata(), "versions": repository.versions_of(name)})
 
     @app.get(
@@ -259,6 +279,7 @@ def _register_metadata_routes(app: FastAPI) -> None:
     async def version_metadata(request: Request, name: str, version: str) -> Response:
         repository = _state(request).require_ready()[0]
         model = repository.resolve(name, version)
+        current_request().served_by(model.name, model.version)
         return json_response({**model.public_metadata(), "versions": repository.versions_of(name)})
 
 

@@ -12,6 +12,7 @@ request cannot fail its neighbours.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -31,6 +32,18 @@ class _Group:
     futures: list[asyncio.Future[dict[str, Any]]] = field(default_factory=list)
     count: int = 0
     timer: asyncio.TimerHandle | None = None
+    size: int = 0  # items of the merged call
+    started: float = 0.0  # time.perf_counter() when it began, in its thread
+    seconds: float = 0.0  # how long it ran
+
+
+@dataclass
+class BatchTicket:
+    """What a caller learns of the merged call that carried its items (for metrics and logs)."""
+
+    size: int = 0
+    started: float = 0.0
+    seconds: float = 0.0
 
 
 def split_result(result: dict[str, Any], sizes: list[int]) -> list[dict[str, Any]]:
@@ -49,14 +62,28 @@ def split_result(result: dict[str, Any], sizes: list[int]) -> list[dict[str, Any
 
 
 class DynamicBatcher:
-    def __init__(self, executor: Executor, *, max_items: int, max_delay_seconds: float):
+    def __init__(
+        self,
+        executor: Executor,
+        *,
+        max_items: int,
+        max_delay_seconds: float,
+        on_batch: Callable[[int], None] | None = None,
+    ):
         self.executor = executor
         self.max_items = max_items
         self.max_delay = max_delay_seconds
+        self.on_batch = on_batch  # told the item count of each merged call (metrics)
         self._groups: dict[Hashable, _Group] = {}
         self.batches_run = 0  # how many merged onnxruntime calls; for tests and metrics
 
-    async def run(self, key: Hashable, items: FloatArray, compute: Compute) -> dict[str, Any]:
+    async def run(
+        self,
+        key: Hashable,
+        items: FloatArray,
+        compute: Compute,
+        ticket: BatchTicket | None = None,
+    ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         group = self._groups.get(key)
         if group is None:
@@ -69,7 +96,10 @@ class DynamicBatcher:
         group.count += len(items)
         if group.count >= self.max_items:
             self._flush(key)
-        return await future
+        result = await future
+        if ticket is not None:
+            ticket.size, ticket.started, ticket.seconds = group.size, group.started, group.seconds
+        return result
 
     def _flush(self, key: Hashable) -> None:
         group = self._groups.pop(key, None)
@@ -84,8 +114,20 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         self.batches_run += 1
         merged = group.inputs[0] if len(group.inputs) == 1 else np.concatenate(group.inputs)
+        group.size = len(merged)
+        if self.on_batch is not None:
+            self.on_batch(group.size)
+
+        def timed(batch: FloatArray) -> dict[str, Any]:
+            # Stamped in the thread: the wait for a free thread is queueing, not model time.
+            group.started = time.perf_counter()
+            try:
+                return group.compute(batch)
+            finally:
+                group.seconds = time.perf_counter() - group.started
+
         try:
-            result = await loop.run_in_executor(self.executor, group.compute, merged)
+            result = await loop.run_in_executor(self.executor, timed, merged)
         except Exception:
             await self._one_by_one(group)
             return

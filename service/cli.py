@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.config
 import os
 import signal
 import sys
 import tempfile
 from collections.abc import Sequence
+from typing import Any
 
 import uvicorn
 from pydantic import ValidationError
 
 from service.app import create_app
 from service.asgi import ASGIApp
+from service.logs import logging_config
+from service.metrics import workers_share_metrics
 from service.reload import RELOAD_DIR_VARIABLE, reload_dir_from_environment
 from service.repository import ModelRepository, RepositoryError
 from service.settings import ApiKeyError, ServiceSettings
@@ -31,6 +35,7 @@ FLAGS = {
     "default_model": "model of the top-level routes (VAE_DEFAULT_MODEL)",
     "providers": "onnxruntime providers, e.g. cuda,cpu (VAE_PROVIDERS)",
     "log_level": "critical, error, warning, info or debug (VAE_LOG_LEVEL)",
+    "log_format": "json (one object a line) or text (VAE_LOG_FORMAT)",
 }
 
 
@@ -75,9 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ApiKeyError as error:
         print(f"vae-serve: error: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    log_config = logging_config(settings)
+    logging.config.dictConfig(log_config)
     log = logging.getLogger("vae_service")
     if keys:
         # How many, never which: keys stay out of every log.
@@ -97,24 +101,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Finding this one, the process ends with 0: a supervisor learns the drain completed.
     signal.signal(signal.SIGTERM, _exit_after_drain)
     # POST /admin/reload reaches one worker; the others learn of it through this private
-    # folder (service.reload.WorkerSignals), which lives and dies with this server.
-    with tempfile.TemporaryDirectory(prefix="vae-serve-reload-") as reload_dir:
+    # folder (service.reload.WorkerSignals), which lives and dies with this server. Metrics
+    # are shared the same way (service.metrics).
+    with (
+        tempfile.TemporaryDirectory(prefix="vae-serve-reload-") as reload_dir,
+        workers_share_metrics(settings.worker_count() if settings.metrics else 1),
+    ):
         os.environ[RELOAD_DIR_VARIABLE] = reload_dir
-        _run_server(settings)
+        _run_server(settings, log_config)
     return 0
 
 
-def _run_server(settings: ServiceSettings) -> None:
+def _run_server(settings: ServiceSettings, log_config: dict[str, Any]) -> None:
     uvicorn.run(
         "service.cli:app_from_environment",
         factory=True,
         host=settings.host,
         port=settings.port,
         workers=settings.worker_count(),
+        # Applied again by uvicorn in each worker process, which starts with bare logging.
+        log_config=log_config,
         log_level=settings.log_level,
         # uvicorn's access log line costs a measurable share of a small request; it is on
-        # only when the log level asks for info.
-        access_log=settings.log_level in ("info", "debug"),
+        # only when the log level asks for info. In JSON the service writes its own request
+        # lines instead (service.observe), with the request id, model and stage timings.
+        access_log=settings.log_format == "text" and settings.log_level in ("info", "debug"),
         # uvloop and httptools when installed (the serve extra installs both)
         loop="auto",
         http="auto",

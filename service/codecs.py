@@ -29,9 +29,12 @@ from service.errors import InvalidInput, MalformedBody, NotAcceptable, Unsupport
 JSON_MEDIA_TYPE = "application/json"
 NPY_MEDIA_TYPE = "application/x-npy"
 NPZ_MEDIA_TYPE = "application/x-npz"
+PNG_MEDIA_TYPE = "image/png"
 
 BodyFormat = Literal["json", "npy"]
-ResponseFormat = Literal["json", "npy", "npz"]
+ResponseFormat = Literal["json", "npy", "npz", "png"]
+# What every array route can send; image models add "png" on some routes (service.images).
+ARRAY_FORMATS: tuple[ResponseFormat, ...] = ("json", "npy", "npz")
 
 F32 = npt.NDArray[np.float32]
 
@@ -41,6 +44,7 @@ _RESPONSE_TYPES: tuple[tuple[str, ResponseFormat], ...] = (
     (JSON_MEDIA_TYPE, "json"),
     (NPY_MEDIA_TYPE, "npy"),
     (NPZ_MEDIA_TYPE, "npz"),
+    (PNG_MEDIA_TYPE, "png"),
 )
 # RFC 9110 qvalue grammar; anything else (e.g. "q=nan", "q=2") makes that media range invalid.
 _QVALUE = re.compile(r"(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)")
@@ -60,6 +64,11 @@ _BOOL_FALSE = frozenset({"false", "0", "no"})
 
 
 # --------------------------------------------------------------------------- negotiation
+
+
+def media_type(content_type: str | None) -> str:
+    """The bare, lower-case media type of a Content-Type header ('' when there is none)."""
+    return "" if content_type is None else content_type.partition(";")[0].strip().lower()
 
 
 @functools.lru_cache(maxsize=256)
@@ -83,11 +92,15 @@ def request_format(content_type: str | None) -> BodyFormat:
 
 
 @functools.lru_cache(maxsize=256)
-def response_format(accept: str | None) -> ResponseFormat:
+def response_format(
+    accept: str | None, offered: tuple[ResponseFormat, ...] = ARRAY_FORMATS
+) -> ResponseFormat:
     """Pick the response format from an Accept header (RFC 9110 media ranges with q-values).
 
+    `offered` is what this route can send for this model (PNG only for image models).
     `*/*` and `application/*` only make JSON acceptable: a client that wants binary arrays names
-    the type. Per offered type the most specific matching range decides its q (so
+    the type; `image/*` makes PNG acceptable. Per offered type the most specific matching range
+    decides its q (so
     `application/json;q=0, */*` refuses JSON). Highest q wins; at equal q a type named
     explicitly beats one matched by a wildcard, then the range listed first wins.
     """
@@ -110,12 +123,16 @@ def response_format(accept: str | None) -> ResponseFormat:
             ranges.append((media, q, position))
 
     candidates: list[tuple[float, bool, int, ResponseFormat]] = []
-    for media_type, fmt in _RESPONSE_TYPES:
+    for offered_type, fmt in _RESPONSE_TYPES:
+        if fmt not in offered:
+            continue
         best: tuple[int, float, int] | None = None  # (specificity, q, position)
         for media, q, position in ranges:
-            if media == media_type:
+            if media == offered_type:
                 specificity = 2
-            elif fmt == "json" and media == "application/*":
+            elif (fmt == "json" and media == "application/*") or (
+                fmt == "png" and media == "image/*"
+            ):
                 specificity = 1
             elif fmt == "json" and media == "*/*":
                 specificity = 0
@@ -126,10 +143,11 @@ def response_format(accept: str | None) -> ResponseFormat:
         if best is not None and best[1] > 0:
             candidates.append((best[1], best[0] == 2, -best[2], fmt))
     if not candidates:
-        offered = [media_type for media_type, _ in _RESPONSE_TYPES]
+        available = [media for media, fmt in _RESPONSE_TYPES if fmt in offered]
         raise NotAcceptable(
-            f"cannot produce any media type in Accept {accept!r}; available: {', '.join(offered)}",
-            {"accept": accept, "available": offered},
+            f"cannot produce any media type in Accept {accept!r}; available: "
+            f"{', '.join(available)}",
+            {"accept": accept, "available": available},
         )
     return max(candidates)[3]
 

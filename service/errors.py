@@ -58,6 +58,13 @@ class ModelNotFound(ServiceError):
     code = "model_not_found"
 
 
+class ReportFileNotFound(ServiceError):
+    """A bundle's report/ folder has no servable file of that name (or no report/ at all)."""
+
+    status = 404
+    code = "report_file_not_found"
+
+
 class OperationNotSupported(ServiceError):
     """The model kind cannot do this (e.g. /sample on a plain autoencoder)."""
 

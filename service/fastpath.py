@@ -24,8 +24,20 @@ from service.operations import (
     read_body,
     serve_operation,
 )
+from service.request_context import current_request
 
 log = logging.getLogger("vae_service")
+
+# The route templates FastAPI declares for the same routes: metrics and logs name a route by
+# its template, whichever transport answered it.
+ROUTE_TEMPLATES = {
+    route: (
+        f"/{route}",
+        f"/models/{{name}}/{route}",
+        f"/models/{{name}}/versions/{{version}}/{route}",
+    )
+    for route in ARRAY_FIELD
+}
 
 
 def match_route(path: str) -> tuple[str, str | None, str | None] | None:
@@ -72,6 +84,9 @@ class FastPath:
             await self.app(scope, receive, send)
             return
         route, name, version = matched
+        current_request().route = ROUTE_TEMPLATES[route][
+            0 if name is None else 1 if version is None else 2
+        ]
         try:
             response = await self._serve(scope, receive, route, name, version)
         except ServiceError as error:
@@ -89,6 +104,7 @@ class FastPath:
             await self.app(scope, receive, send)
             return
         name, version = matched
+        current_request().route = v2.INFER_TEMPLATES[version is not None]
         try:
             headers = dict(scope["headers"])
             content_length = headers.get(b"content-length")

@@ -9,6 +9,7 @@ batcher.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,18 +18,22 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from service import codecs
+from service import codecs, images
 from service.admission import AdmissionControl
-from service.batching import DynamicBatcher
+from service.batching import BatchTicket, DynamicBatcher
 from service.errors import (
     InvalidInput,
     MalformedBody,
+    NotAcceptable,
     NotReady,
+    Overloaded,
     PayloadTooLarge,
     RequestTimedOut,
     ServiceError,
 )
+from service.metrics import ServiceMetrics
 from service.repository import ModelRepository
+from service.request_context import current_request
 from service.runtime import ServedModel, check_seed
 from service.settings import ServiceSettings
 
@@ -157,6 +162,62 @@ def parse_request(
     return ParsedRequest(array, payload, from_query=False)
 
 
+def parse_operation_request(
+    model: ServedModel,
+    route: str,
+    raw: RawRequest,
+    settings: ServiceSettings,
+    wanted: codecs.ResponseFormat,
+) -> ParsedRequest:
+    """`parse_request`, plus what image models add: PNG/JPEG and multipart bodies (scalars in
+    the query string, as with npy), and the per-pixel errors a heat map is drawn from."""
+    if codecs.media_type(raw.content_type).startswith(("image/", "multipart/")):
+        array = images.decode_image_request(
+            raw.content_type or "",
+            raw.body,
+            model,
+            route,
+            max_pixels=settings.max_image_pixels,
+            max_items=settings.max_batch_size,
+        )
+        parsed = ParsedRequest(array, raw.query, from_query=True)
+    else:
+        parsed = parse_request(raw, settings, ARRAY_FIELD[route])
+    if wanted == "png" and route == "anomaly-score":
+        params = {**parsed.params, "per_feature": True}
+        parsed = ParsedRequest(parsed.array, params, parsed.from_query)
+    return parsed
+
+
+def negotiate(model: ServedModel, route: str, accept: str | None) -> codecs.ResponseFormat:
+    """The response format for this route and model: PNG only where images can be drawn.
+
+    Only a range naming image/png or image/* can pick PNG, so every other Accept header takes
+    exactly the path it always took (the same format, the same 406)."""
+    if accept is None or "image/" not in accept.lower():
+        return codecs.response_format(accept)
+    with_png: tuple[codecs.ResponseFormat, ...] = (*codecs.ARRAY_FORMATS, "png")
+    try:
+        if route not in images.PNG_OUTPUT_ROUTES:
+            raise images.ImagesUnavailable(
+                f"/{route} sends arrays only; PNG comes from "
+                + ", ".join(f"/{name}" for name in images.PNG_OUTPUT_ROUTES)
+            )
+        images.image_spec(model)
+    except images.ImagesUnavailable as why:
+        try:
+            return codecs.response_format(accept)
+        except NotAcceptable:
+            if codecs.response_format(accept, with_png) != "png":
+                raise
+            available = [codecs.JSON_MEDIA_TYPE, codecs.NPY_MEDIA_TYPE, codecs.NPZ_MEDIA_TYPE]
+            raise NotAcceptable(
+                f"cannot send {codecs.PNG_MEDIA_TYPE}: {why}; available: {', '.join(available)}",
+                {"accept": accept, "available": available},
+            ) from None
+    return codecs.response_format(accept, with_png)
+
+
 PRIMARY_FIELD = {
     "encode": "mu",
     "decode": "outputs",
@@ -167,10 +228,15 @@ PRIMARY_FIELD = {
 
 
 def render(
-    result: dict[str, Any], raw: RawRequest, route: str, wanted: codecs.ResponseFormat
+    result: dict[str, Any],
+    raw: RawRequest,
+    route: str,
+    wanted: codecs.ResponseFormat,
+    served: ServedModel | None = None,
 ) -> RawResponse:
     """JSON by default; `Accept: application/x-npy` sends one array (the route's main one, or
-    `?output=NAME`) with the scalars as X-* headers; `application/x-npz` sends every array."""
+    `?output=NAME`) with the scalars as X-* headers; `application/x-npz` sends every array;
+    `image/png` (image models, `negotiate`) a grid of images or heat maps of `served`."""
     if wanted == "json":
         return RawResponse(200, codecs.JSON_MEDIA_TYPE, codecs.json_bytes(result))
     arrays = {k: np.asarray(v) for k, v in result.items() if isinstance(v, np.ndarray)}
@@ -180,6 +246,11 @@ def render(
     headers.update(
         {"X-Model-Name": model.get("name", ""), "X-Model-Version": model.get("version", "")}
     )
+    if wanted == "png":
+        assert served is not None, "a PNG is drawn with the model's image description"
+        body, image_headers = images.png_response(arrays, route, images.image_spec(served))
+        headers.update(image_headers)
+        return RawResponse(200, codecs.PNG_MEDIA_TYPE, body, headers)
     if wanted == "npz":
         return RawResponse(200, codecs.NPZ_MEDIA_TYPE, codecs.npz_bytes(arrays), headers)
     name = raw.query.get("output", PRIMARY_FIELD[route])
@@ -287,7 +358,8 @@ class Inference:
     """Where model work runs: inline, a small thread pool, or the batcher when batching is on;
     behind admission control (bounded running and queued calls) and the request timeout."""
 
-    def __init__(self, settings: ServiceSettings):
+    def __init__(self, settings: ServiceSettings, metrics: ServiceMetrics | None = None):
+        self.metrics = metrics
         self.inline_max_values = settings.inline_max_values
         self.timeout = settings.request_timeout_s or None
         self.executor = ThreadPoolExecutor(
@@ -301,12 +373,17 @@ class Inference:
                 self.executor,
                 max_items=settings.batching_max_batch_size,
                 max_delay_seconds=settings.batching_max_delay_us / 1e6,
+                on_batch=None if metrics is None else metrics.record_batch,
             )
             if settings.dynamic_batching
             else None
         )
 
     async def run(self, work: Plan) -> dict[str, Any]:
+        """The plan's result; its queue wait, model time and batch go to the current request's
+        record (metrics and the log line)."""
+        record = current_request()
+        entered = time.perf_counter()
         loop = asyncio.get_running_loop()
         deadline = None if self.timeout is None else loop.time() + self.timeout
         if not self.admission.try_acquire():
@@ -314,24 +391,42 @@ class Inference:
                 await asyncio.wait_for(self.admission.acquire(), self.timeout)
             except TimeoutError:
                 raise self._timed_out("waiting for a free model slot") from None
+            except Overloaded:
+                if self.metrics is not None:
+                    self.metrics.overloaded.inc()
+                raise
         pending: asyncio.Future[dict[str, Any]] | None = None
+        ticket: BatchTicket | None = None
+        call: _TimedCall | None = None
         try:
             if self.batcher is not None and work.batch_key is not None:
+                ticket = BatchTicket()
                 pending = asyncio.ensure_future(
-                    self.batcher.run(work.batch_key, work.items, work.compute)
+                    self.batcher.run(work.batch_key, work.items, work.compute, ticket)
                 )
             elif work.values <= self.inline_max_values:
                 # Measured: handing a call to a thread and back costs ~200 us here, more than
                 # a small model call itself; the loop is held no longer than JSON parsing
                 # holds it.
+                began = time.perf_counter()
                 result = work.compute(work.items)
+                record.queue_s = began - entered
+                record.inference_s = time.perf_counter() - began
             else:
-                pending = loop.run_in_executor(self.executor, work.compute, work.items)
+                call = _TimedCall(work.compute)
+                pending = loop.run_in_executor(self.executor, call, work.items)
             if pending is not None:
                 remaining = None if deadline is None else max(0.0, deadline - loop.time())
                 # shield: on timeout the call goes on in its thread (it cannot be stopped), and
                 # keeps its slot until it ends, so the concurrency bound stays true.
                 result = await asyncio.wait_for(asyncio.shield(pending), remaining)
+                if ticket is not None:
+                    record.queue_s = ticket.started - entered
+                    record.inference_s = ticket.seconds
+                    record.batch_size = ticket.size
+                elif call is not None:
+                    record.queue_s = call.started - entered
+                    record.inference_s = call.seconds
         except TimeoutError:
             assert pending is not None
             pending.add_done_callback(self._release_after)
@@ -351,6 +446,8 @@ class Inference:
         self.admission.release()
 
     def _timed_out(self, stage: str) -> RequestTimedOut:
+        if self.metrics is not None:
+            self.metrics.timed_out.inc()
         return RequestTimedOut(
             f"the request took longer than {self.timeout:g} s (VAE_REQUEST_TIMEOUT_S) {stage}",
             {"timeout_s": self.timeout},
@@ -361,12 +458,32 @@ class Inference:
         self.executor.shutdown(wait=True, cancel_futures=False)
 
 
+class _TimedCall:
+    """A model call run in the executor, stamped in its thread: the wait for a free thread is
+    queueing, not model time."""
+
+    __slots__ = ("compute", "seconds", "started")
+
+    def __init__(self, compute: Callable[[FloatArray], dict[str, Any]]):
+        self.compute = compute
+        self.started = 0.0
+        self.seconds = 0.0
+
+    def __call__(self, items: FloatArray) -> dict[str, Any]:
+        self.started = time.perf_counter()
+        try:
+            return self.compute(items)
+        finally:
+            self.seconds = time.perf_counter() - self.started
+
+
 @dataclass
 class ServiceState:
     settings: ServiceSettings
     repository: ModelRepository | None = None
     inference: Inference | None = None
     ready: bool = False
+    metrics: ServiceMetrics | None = None  # None: VAE_METRICS=false
 
     def require_ready(self) -> tuple[ModelRepository, Inference]:
         if self.repository is None or self.inference is None or not self.ready:
@@ -377,15 +494,28 @@ class ServiceState:
 async def serve_operation(
     state: ServiceState, route: str, name: str | None, version: str | None, raw: RawRequest
 ) -> RawResponse:
-    """One array request, from raw bytes to raw bytes; errors come back as error responses."""
+    """One array request, from raw bytes to raw bytes; errors come back as error responses.
+    What it learns (model, items, anomalies, codec times) goes to the request's record."""
+    record = current_request()
     try:
         repository, inference = state.require_ready()
         model = repository.resolve(name, version)
+        record.served_by(model.name, model.version)
         # Negotiate before any work: a 406 should not cost an onnxruntime call.
-        wanted = codecs.response_format(raw.accept)
-        parsed = parse_request(raw, state.settings, ARRAY_FIELD[route])
+        wanted = negotiate(model, route, raw.accept)
+        began = time.perf_counter()
+        parsed = parse_operation_request(model, route, raw, state.settings, wanted)
+        record.decode_s = time.perf_counter() - began
         result = await inference.run(plan(model, route, parsed))
         result.setdefault("model", {"name": model.name, "version": model.version})
-        return render(result, raw, route, wanted)
+        # Read with .get: bookkeeping must never turn an answer into a 500.
+        primary, flags = result.get(PRIMARY_FIELD[route]), result.get("is_anomaly")
+        record.items = None if primary is None else len(primary)
+        if flags is not None:
+            record.anomalies = int(np.count_nonzero(flags))
+        began = time.perf_counter()
+        response = render(result, raw, route, wanted, model)
+        record.encode_s = time.perf_counter() - began
+        return response
     except ServiceError as error:
         return error_response(error)

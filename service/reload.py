@@ -313,6 +313,8 @@ class Reloader:
             # The swap, one assignment: requests that already resolved their model finish on
             # the old copy, every later one resolves from the new repository.
             self.state.repository = repository
+            if self.state.metrics is not None:
+                self.state.metrics.models_loaded(repository)
             report = ReloadReport(repository, changes, time.perf_counter() - started)
             log.info("reload done in %.2f s: %s", report.seconds, report.summary())
             self._publish(True, report.to_json(), generation)

@@ -335,6 +335,7 @@ class ServedModel:
             "latent_dim": manifest.latent_dim,
             "likelihood": manifest.likelihood.model_dump(),
             "preprocessing": manifest.preprocessing.kind,
+            "value_range": self.value_range(),
             "anomaly": {
                 "default_score": manifest.anomaly.default_score,
                 "calibrated_on": manifest.anomaly.calibrated_on,
@@ -351,6 +352,24 @@ class ServedModel:
             },
             "operations": self.operations(),
             "metrics": manifest.metrics,
+        }
+
+    def value_range(self) -> dict[str, list[float]] | None:
+        """The user-unit values that become the model's 0 and 1 (`low`, `high`; one entry, or
+        one per feature), so a client can turn pixels into inputs and outputs into pixels: for
+        an image model, black and white. Min-max data span [0, 1] in model units, clipped
+        data their clip range; standardised data have no bounded range (None)."""
+        preprocessing = self.bundle.preprocessing
+        if preprocessing.kind == "minmax":
+            model_low, model_high = 0.0, 1.0
+        elif preprocessing.clip is not None:
+            model_low, model_high = preprocessing.clip
+        else:
+            return None
+        offset, scale = preprocessing.offset, preprocessing.scale
+        return {
+            "low": [float(v) for v in model_low * scale + offset],
+            "high": [float(v) for v in model_high * scale + offset],
         }
 
     def operations(self) -> list[str]:

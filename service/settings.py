@@ -103,6 +103,14 @@ class ServiceSettings(BaseSettings):
         64 * 1024 * 1024, ge=1024, description="largest request body in bytes (413 above)"
     )
     max_json_depth: int = Field(32, ge=2, description="deepest JSON nesting accepted (422 above)")
+    max_image_pixels: int = Field(
+        4 * 1024 * 1024,
+        ge=1,
+        # Pillow's own decompression-bomb guard starts at 89 M pixels; ours must refuse first.
+        le=80_000_000,
+        description="most pixels (width x height, summed over a multipart upload) one request "
+        "may decode, checked on the image headers before decoding (413 above)",
+    )
     max_concurrency: int | None = Field(
         None,
         ge=1,
@@ -144,9 +152,11 @@ class ServiceSettings(BaseSettings):
         "VAE_API_KEYS. 'none': no file",
     )
     auth_open_paths: str = Field(
-        "/healthz,/readyz,/v2/health/live,/v2/health/ready",
+        "/healthz,/readyz,/v2/health/live,/v2/health/ready,/metrics,/,/ui/*",
         description="paths answered without a key when keys are set, comma-separated; a "
-        "trailing * matches a prefix (e.g. /docs*); 'none': every path needs a key",
+        "trailing * matches a prefix (e.g. /docs*); 'none': every path needs a key. The web "
+        "page (/ and its files under /ui/) holds no data: it asks for a key to call the API. "
+        "/metrics holds counts, never data, and scrapers rarely carry keys",
     )
     cors_allow_origins: str = Field(
         "",
@@ -155,6 +165,18 @@ class ServiceSettings(BaseSettings):
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="log level of the service and uvicorn"
+    )
+    log_format: Literal["json", "text"] = Field(
+        "json",
+        description="json: every log line one JSON object, and one line per request (request "
+        "id, route, model, status, latency) in place of uvicorn's access log, for a log "
+        "collector; text: plain lines and uvicorn's access log, for a person at a terminal. "
+        "Request lines are written at info level",
+    )
+    metrics: bool = Field(
+        True,
+        description="count requests, latency, queueing, model and codec time, batch sizes and "
+        "anomalies, served in Prometheus text format at GET /metrics; false: no /metrics",
     )
 
     @field_validator("workers", "intra_op_threads", "executor_threads", "max_concurrency",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ from service import api_docs, codecs
 from service.errors import ModelNotFound, ServiceError
 from service.operations import Plan, RawResponse, ServiceState, read_body
 from service.repository import ModelRepository
+from service.request_context import current_request
 from service.responses import json_response
 from service.runtime import ServedModel
 
@@ -458,6 +460,10 @@ def _server_version() -> str:
         return "0.1.0"
 
 
+# Indexed by "a version was named": the templates of the two infer routes below.
+INFER_TEMPLATES = ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")
+
+
 def match_infer_path(path: str) -> tuple[str, str | None] | None:
     """`/v2/models/N/infer` -> (N, None); `/v2/models/N/versions/V/infer` -> (N, V)."""
     parts = path.split("/")
@@ -475,15 +481,19 @@ async def serve_infer(
     state: ServiceState, name: str, version: str | None, body: bytes, header_length: str | None
 ) -> RawResponse:
     """One v2 infer request, from raw bytes to raw bytes; errors in the protocol's body."""
+    record = current_request()
     try:
         repository, inference = state.require_ready()
         view = find_model(repository, name, version)
+        record.served_by(view.model.name, view.model.version)
+        began = time.perf_counter()
         parsed = parse_infer_request(body, header_length, state.settings.max_json_depth)
         wanted = wanted_outputs(view, parsed)
         score_type = parsed.parameters.get("score_type")
         if score_type is not None and not isinstance(score_type, str):
             raise _bad("parameters: score_type must be a string")
         items = _single_input(view, decode_inputs(parsed))
+        record.decode_s = time.perf_counter() - began
         names = [w.spec.name for w in wanted]
 
         def compute(batch: FloatArray) -> dict[str, Any]:
@@ -497,7 +507,11 @@ async def serve_infer(
             values=len(items) * view.model.feature_count,
         )
         results = await inference.run(plan)
-        return infer_response(view, parsed, wanted, results)
+        record.items = len(items)
+        began = time.perf_counter()
+        response = infer_response(view, parsed, wanted, results)
+        record.encode_s = time.perf_counter() - began
+        return response
     except (V2Error, ServiceError) as error:
         return raw_error(error)
 
@@ -558,6 +572,7 @@ def register_v2_routes(app: FastAPI) -> None:
         try:
             repository = _state(request).require_ready()[0]
             view = find_model(repository, name, version)
+            current_request().served_by(view.model.name, view.model.version)
             return json_response(view.metadata(repository.versions_of(view.base)))
         except ServiceError as error:
             return error_response(error)
@@ -566,6 +581,7 @@ def register_v2_routes(app: FastAPI) -> None:
         try:
             repository = _state(request).require_ready()[0]
             view = find_model(repository, name, version)
+            current_request().served_by(view.model.name, view.model.version)
             return json_response({"name": view.name, "ready": True})
         except ServiceError as error:
             return error_response(error)

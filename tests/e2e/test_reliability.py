@@ -132,7 +132,16 @@ def test_api_keys_over_tcp_and_never_in_the_logs() -> None:
         output, _ = process.communicate(timeout=30)
     assert process.returncode == 0
     assert "API keys: 2 configured" in output
-    assert '"POST /encode HTTP/1.1" 403' in output  # the access log ran at this level
+    # the request log ran at this level: one JSON line per request, refusals included
+    requests = [
+        orjson.loads(line) for line in output.splitlines() if '"vae_service.access"' in line
+    ]
+    assert [(r["method"], r["route"], r["status"]) for r in requests if r["path"] != "/readyz"] == [
+        ("POST", "/encode", 401),
+        ("POST", "/encode", 403),
+        ("POST", "/encode", 200),
+        ("GET", "/models", 200),
+    ]
     for secret in (KEY_A, KEY_B, wrong):
         assert secret not in output
 

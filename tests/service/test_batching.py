@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 from sklearn.datasets import load_digits
 
 from bundle.runtime import OnnxBundle
@@ -199,6 +201,58 @@ def test_every_path_gives_the_same_bytes(
         assert answer.status_code == fast.status_code, name
         assert answer.content == fast.content, name
         assert answer.headers["content-type"] == fast.headers["content-type"], name
+
+
+def _png(item: np.ndarray[Any, Any]) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.rint(item.reshape(8, 8) * 255 / 16).astype(np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _multipart(items: np.ndarray[Any, Any]) -> bytes:
+    parts = [
+        b'--b\r\nContent-Disposition: form-data; name="f"; filename="x.png"\r\n'
+        b"Content-Type: image/png\r\n\r\n" + _png(item) + b"\r\n"
+        for item in items
+    ]
+    return b"".join(parts) + b"--b--\r\n"
+
+
+MULTIPART = "multipart/form-data; boundary=b"
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "body", "accept"),
+    [
+        ("/anomaly-score", "image/png", _png(DIGITS[0]), None),
+        ("/anomaly-score?per_feature=true", MULTIPART, _multipart(DIGITS[:3]), "image/png"),
+        ("/models/tiny-conv/reconstruct", MULTIPART, _multipart(DIGITS[3:5]), "image/png"),
+        ("/reconstruct?samples=2&seed=4", "image/png", _png(DIGITS[5]), "application/x-npy"),
+        ("/sample?n=3&seed=2", None, b"", "image/png"),
+        ("/models/cancer-vae/anomaly-score", "image/png", _png(DIGITS[0]), None),
+        ("/models/cancer-vae/reconstruct", "application/json", b'{"inputs": [[0]]}', "image/png"),
+        ("/encode", "image/png", _png(DIGITS[0]), None),
+        ("/reconstruct", "image/png", _png(DIGITS[0])[:40], None),
+    ],
+)  # fmt: skip
+def test_image_requests_give_the_same_bytes_on_every_path(
+    clients: dict[str, TestClient],
+    path: str,
+    content_type: str | None,
+    body: bytes,
+    accept: str | None,
+) -> None:
+    headers = {"content-type": content_type, "accept": accept}
+    sent = {key: value for key, value in headers.items() if value is not None}
+    answers = {
+        name: client.post(path, content=body, headers=sent) for name, client in clients.items()
+    }
+    fast = answers["fast"]
+    for name, answer in answers.items():
+        assert answer.status_code == fast.status_code, name
+        assert answer.content == fast.content, name
+        for header in ("content-type", "x-scores", "x-grid-rows", "x-seed"):
+            assert answer.headers.get(header) == fast.headers.get(header), (name, header)
 
 
 def test_fast_path_passes_everything_else_to_fastapi(clients: dict[str, TestClient]) -> None:
