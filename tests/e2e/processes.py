@@ -72,3 +72,11 @@ def running_server(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=10)
+        close_output(process)
+
+
+def close_output(process: subprocess.Popen[str]) -> None:
+    """Close the pipe of a finished server: left to the garbage collector, it is an unclosed
+    file warning in whichever later test happens to collect it."""
+    if process.stdout is not None and not process.stdout.closed:
+        process.stdout.close()

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,18 +25,13 @@ import numpy.typing as npt
 import pytest
 from sklearn.datasets import load_digits
 
+from tests.e2e.processes import close_output, free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMMITTED_BUNDLE = REPO_ROOT / "models" / "digits-vae" / "1"
 STARTUP_SECONDS = 60
 CLIENT_THREADS = 4
 DIGITS = load_digits().data[:8].tolist()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def publish_version(root: Path, version: str) -> Path:
@@ -107,6 +101,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+    close_output(process)
 
 
 @dataclass

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+from tests.e2e.processes import close_output
 from tests.e2e.processes import free_port as _free_port
 from tests.e2e.processes import serve as _serve
 from tests.e2e.processes import wait_ready as _wait_ready
@@ -38,6 +39,7 @@ def server() -> Iterator[tuple[str, subprocess.Popen[str]]]:
     if process.poll() is None:
         process.kill()
         process.wait(timeout=10)
+    close_output(process)
 
 
 def test_every_route_answers_over_tcp(server: tuple[str, subprocess.Popen[str]]) -> None:
