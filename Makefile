@@ -69,6 +69,6 @@ soak: setup  ## SOAK_SECONDS (120) of mixed valid and invalid requests against v
 	$(BIN)/python -m bench.soak --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
 
 QUALITY_ARGS ?=
-quality: setup  ## our default models vs PyOD's detectors and the classic VAE on scikit-learn data (~15 min); writes bench/QUALITY.md; fails on a missed target
+quality: setup  ## our default models vs PyOD's detectors and the classic VAE on scikit-learn data (~20 min); writes bench/QUALITY.md; fails on a missed target
 	$(BIN)/python -m pip install --quiet -e ".[quality]"
 	$(BIN)/python -m bench.quality $(QUALITY_ARGS)

@@ -18,7 +18,7 @@ ENCODER_FILENAME = "encoder.onnx"
 DECODER_FILENAME = "decoder.onnx"
 
 ModelKind = Literal["vae", "ae", "sparse_ae", "denoising_ae"]
-LikelihoodKind = Literal["bernoulli", "gaussian"]
+LikelihoodKind = Literal["bernoulli", "gaussian", "laplace"]
 ScoreType = Literal["recon_mse", "neg_elbo"]
 
 
@@ -47,7 +47,8 @@ class PreprocessingSpec(_Strict):
 class LikelihoodSpec(_Strict):
     kind: LikelihoodKind
     sigma: float | None = Field(
-        default=None, description="decoder std of the Gaussian likelihood, model units"
+        default=None,
+        description="the decoder's scale in model units: the Gaussian's std, the Laplace's b",
     )
 
 

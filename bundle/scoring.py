@@ -62,14 +62,26 @@ def gaussian_nll(x_model: AnyFloatArray, mean: AnyFloatArray, sigma: float) -> F
     return result
 
 
+def laplace_nll(x_model: AnyFloatArray, mean: AnyFloatArray, scale: float) -> Float64Array:
+    """-log Laplace(x; mean, b) summed over features, constant included (nats). (B,)"""
+    x, m = flatten_items(x_model), flatten_items(mean)
+    absolute = np.sum(np.abs(x - m), axis=1)
+    features = x.shape[1]
+    result: Float64Array = absolute / scale + features * np.log(2.0 * scale)
+    return result
+
+
 def reconstruction_nll(
     x_model: AnyFloatArray, mean: AnyFloatArray, likelihood: str, sigma: float | None
 ) -> Float64Array:
+    """`sigma` is the Gaussian's std or the Laplace's scale b: the bundle's one scale."""
     if likelihood == "bernoulli":
         return bernoulli_nll(x_model, mean)
-    if likelihood == "gaussian":
+    if likelihood in ("gaussian", "laplace"):
         if sigma is None or sigma <= 0:
-            raise ValueError("a Gaussian likelihood needs a positive sigma")
+            raise ValueError(f"a {likelihood.capitalize()} likelihood needs a positive sigma")
+        if likelihood == "laplace":
+            return laplace_nll(x_model, mean, sigma)
         return gaussian_nll(x_model, mean, sigma)
     raise ValueError(f"unknown likelihood {likelihood!r}")
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bundle.manifest import ModelKind
+from bundle.manifest import ModelKind, ScoreType
 from training.config import TrainingConfig
 from training.models import (
     VAE,
@@ -60,8 +60,21 @@ def model_input(
 
 def resolve_likelihood(config: TrainingConfig, is_image: bool) -> Likelihood:
     if config.likelihood == "auto":
-        return "bernoulli" if is_image else "gaussian"
+        return "bernoulli" if is_image else "laplace"
     return config.likelihood
+
+
+def resolve_score(config: TrainingConfig, is_image: bool) -> ScoreType:
+    """The bundle's default anomaly score; `auto` picks per data kind (bench/QUALITY.md).
+
+    Images: recon_mse, because a likelihood prefers simple inputs and ranks a held-out "1"
+    as more normal than the digits it learned (Nalisnick et al. 2019). Tables: neg_elbo, which
+    adds the code's distance from the prior (KL) to the reconstruction error, so a record far
+    out along directions the model reconstructs well still stands out.
+    """
+    if config.score != "auto":
+        return config.score
+    return "neg_elbo" if config.model == "vae" and not is_image else "recon_mse"
 
 
 def build_model(config: TrainingConfig, shape: ModelInput, likelihood: Likelihood) -> nn.Module:

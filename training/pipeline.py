@@ -33,7 +33,7 @@ from bundle.manifest import (
 from bundle.preprocessing import Preprocessing, fit_preprocessing
 from bundle.runtime import OnnxBundle
 from bundle.scoring import anomaly_scores, fixed_epsilon
-from training.calibrate import calibrate_threshold
+from training.calibrate import calibrate_threshold, score_percentile
 from training.config import TrainingConfig
 from training.data import DataSplits, LoadedData, load_dataset, split_dataset
 from training.evaluate import detection_metrics, heldout_likelihood_metrics
@@ -45,6 +45,7 @@ from training.factory import (
     build_objective,
     model_input,
     resolve_likelihood,
+    resolve_score,
 )
 from training.models import VAE, Autoencoder, Likelihood
 from training.report_writer import write_report
@@ -187,7 +188,7 @@ def run_training(
         score_types: list[ScoreType] = (
             ["recon_mse", "neg_elbo"] if isinstance(model, VAE) else ["recon_mse"]
         )
-        default_score: ScoreType = "recon_mse" if config.score == "auto" else config.score
+        default_score = resolve_score(config, data.is_image)
         calibrations: dict[ScoreType, ScoreCalibration] = {}
         test_scores: dict[str, npt.NDArray[np.float64]] = {}
         detection: dict[str, dict[str, float]] = {}
@@ -255,6 +256,7 @@ def run_training(
                 "best_val_loss": result.best_val_loss,
                 "stop_reason": result.stop_reason,
                 "seconds": round(result.seconds, 2),
+                "cpu_seconds": round(result.cpu_seconds, 2),
                 "library_versions": library_versions(),
             },
         )
@@ -303,7 +305,7 @@ def _verify_bundle(
     loaded = OnnxBundle(bundle_dir)
     for score_type, calibration in calibrations.items():
         served = loaded.scores(splits.validation, score_type)
-        threshold = float(np.percentile(served, calibration.percentile))
+        threshold = float(score_percentile(served, calibration.percentile))
         if not np.isclose(threshold, calibration.threshold, rtol=1e-5, atol=1e-6):
             raise RuntimeError(
                 f"the saved bundle scores validation {score_type} with threshold {threshold}, "

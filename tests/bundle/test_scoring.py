@@ -106,6 +106,22 @@ def test_gaussian_nll_matches_torch(sigma: float) -> None:
     np.testing.assert_allclose(actual, expected, rtol=1e-10)
 
 
+@pytest.mark.parametrize("scale", [1e-3, 0.1, 1.0, 7.5])
+def test_laplace_nll_matches_torch(scale: float) -> None:
+    rng = _rng()
+    x = rng.normal(size=(5, 3, 2, 2))
+    mean = x + rng.laplace(0.0, 0.3, x.shape)
+    log_scale = torch.tensor(math.log(scale), dtype=torch.float64)
+    expected = models.laplace_nll(_t(mean), _t(x), log_scale).numpy()
+    actual = reconstruction_nll(x, mean, "laplace", scale)
+    assert actual.shape == (5,)
+    np.testing.assert_allclose(actual, expected, rtol=1e-10)
+    # At the mean only the normalising constant is left: D log(2 b).
+    np.testing.assert_allclose(
+        reconstruction_nll(x, x, "laplace", scale), [12 * math.log(2 * scale)] * 5, rtol=1e-12
+    )
+
+
 def test_kl_matches_torch() -> None:
     rng = _rng()
     mu = rng.normal(0.0, 2.0, (9, 4))

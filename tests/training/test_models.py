@@ -580,7 +580,7 @@ def test_sigma_is_clamped_at_one_thousandth() -> None:
 
 
 def test_training_smoke_writes_metrics(tmp_path: Path) -> None:
-    config = tiny_config(epochs=3, kl_warmup_epochs=1, patience=10)
+    config = tiny_config(epochs=3, kl_warmup_epochs=1, patience=10, min_steps_per_epoch=1)
     model = make_vae()
     train_x, val_x = gaussian_data(64, seed=60), gaussian_data(16, seed=61)
     metrics = tmp_path / "metrics.jsonl"
@@ -608,6 +608,42 @@ def test_training_smoke_writes_metrics(tmp_path: Path) -> None:
     assert 1 <= result.best_epoch <= 3
     assert result.best_val_loss == min(r["val_loss"] for r in records)
     assert not model.training  # left in eval mode
+
+
+def test_small_data_epochs_repeat_passes_until_the_minimum_steps() -> None:
+    # 64 rows / 16 per batch = 4 steps per pass; at least 10 steps -> 3 passes, 12 steps an
+    # epoch, so a 1-epoch warm-up reaches 11/12 at the epoch's last step.
+    config = tiny_config(epochs=2, kl_warmup_epochs=1, min_steps_per_epoch=10)
+    result = train_model(
+        make_vae(),
+        build_objective(config),
+        gaussian_data(64),
+        gaussian_data(16, seed=1),
+        config,
+        show_progress=False,
+    )
+    assert [r["kl_weight"] for r in result.history] == [pytest.approx(11 / 12), 1.0]
+
+
+def test_weight_averaging_keeps_the_running_mean_not_the_last_iterate() -> None:
+    def trained(averaging: float) -> dict[str, torch.Tensor]:
+        config = tiny_config(
+            epochs=3, kl_warmup_epochs=0, lr=1e-2, patience=10, weight_averaging=averaging
+        )
+        torch.manual_seed(0)
+        model = make_vae()
+        train_model(
+            model,
+            build_objective(config),
+            gaussian_data(64),
+            gaussian_data(16, seed=1),
+            config,
+            show_progress=False,
+        )
+        return copy.deepcopy(model.state_dict())
+
+    # Same seed, same steps: only what is kept differs.
+    assert not states_equal(trained(0.0), trained(0.9))
 
 
 def test_training_changes_the_weights() -> None:

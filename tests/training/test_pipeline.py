@@ -128,11 +128,13 @@ def test_threshold_is_the_validation_percentile(digits_vae: TrainingOutcome) -> 
     assert len(splits.validation) == sizes["validation"]
     scores = bundle.scores(splits.validation)
     threshold = manifest.anomaly.scores["recon_mse"].threshold
-    assert threshold == pytest.approx(float(np.percentile(scores, 99.0)), rel=1e-6)
-    # Linear interpolation puts the 99th percentile at rank 0.99 (n - 1): only the items
-    # ranked above it are flagged.
+    assert threshold == pytest.approx(
+        float(np.percentile(scores, 99.0, method="weibull")), rel=1e-6
+    )
+    # The Weibull plotting position puts the 99th percentile at rank 0.99 (n + 1) (1-based),
+    # or at the largest score when that rank lies past n: only the items above it are flagged.
     n = len(scores)
-    assert int(np.sum(scores > threshold)) == n - 1 - int(np.floor(0.99 * (n - 1)))
+    assert int(np.sum(scores > threshold)) == max(0, n - int(np.floor(0.99 * (n + 1))))
 
 
 def test_report_plots_are_written(digits_vae: TrainingOutcome) -> None:
@@ -155,7 +157,9 @@ def test_report_plots_are_written(digits_vae: TrainingOutcome) -> None:
 def test_tabular_gaussian_bundle_learns_sigma_and_detects_malignant(
     train_bundle: BundleFactory,
 ) -> None:
-    outcome = train_bundle(dataset="breast-cancer", epochs=40, hidden="32", latent_dim=4)
+    outcome = train_bundle(
+        dataset="breast-cancer", epochs=40, hidden="32", latent_dim=4, likelihood="gaussian"
+    )
     manifest = outcome.manifest
     assert manifest.likelihood.kind == "gaussian"
     assert manifest.likelihood.sigma is not None
@@ -167,6 +171,22 @@ def test_tabular_gaussian_bundle_learns_sigma_and_detects_malignant(
     # Honest evaluation: trained on benign only, malignant never seen. Even a short run
     # separates them well; a broken score would sit near 0.5.
     assert detection["auroc"] > 0.85
+
+
+def test_tables_default_to_a_laplace_likelihood_scored_by_neg_elbo(
+    train_bundle: BundleFactory,
+) -> None:
+    outcome = train_bundle(dataset="breast-cancer", epochs=40, hidden="32", latent_dim=4)
+    manifest = outcome.manifest
+    assert manifest.likelihood.kind == "laplace"
+    assert manifest.likelihood.sigma is not None
+    assert 1e-3 <= manifest.likelihood.sigma < 1.0  # the scale b, learned below its start of 1
+    assert manifest.anomaly.default_score == "neg_elbo"
+    assert manifest.metrics["anomaly_detection"]["neg_elbo"]["auroc"] > 0.85
+    # The served bundle scores with the same Laplace formula the trainer calibrated with.
+    bundle = OnnxBundle(outcome.bundle_dir)
+    x = load_dataset("breast-cancer").x[:20]
+    assert np.all(np.isfinite(bundle.scores(x, "neg_elbo")))
 
 
 def test_fixed_sigma_is_kept(train_bundle: BundleFactory) -> None:
