@@ -17,6 +17,7 @@ LikelihoodName = Literal["auto", "bernoulli", "gaussian", "laplace"]
 CorruptionName = Literal["masking", "gaussian"]
 PreprocessingName = Literal["auto", "minmax", "standard", "none"]
 ScoreName = Literal["auto", "recon_mse", "neg_elbo"]
+CalibrationName = Literal["auto", "validation", "cross-fit"]
 
 
 def option(default: Any, help: str, **extra: Any) -> Any:
@@ -105,6 +106,14 @@ class TrainingConfig:
     threshold_percentile: float = option(
         99.0, "threshold = this percentile of validation scores (about 1% false alarms)"
     )
+    calibration: CalibrationName = option(
+        "auto",
+        "where the threshold's scores come from: validation = the validation split; cross-fit "
+        "= every train and validation item, scored by one of --calibration-folds models that "
+        "did not train on it; auto = cross-fit when fewer than 2 validation items are expected "
+        "above the percentile (under 200 at 99), else validation",
+    )
+    calibration_folds: int = option(5, "folds of --calibration cross-fit (that many more models)")
     score: ScoreName = option(
         "auto",
         "default anomaly score: auto = recon_mse for images (neg_elbo inherits the "
@@ -184,6 +193,7 @@ class TrainingConfig:
                 "--validation-fraction plus --test-fraction must stay below 1",
             ),
             (0 < self.threshold_percentile < 100, "--threshold-percentile must lie in (0, 100)"),
+            (self.calibration_folds >= 2, "--calibration-folds must be at least 2"),
             (self.elbo_samples >= 1, "--elbo-samples must be at least 1"),
             (self.iwae_samples >= 1, "--iwae-samples must be at least 1"),
             (self.opset >= 17, "--opset must be at least 17"),

@@ -33,8 +33,9 @@ from bundle.manifest import (
 from bundle.preprocessing import Preprocessing, fit_preprocessing
 from bundle.runtime import OnnxBundle
 from bundle.scoring import anomaly_scores, fixed_epsilon
-from training.calibrate import calibrate_threshold, score_percentile
+from training.calibrate import calibrate_threshold
 from training.config import TrainingConfig
+from training.crossfit import cross_fitted_scores, needs_cross_fit
 from training.data import DataSplits, LoadedData, load_dataset, split_dataset
 from training.evaluate import detection_metrics, heldout_likelihood_metrics
 from training.export import OnnxGraphs, export_model
@@ -192,9 +193,16 @@ def run_training(
         calibrations: dict[ScoreType, ScoreCalibration] = {}
         test_scores: dict[str, npt.NDArray[np.float64]] = {}
         detection: dict[str, dict[str, float]] = {}
+        val_scores = {
+            t: score_all(graphs, x_val, t, likelihood, sigma, epsilon) for t in score_types
+        }
+        calibration_scores, calibrated_on = _calibration_scores(
+            config, shape, likelihood, x_train, x_val, val_scores, epsilon, device
+        )
         for score_type in score_types:
-            val_scores = score_all(graphs, x_val, score_type, likelihood, sigma, epsilon)
-            calibrations[score_type] = calibrate_threshold(val_scores, config.threshold_percentile)
+            calibrations[score_type] = calibrate_threshold(
+                calibration_scores[score_type], config.threshold_percentile
+            )
             if len(x_test):
                 test_scores[score_type] = score_all(
                     graphs, x_test, score_type, likelihood, sigma, epsilon
@@ -221,10 +229,7 @@ def run_training(
             anomaly=AnomalySpec(
                 default_score=default_score,
                 scores=calibrations,
-                calibrated_on=(
-                    f"validation split of normal items ({len(x_val)} items, "
-                    f"percentile {config.threshold_percentile:g})"
-                ),
+                calibrated_on=calibrated_on,
                 elbo_samples=config.elbo_samples,
                 elbo_seed=ELBO_SEED,
             ),
@@ -261,7 +266,7 @@ def run_training(
             },
         )
         manifest.write(staging)
-        _verify_bundle(staging, splits, calibrations)
+        _verify_bundle(staging, splits, val_scores)
         if config.plots:
             write_report(
                 report_dir,
@@ -286,6 +291,48 @@ def run_training(
     return TrainingOutcome(bundle_dir=out_dir, manifest=manifest, result=result)
 
 
+def _calibration_scores(
+    config: TrainingConfig,
+    shape: ModelInput,
+    likelihood: Likelihood,
+    x_train: FloatArray,
+    x_val: FloatArray,
+    val_scores: dict[ScoreType, npt.NDArray[np.float64]],
+    epsilon: FloatArray,
+    device: torch.device,
+) -> tuple[dict[ScoreType, npt.NDArray[np.float64]], str]:
+    """The scores each threshold is a percentile of, and a sentence saying where they came from.
+
+    `val_scores` are the final model's scores of the validation split, used as they are unless
+    they are too few for the percentile (training.crossfit).
+    """
+    percentile = config.threshold_percentile
+    cross_fit = config.calibration == "cross-fit" or (
+        config.calibration == "auto" and needs_cross_fit(len(x_val), percentile)
+    )
+    if not cross_fit:
+        return val_scores, (
+            f"validation split of normal items ({len(x_val)} items, percentile {percentile:g})"
+        )
+    x_fit = np.concatenate([x_train, x_val])
+    scores = cross_fitted_scores(
+        config,
+        shape,
+        likelihood,
+        x_fit,
+        len(x_val) / len(x_fit),
+        list(val_scores),
+        epsilon,
+        device,
+    )
+    return scores, (
+        f"{config.calibration_folds}-fold cross-fitted scores of the train and validation "
+        f"normal items ({len(x_fit)} items, each scored by a model that did not train on it; "
+        f"the validation split alone, {len(x_val)} items, is too few for percentile "
+        f"{percentile:g}), percentile {percentile:g}"
+    )
+
+
 def _bundle_name(out_dir: Path) -> str:
     """A model repository is laid out NAME/VERSION, so --out models/digits-vae/1 names the
     bundle digits-vae; the name is kept to characters that are safe in a URL path."""
@@ -295,21 +342,22 @@ def _bundle_name(out_dir: Path) -> str:
 
 
 def _verify_bundle(
-    bundle_dir: Path, splits: DataSplits, calibrations: dict[ScoreType, ScoreCalibration]
+    bundle_dir: Path, splits: DataSplits, val_scores: dict[ScoreType, npt.NDArray[np.float64]]
 ) -> None:
-    """Load the finished bundle the way a server will, and check it reproduces calibration.
+    """Load the finished bundle the way a server will, and check it scores the validation split
+    as the trainer did.
 
     The served path starts from raw user-unit inputs, so this also proves the stored
     preprocessing round-trips.
     """
     loaded = OnnxBundle(bundle_dir)
-    for score_type, calibration in calibrations.items():
+    for score_type, expected in val_scores.items():
         served = loaded.scores(splits.validation, score_type)
-        threshold = float(score_percentile(served, calibration.percentile))
-        if not np.isclose(threshold, calibration.threshold, rtol=1e-5, atol=1e-6):
+        worst = float(np.max(np.abs(served - expected) / (np.abs(expected) + 1e-6)))
+        if not np.allclose(served, expected, rtol=1e-5, atol=1e-6):
             raise RuntimeError(
-                f"the saved bundle scores validation {score_type} with threshold {threshold}, "
-                f"calibration said {calibration.threshold}: bundle and trainer disagree"
+                f"the saved bundle scores the validation split's {score_type} up to "
+                f"{worst:.3g} (relative) away from the trainer: bundle and trainer disagree"
             )
 
 

@@ -21,6 +21,9 @@ from training.data import load_dataset, split_dataset
 
 F64 = npt.NDArray[np.float64]
 MODELS = [("tiny-vae", "2"), ("cancer-vae", "1"), ("digits-vae", "1")]
+# cancer-vae's 54 validation rows are too few for a 99th percentile: its threshold comes from
+# cross-fitted scores (tests/training/test_crossfit.py), which the service cannot recompute.
+VALIDATION_CALIBRATED = [model for model in MODELS if model[0] != "cancer-vae"]
 SCORE_TYPES = ["recon_mse", "neg_elbo"]
 MAX_BATCH = 256  # the test settings' max_batch_size
 
@@ -70,7 +73,7 @@ def test_served_scores_equal_bundle_scores_exactly(
 
 
 @pytest.mark.parametrize("score_type", SCORE_TYPES)
-@pytest.mark.parametrize(("name", "version"), MODELS)
+@pytest.mark.parametrize(("name", "version"), VALIDATION_CALIBRATED)
 def test_validation_split_reproduces_the_stored_threshold(
     client: TestClient, settings: ServiceSettings, name: str, version: str, score_type: str
 ) -> None:
@@ -88,7 +91,7 @@ def test_validation_split_reproduces_the_stored_threshold(
     )
     assert len(splits.validation) == calibration["n_samples"]
     scores = served_scores(client, name, version, splits.validation, score_type)
-    threshold = float(np.percentile(scores, calibration["percentile"]))
+    threshold = float(np.percentile(scores, calibration["percentile"], method="weibull"))
     assert threshold == pytest.approx(calibration["threshold"], rel=1e-6)
     assert float(scores.mean()) == pytest.approx(calibration["mean"], rel=1e-6)
     # ... and the served threshold is the stored one, so about 1% of validation is flagged.
