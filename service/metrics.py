@@ -39,6 +39,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from starlette.concurrency import run_in_threadpool
 
+from service.processes import process_exists
 from service.request_context import RequestRecord
 
 if TYPE_CHECKING:
@@ -107,16 +108,6 @@ def workers_share_metrics(workers: int) -> Iterator[None]:
 def _mark_process_dead(pid: int, folder: str) -> None:
     # prometheus_client's multiprocess module has no annotations.
     mark_process_dead(pid, folder)  # type: ignore[no-untyped-call]
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
 
 
 class _CounterBuffer:
@@ -404,7 +395,7 @@ class ServiceMetrics:
         assert self.folder is not None
         for path in Path(self.folder).glob("gauge_live*_*.db"):
             pid = path.stem.rpartition("_")[2]
-            if pid.isdigit() and not _process_exists(int(pid)):
+            if pid.isdigit() and not process_exists(int(pid)):
                 _mark_process_dead(int(pid), self.folder)
 
     async def stop(self) -> None:

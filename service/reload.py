@@ -40,6 +40,7 @@ from fastapi.responses import Response
 from service.api_docs import ERROR_BODY
 from service.errors import NotReady, ReloadIncomplete, ReloadRefused, ServiceError
 from service.operations import ServiceState
+from service.processes import process_exists
 from service.repository import (
     Fingerprint,
     ModelRepository,
@@ -134,15 +135,7 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def _alive(pid: object) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
+    return isinstance(pid, int) and process_exists(pid)
 
 
 class WorkerSignals:
