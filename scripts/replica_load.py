@@ -9,7 +9,8 @@ replica tried, the last one answered: deploy/compose/lb/nginx.conf).
 An event (`--event-at 6 --event "podman kill ..."`) runs a command mid-load; counts are then
 split at the moment it returned. Exit 1 on any failed or wrong answer, or a missed expectation.
 
-  python3 scripts/replica_load.py http://127.0.0.1:8080 --requests 300 --expect-all
+  python3 scripts/replica_load.py http://127.0.0.1:8080 --requests 300 \\
+      --replica r1=10.89.0.2 --replica r2=10.89.0.3 --expect-all
   python3 scripts/replica_load.py URL --seconds 18 --event-at 6 --event "podman kill NAME" \\
       --replica NAME=10.89.0.3 ... --expect-gone NAME
 
@@ -285,7 +286,9 @@ def problems(
         found.append(f"the event command did not succeed (exit {event.code})")
     counts = summary.get("per_replica") or summary.get("per_replica_before_event")
     assert isinstance(counts, dict)
-    if args.expect_all and names:
+    if args.expect_all and not names:
+        found.append("--expect-all needs the replicas named with --replica")
+    elif args.expect_all:
         total = sum(counts.values())
         fair = total / len(names)
         for replica in sorted(names.values()):

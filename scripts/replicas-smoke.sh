@@ -108,6 +108,7 @@ echo "== 1. spread: 300 requests, 4 threads"
 load --requests 300 --threads 4 --expect-all --min-share 0.5 $(names) --json-out "$out/spread.json"
 
 victim="${replicas[1]}"
+victim_address=$(address "$victim")
 echo "== 2. kill: $rate requests/s for 20 s, SIGKILL $victim at 7 s"
 # shellcheck disable=SC2046
 load --seconds 20 --threads 4 --rate "$rate" $(names) \
@@ -118,7 +119,7 @@ echo "== 3. rejoin: start $victim again"
 "$engine" start "$victim" >/dev/null
 t0=$(date +%s.%N)
 wait_ready "$victim"
-python3 -c "print(f'  $victim ready again in {$(date +%s.%N) - $t0:.1f} s, at $(address "$victim")')"
+python3 -c "print(f'  $victim ready again in {$(date +%s.%N) - $t0:.1f} s, at $(address "$victim") (was $victim_address)')"
 # shellcheck disable=SC2046
 load --requests 300 --threads 4 --expect-all --min-share 0.5 $(names) --json-out "$out/rejoin.json"
 
