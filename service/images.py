@@ -1,8 +1,8 @@
 """Images on the wire for models trained on images: PNG/JPEG bodies in, PNG grids and heat maps out.
 
 An image sent here becomes the very array the trainer's image-folder loader
-(`training/data/images.py`: `_to_array`, then `resize_chw`) makes of the same file, so a model
-sees served images as it saw its training images:
+(`training/data/images.py`: `_to_array`, then `bundle.images.resize_chw`) makes of the same
+file, so a model sees served images as it saw its training images:
 
 1. Colour. A bundle whose `image_shape` has one channel takes greyscale: 16-bit greyscale PNGs
    (Pillow modes `I;16*`, `I`) keep their values, every other mode goes through Pillow's
@@ -46,6 +46,7 @@ from PIL import Image, UnidentifiedImageError
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
+from bundle.images import resize_chw
 from service.errors import InvalidInput, MalformedBody, PayloadTooLarge, UnsupportedMediaType
 from service.runtime import ServedModel
 
@@ -250,7 +251,7 @@ def _decode(image: Image.Image, spec: ImageSpec, where: str) -> F32:
     planes, depth = _planes(image, spec.channels)
     if not spec.pixel_units:
         planes = planes * np.float32((spec.high - spec.low) / depth) + np.float32(spec.low)
-    return _resize(planes, spec.height, spec.width)
+    return resize_chw(planes, (spec.height, spec.width))
 
 
 def _planes(image: Image.Image, channels: int) -> tuple[F32, float]:
@@ -268,22 +269,6 @@ def _planes(image: Image.Image, channels: int) -> tuple[F32, float]:
             f"cannot read a {image.mode} image as {wanted}: {exc}", {"mode": image.mode}
         ) from None
     return np.ascontiguousarray(rgb.transpose(2, 0, 1)), _EIGHT_BIT_MAX
-
-
-def _resize(planes: F32, height: int, width: int) -> F32:
-    """Bilinear resize of (C, h, w) to (C, H, W) on float32 planes, like `resize_chw`."""
-    if planes.shape[1:] == (height, width):
-        return planes
-    resized = [
-        np.asarray(
-            Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32)).resize(
-                (width, height), Image.Resampling.BILINEAR
-            ),
-            dtype=np.float32,
-        )
-        for plane in planes
-    ]
-    return np.stack(resized)
 
 
 def _image_parts(

@@ -1,4 +1,4 @@
-"""Folders of PNG/JPEG images, and the one resize routine every image source goes through."""
+"""Folders of PNG/JPEG images; every image goes through bundle.images.resize_chw."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from bundle.images import resize_chw
 from training.data._arrays import FloatArray, RawData
 from training.data.errors import DataError
 
@@ -14,23 +15,6 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 # Modes whose pixel values numpy can take directly without going through 8-bit 'L'.
 _WIDE_GREY_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
-
-
-def resize_chw(image: FloatArray, size: tuple[int, int]) -> FloatArray:
-    """Bilinear resize of one (C, H, W) image to size (H, W), in float so no precision is lost."""
-    height, width = size
-    if image.shape[1:] == (height, width):
-        return image
-    planes = [
-        np.asarray(
-            Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32)).resize(
-                (width, height), Image.Resampling.BILINEAR
-            ),
-            dtype=np.float32,
-        )
-        for plane in image
-    ]
-    return np.stack(planes)
 
 
 def resize_images(x: FloatArray, size: tuple[int, int]) -> FloatArray:

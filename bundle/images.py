@@ -1,0 +1,28 @@
+"""The one image resize both sides use: the trainer on image folders, the service on image
+bodies, so a picture reaches the model as the same numbers either way."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+F32 = npt.NDArray[np.float32]
+
+
+def resize_chw(image: F32, size: tuple[int, int]) -> F32:
+    """Bilinear resize of one (C, H, W) image to size (H, W), per channel on float32 planes
+    (Pillow mode F), so no precision is lost to 8-bit rounding. No crop, no padding."""
+    height, width = size
+    if image.shape[1:] == (height, width):
+        return image
+    planes = [
+        np.asarray(
+            Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32)).resize(
+                (width, height), Image.Resampling.BILINEAR
+            ),
+            dtype=np.float32,
+        )
+        for plane in image
+    ]
+    return np.stack(planes)
