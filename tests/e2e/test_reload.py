@@ -8,11 +8,9 @@ reload has answered, every request, whichever worker answers it, must come from 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,11 +23,10 @@ import numpy.typing as npt
 import pytest
 from sklearn.datasets import load_digits
 
-from tests.e2e.processes import close_output, free_port
+from tests.e2e.processes import STARTUP_SECONDS, running_server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMMITTED_BUNDLE = REPO_ROOT / "models" / "digits-vae" / "1"
-STARTUP_SECONDS = 60
 CLIENT_THREADS = 4
 DIGITS = load_digits().data[:8].tolist()
 
@@ -57,51 +54,16 @@ class Server:
 def server(tmp_path: Path) -> Iterator[Server]:
     root = tmp_path / "models"
     shutil.copytree(COMMITTED_BUNDLE, root / "digits-vae" / "1")
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "--model-repository", str(root)],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={
-            **os.environ,
-            "VAE_HOST": "127.0.0.1",
-            "VAE_PORT": str(port),
-            "VAE_WORKERS": "2",
-            "VAE_LOG_LEVEL": "warning",
-        },
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while True:
-        if process.poll() is not None:
-            output = process.stdout.read() if process.stdout else ""
-            pytest.fail(f"vae-serve exited with {process.returncode}:\n{output}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1.0).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("vae-serve did not become ready in time")
-        time.sleep(0.2)
-    # /readyz answers from whichever worker is ready first. A reload answers once every worker
-    # that has started reports; repeat it until the second worker is among them, so the load
-    # below reaches two serving workers.
-    while len(httpx.post(f"{base}/admin/reload", timeout=60).json()["others"]["reports"]) < 1:
-        assert time.monotonic() < deadline, "the second worker did not start in time"
-        time.sleep(0.2)
-    yield Server(base, root, process)
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-    close_output(process)
+    env = {"VAE_HOST": "127.0.0.1", "VAE_WORKERS": "2", "VAE_LOG_LEVEL": "warning"}
+    with running_server(env, root) as (base, process):
+        # /readyz answers from whichever worker is ready first. A reload answers once every
+        # worker that has started reports; repeat it until the second worker is among them, so
+        # the load below reaches two serving workers.
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while len(httpx.post(f"{base}/admin/reload", timeout=60).json()["others"]["reports"]) < 1:
+            assert time.monotonic() < deadline, "the second worker did not start in time"
+            time.sleep(0.2)
+        yield Server(base, root, process)
 
 
 @dataclass
