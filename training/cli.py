@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import types
 import typing
@@ -164,11 +165,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             **{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainingConfig)}
         )
         # Imported here so `vae-train --help` and `evaluate` answer without loading torch.
-        from training.pipeline import manifest_summary, run_training
+        from training.pipeline import manifest_summary, run_training_replica
         from training.train import TrainingDiverged
 
         try:
-            outcome = run_training(
+            # Under torchrun with --distributed, every process runs this; only rank 0 writes
+            # the bundle and gets an outcome to print.
+            outcome = run_training_replica(
                 config,
                 args.out,
                 overwrite=args.overwrite,
@@ -176,16 +179,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         except TrainingDiverged as error:
             raise ValueError(str(error)) from error
-        if not args.quiet:
+        if outcome is not None and not args.quiet:
             print(json.dumps(manifest_summary(outcome.manifest), indent=2))
             print(f"bundle written to {outcome.bundle_dir}", file=sys.stderr)
         return 0
     except USER_ERRORS as error:
-        print(f"vae-train: error: {error}", file=sys.stderr)
+        print(f"{_program()}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vae-train: interrupted; no bundle was written", file=sys.stderr)
         return 130
+
+
+def _program() -> str:
+    """`vae-train`, with the rank when torchrun started several processes, since each says
+    what went wrong for itself."""
+    rank, world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE", "1")
+    return "vae-train" if rank is None or world == "1" else f"vae-train [rank {rank}/{world}]"
 
 
 if __name__ == "__main__":

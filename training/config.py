@@ -49,6 +49,14 @@ class TrainingConfig:
         "auto", "auto = minmax (one global range) for images, standard (per column) for tables"
     )
 
+    memory_budget_mb: int | None = option(
+        None,
+        "MB the training data may take; a .npy over it streams from disk (memory-mapped, read a "
+        "chunk or a batch at a time, training the same model as from memory), other formats "
+        "over it are refused; None = an eighth of RAM (or of the container's limit), shared by "
+        "the processes on this machine, since training from memory holds ~4 copies of the data",
+    )
+
     # --- model ---
     model: ModelName = option("vae", "vae, ae (plain), sparse-ae or denoising-ae")
     arch: ArchName = option("mlp", "mlp for any data; conv (strided conv encoder) for images")
@@ -101,6 +109,13 @@ class TrainingConfig:
     min_delta: float = option(1e-4, "relative improvement that counts as progress")
     seed: int = option(0, "seeds the split, the weights and every noise draw")
     device: str = option("cpu", "cpu, cuda, or auto (cuda when present)")
+    distributed: bool = option(
+        False,
+        "data-parallel training, one process per replica, started by torchrun: 'torchrun "
+        "--standalone --nproc-per-node N -m training.cli --distributed ...'; --batch-size stays "
+        "the global batch, each process taking its share, so the optimisation is the one of a "
+        "single process; rank 0 alone writes the bundle",
+    )
 
     # --- evaluation and calibration ---
     threshold_percentile: float = option(
@@ -198,6 +213,10 @@ class TrainingConfig:
             (self.iwae_samples >= 1, "--iwae-samples must be at least 1"),
             (self.opset >= 17, "--opset must be at least 17"),
             (self.device in ("cpu", "cuda", "auto"), "--device must be cpu, cuda or auto"),
+            (
+                self.memory_budget_mb is None or self.memory_budget_mb >= 1,
+                "--memory-budget-mb must be at least 1",
+            ),
             (
                 not (self.score == "neg_elbo" and self.model != "vae"),
                 "--score neg_elbo needs --model vae",

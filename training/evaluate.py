@@ -14,6 +14,7 @@ import numpy.typing as npt
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from training.model_rows import TrainingRows
 from training.models import VAE, Autoencoder, gaussian_kl_to_standard_normal, iwae_log_likelihood
 
 # Held-out estimates are averages over items, each with its own noise; this seed makes the
@@ -22,9 +23,9 @@ EVALUATION_SEED = 20_240_601
 
 
 def heldout_likelihood_metrics(
-    model: VAE | Autoencoder, x_model: torch.Tensor, *, iwae_samples: int, batch_size: int = 256
+    model: VAE | Autoencoder, x_model: TrainingRows, *, iwae_samples: int, batch_size: int = 256
 ) -> dict[str, float]:
-    """Per-item means on held-out normal data (model space).
+    """Per-item means on held-out normal data (model space: a tensor, or rows streamed from disk).
 
     VAE: neg_elbo = recon_nll + kl (one reparameterised sample per item), iwae_nll = -log p(x)
     estimated with K importance samples (always <= neg_elbo in expectation), recon_mse on the
@@ -61,7 +62,7 @@ def heldout_likelihood_metrics(
     if isinstance(model, VAE):
         metrics["iwae_samples"] = float(iwae_samples)
         # bits per dimension is how image likelihoods are usually compared
-        features = x_model[0].numel()
+        features = x_model[0:1].numel()
         metrics["iwae_bits_per_dim"] = metrics["iwae_nll"] / (features * math.log(2.0))
     return metrics
 

@@ -34,9 +34,13 @@ from bundle.preprocessing import Preprocessing, fit_preprocessing
 from bundle.runtime import OnnxBundle
 from bundle.scoring import anomaly_scores, fixed_epsilon
 from training.calibrate import calibrate_threshold
+from training.chunked_fit import fit_preprocessing_in_chunks, value_range
 from training.config import TrainingConfig
 from training.crossfit import cross_fitted_scores, needs_cross_fit
-from training.data import DataSplits, LoadedData, load_dataset, split_dataset
+from training.data import DataSplits, LoadedData, load_dataset
+from training.data.budget import MEGABYTE, memory_budget_bytes
+from training.data.mapped_rows import MappedRows
+from training.distributed import check_launch, join_replicas
 from training.evaluate import detection_metrics, heldout_likelihood_metrics
 from training.export import OnnxGraphs, export_model
 from training.factory import (
@@ -48,8 +52,10 @@ from training.factory import (
     resolve_likelihood,
     resolve_score,
 )
+from training.model_rows import SplitRows, batch_rows, model_rows, select_rows, torch_rows
 from training.models import VAE, Autoencoder, Likelihood
 from training.report_writer import write_report
+from training.streamed_data import StreamedSplits, report_sample, row_chunks, split_for_training
 from training.train import TrainingResult, resolve_device, train_model
 
 FloatArray = npt.NDArray[np.float32]
@@ -65,7 +71,10 @@ class TrainingOutcome:
 
 
 def choose_preprocessing(
-    config: TrainingConfig, data: LoadedData, x_train: FloatArray, likelihood: Likelihood
+    config: TrainingConfig,
+    data: LoadedData,
+    x_train: FloatArray | MappedRows,
+    likelihood: Likelihood,
 ) -> Preprocessing:
     kind = config.preprocessing
     if kind == "auto":
@@ -76,31 +85,37 @@ def choose_preprocessing(
                 "--likelihood bernoulli needs values in [0, 1]: use --preprocessing minmax "
                 "(or auto), not standard"
             )
-        if kind == "none" and (x_train.min() < 0 or x_train.max() > 1):
+        low, high = value_range(x_train) if kind == "none" else (0.0, 1.0)
+        if low < 0 or high > 1:
             raise ValueError(
                 "--likelihood bernoulli with --preprocessing none needs data already in [0, 1]; "
-                f"the training data span [{x_train.min():g}, {x_train.max():g}]"
+                f"the training data span [{low:g}, {high:g}]"
             )
     clip = (0.0, 1.0) if likelihood == "bernoulli" else None
     # Images share one intensity range; table columns each have their own units.
+    if isinstance(x_train, MappedRows):
+        return fit_preprocessing_in_chunks(x_train, kind, per_feature=not data.is_image, clip=clip)
     return fit_preprocessing(x_train, kind, per_feature=not data.is_image, clip=clip)
 
 
-def _as_model_input(x: FloatArray, prep: Preprocessing, shape: ModelInput) -> FloatArray:
-    return prep.apply(x.reshape((len(x), *shape.shape)))
+def _as_model_input(
+    x: FloatArray | MappedRows, prep: Preprocessing, shape: ModelInput
+) -> SplitRows:
+    return model_rows(x, prep, shape.shape)
 
 
 def score_all(
     graphs: OnnxGraphs,
-    x_model: FloatArray,
+    x_model: SplitRows,
     score_type: str,
     likelihood: Likelihood,
     sigma: float | None,
     epsilon: FloatArray,
 ) -> npt.NDArray[np.float64]:
     parts = []
-    for start in range(0, len(x_model), SCORE_BATCH):
-        chunk = x_model[start : start + SCORE_BATCH]
+    step = batch_rows(x_model, SCORE_BATCH, copies=len(epsilon))
+    for start in range(0, len(x_model), step):
+        chunk = x_model[start : start + step]
         mu, logvar = graphs.encode(chunk)
         parts.append(
             anomaly_scores(score_type, chunk, mu, logvar, graphs.decode, likelihood, sigma, epsilon)
@@ -125,60 +140,84 @@ def run_training(
     overwrite: bool = False,
     show_progress: bool | None = None,
 ) -> TrainingOutcome:
+    """Train in this process and write the bundle (`--distributed` runs go through
+    `run_training_replica`, once in each process torchrun starts)."""
+    if config.distributed:
+        raise ValueError(
+            "distributed training runs one process per replica: launch "
+            "'vae-train --distributed ...' with torchrun (see training.distributed)"
+        )
+    outcome = run_training_replica(
+        config, out_dir, overwrite=overwrite, show_progress=show_progress
+    )
+    assert outcome is not None  # one process alone is rank 0, which writes
+    return outcome
+
+
+def run_training_replica(
+    config: TrainingConfig,
+    out_dir: Path,
+    *,
+    overwrite: bool = False,
+    show_progress: bool | None = None,
+) -> TrainingOutcome | None:
+    """`run_training`, or with `config.distributed` one replica of a torchrun launch: all
+    replicas train together; rank 0 then writes the bundle and returns its outcome, the others
+    return None as soon as training ends."""
     config.validate()
+    check_launch(config.distributed, config.batch_size)
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise FileExistsError(
             f"{out_dir} already holds files; pick a new --version or pass --overwrite"
         )
+    memory_budget = memory_budget_bytes(config.memory_budget_mb)
     data = load_dataset(
-        config.dataset, image_size=config.image_size_hw(), anomaly_labels=config.anomaly_labels
+        config.dataset,
+        image_size=config.image_size_hw(),
+        anomaly_labels=config.anomaly_labels,
+        memory_budget=memory_budget,
     )
-    splits = split_dataset(
-        data,
-        seed=config.seed,
-        validation_fraction=config.validation_fraction,
-        test_fraction=config.test_fraction,
-    )
+    splits = split_for_training(data, config, memory_budget)
     shape = model_input(config, data.feature_shape, data.is_image)
     likelihood = resolve_likelihood(config, data.is_image)
     prep = choose_preprocessing(config, data, splits.train, likelihood)
     x_train = _as_model_input(splits.train, prep, shape)
     x_val = _as_model_input(splits.validation, prep, shape)
     x_test = _as_model_input(splits.test, prep, shape)
-    test_normal = x_test[~splits.test_is_anomaly]
+    test_normal = select_rows(x_test, ~splits.test_is_anomaly)
     # Figures come from held-out normal items; with --test-fraction 0 the validation split
     # stands in (and the note in the manifest says so).
     heldout, heldout_name = (test_normal, "test") if len(test_normal) else (x_val, "validation")
 
     torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
+    replicas = join_replicas(config.distributed, resolve_device(config.device), config.batch_size)
+    device = replicas.device
     model = build_model(config, shape, likelihood).to(device)
     assert isinstance(model, VAE | Autoencoder)
     objective = build_objective(config)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    # mkdtemp makes the folder private (0700); a bundle must be readable like any other files,
-    # e.g. by a server running as another user, so it gets the mode the umask allows.
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)
+    staging = _new_staging_folder(out_dir) if replicas.is_writer else None
     try:
-        report_dir = staging / "report"
-        report_dir.mkdir()
-        result = train_model(
-            model,
-            objective,
-            torch.from_numpy(x_train).to(device),
-            torch.from_numpy(x_val).to(device),
-            config,
-            metrics_path=report_dir / "training_log.jsonl",
-            show_progress=show_progress,
-        )
+        report_dir = None if staging is None else staging / "report"
+        if report_dir is not None:
+            report_dir.mkdir()
+        with replicas.process_group():
+            result = train_model(
+                model,
+                objective,
+                torch_rows(x_train, device),
+                torch_rows(x_val, device),
+                config,
+                metrics_path=None if report_dir is None else report_dir / "training_log.jsonl",
+                show_progress=show_progress,
+                replicas=replicas,
+            )
+        if staging is None or report_dir is None:
+            return None  # not rank 0: the bundle is rank 0's to write
         model = model.to("cpu")
         likelihood_metrics = heldout_likelihood_metrics(
-            model, torch.from_numpy(heldout), iwae_samples=config.iwae_samples
+            model, torch_rows(heldout, torch.device("cpu")), iwae_samples=config.iwae_samples
         )
         likelihood_metrics["split"] = heldout_name  # type: ignore[assignment]
         exported = export_model(model, shape.shape, staging, opset=config.opset, seed=config.seed)
@@ -256,6 +295,9 @@ def run_training(
                 },
                 "seed": config.seed,
                 "device": str(device),
+                "processes": replicas.world_size,
+                "data_streamed": data.streamed,
+                "memory_budget_mb": round(memory_budget / MEGABYTE, 1),
                 "epochs_run": len(result.history),
                 "best_epoch": result.best_epoch,
                 "best_val_loss": result.best_val_loss,
@@ -268,16 +310,23 @@ def run_training(
         manifest.write(staging)
         _verify_bundle(staging, splits, val_scores)
         if config.plots:
+            shown_scores = test_scores.get(default_score)
+            if isinstance(splits, StreamedSplits):
+                # The plots show a sample of the held-out items: all of them may not fit.
+                shown, picked = report_sample(splits, config.seed)
+                shown_scores = None if shown_scores is None else shown_scores[picked]
+            else:
+                shown = splits
             write_report(
                 report_dir,
                 model=model,
                 history=result.history,
                 data=data,
-                splits=splits,
+                splits=shown,
                 shape=shape,
                 prep=prep,
                 graphs=graphs,
-                test_scores=test_scores.get(default_score),
+                test_scores=shown_scores,
                 threshold=calibrations[default_score].threshold,
                 score_type=default_score,
                 seed=config.seed,
@@ -286,7 +335,8 @@ def run_training(
             shutil.rmtree(out_dir)
         staging.rename(out_dir)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         raise
     return TrainingOutcome(bundle_dir=out_dir, manifest=manifest, result=result)
 
@@ -295,8 +345,8 @@ def _calibration_scores(
     config: TrainingConfig,
     shape: ModelInput,
     likelihood: Likelihood,
-    x_train: FloatArray,
-    x_val: FloatArray,
+    x_train: SplitRows,
+    x_val: SplitRows,
     val_scores: dict[ScoreType, npt.NDArray[np.float64]],
     epsilon: FloatArray,
     device: torch.device,
@@ -313,6 +363,13 @@ def _calibration_scores(
     if not cross_fit:
         return val_scores, (
             f"validation split of normal items ({len(x_val)} items, percentile {percentile:g})"
+        )
+    if not (isinstance(x_train, np.ndarray) and isinstance(x_val, np.ndarray)):
+        # Data streamed from disk is large, so its validation split is large too, and auto
+        # never gets here; cross-fitting would hold every row in memory at once.
+        raise ValueError(
+            "--calibration cross-fit needs the data in memory, and this data set is streamed "
+            "from disk (larger than --memory-budget-mb): use --calibration validation"
         )
     x_fit = np.concatenate([x_train, x_val])
     scores = cross_fitted_scores(
@@ -333,6 +390,18 @@ def _calibration_scores(
     )
 
 
+def _new_staging_folder(out_dir: Path) -> Path:
+    """A hidden sibling of `out_dir` to assemble the bundle in, renamed into place at the end."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    # mkdtemp makes the folder private (0700); a bundle must be readable like any other files,
+    # e.g. by a server running as another user, so it gets the mode the umask allows.
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
+    return staging
+
+
 def _bundle_name(out_dir: Path) -> str:
     """A model repository is laid out NAME/VERSION, so --out models/digits-vae/1 names the
     bundle digits-vae; the name is kept to characters that are safe in a URL path."""
@@ -342,7 +411,9 @@ def _bundle_name(out_dir: Path) -> str:
 
 
 def _verify_bundle(
-    bundle_dir: Path, splits: DataSplits, val_scores: dict[ScoreType, npt.NDArray[np.float64]]
+    bundle_dir: Path,
+    splits: DataSplits | StreamedSplits,
+    val_scores: dict[ScoreType, npt.NDArray[np.float64]],
 ) -> None:
     """Load the finished bundle the way a server will, and check it scores the validation split
     as the trainer did.
@@ -351,8 +422,11 @@ def _verify_bundle(
     preprocessing round-trips.
     """
     loaded = OnnxBundle(bundle_dir)
+    step = batch_rows(splits.validation, SCORE_BATCH, copies=len(loaded.epsilon))
     for score_type, expected in val_scores.items():
-        served = loaded.scores(splits.validation, score_type)
+        served = np.concatenate(
+            [loaded.scores(chunk, score_type) for chunk in row_chunks(splits.validation, step)]
+        )
         worst = float(np.max(np.abs(served - expected) / (np.abs(expected) + 1e-6)))
         if not np.allclose(served, expected, rtol=1e-5, atol=1e-6):
             raise RuntimeError(

@@ -15,11 +15,20 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from training.config import TrainingConfig
+from training.distributed import Replicas
 from training.factory import Objective
+from training.model_rows import TrainingRows
+from training.models import LossTerms
 
 # Validation noise (VAE sampling, denoising corruption) comes from its own fixed seed so two
 # epochs' validation losses differ only because the weights did.
 VALIDATION_SEED_OFFSET = 1_000_003
+# With several replicas, each draws its training noise from a stream of its own (seed offset
+# by rank), so no two shares of a batch get the same noise; the permutation stays shared.
+REPLICA_NOISE_SEED_OFFSET = 7_000_003
+
+
+_TERMS = ("loss", "recon", "kl")
 
 
 class TrainingDiverged(RuntimeError):
@@ -54,23 +63,40 @@ def kl_weight_at(step: int, steps_per_epoch: int, config: TrainingConfig) -> flo
     return min(1.0, step / (config.kl_warmup_epochs * steps_per_epoch))
 
 
-def _mean_terms(
+class _ObjectiveModule(nn.Module):
+    """The objective as a module's forward pass: DDP synchronises gradients only of what runs
+    through its wrapper's forward, and the models have encode/decode but no forward."""
+
+    def __init__(self, model: nn.Module, objective: Objective):
+        super().__init__()
+        self.model = model
+        self.objective = objective
+
+    def forward(
+        self, x: torch.Tensor, kl_weight: float, generator: torch.Generator | None
+    ) -> LossTerms:
+        return self.objective(self.model, x, kl_weight, generator)
+
+
+def _validation_sums(
     model: nn.Module,
     objective: Objective,
-    x: torch.Tensor,
+    x: TrainingRows,
+    rows: slice,
     batch_size: int,
     generator: torch.Generator,
-) -> dict[str, float]:
-    """Full-weight objective over a whole split, without gradients."""
-    totals = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
+) -> list[float]:
+    """Full-weight objective summed over `rows` of a split, without gradients:
+    [loss, reconstruction, KL]; a replica sums its share, the shares are added up."""
+    totals = [0.0, 0.0, 0.0]
     with torch.no_grad():
-        for start in range(0, len(x), batch_size):
-            batch = x[start : start + batch_size]
+        for start in range(rows.start, rows.stop, batch_size):
+            batch = x[start : min(start + batch_size, rows.stop)]
             terms = objective(model, batch, 1.0, generator)
-            totals["loss"] += float(terms.loss) * len(batch)
-            totals["recon"] += float(terms.reconstruction.sum())
-            totals["kl"] += float(terms.kl.sum())
-    return {key: value / len(x) for key, value in totals.items()}
+            totals[0] += float(terms.loss) * len(batch)
+            totals[1] += float(terms.reconstruction.sum())
+            totals[2] += float(terms.kl.sum())
+    return totals
 
 
 def _check_finite(value: float, epoch: int, config: TrainingConfig) -> None:
@@ -84,20 +110,33 @@ def _check_finite(value: float, epoch: int, config: TrainingConfig) -> None:
 def train_model(
     model: nn.Module,
     objective: Objective,
-    train_x: torch.Tensor,
-    val_x: torch.Tensor,
+    train_x: TrainingRows,
+    val_x: TrainingRows,
     config: TrainingConfig,
     *,
     metrics_path: Path | None = None,
     show_progress: bool | None = None,
+    replicas: Replicas | None = None,
 ) -> TrainingResult:
-    """Train in place; on return the model holds the weights of the best validation epoch."""
+    """Train in place; on return the model holds the weights of the best validation epoch.
+
+    `train_x` and `val_x` hold model inputs: tensors, or `TorchRows` streamed from disk. With
+    `replicas` (training.distributed) this is one of several processes training together.
+    """
     device = train_x.device
+    replicas = replicas or Replicas(device=device)
     generator = torch.Generator(device=device).manual_seed(config.seed)
+    noise = generator
+    if replicas.distributed:
+        noise = torch.Generator(device=device).manual_seed(
+            config.seed + REPLICA_NOISE_SEED_OFFSET * (replicas.rank + 1)
+        )
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     # Polyak averaging: validation, early stopping and the kept weights use the running mean
     # of the weights, which sits nearer the bottom of the valley Adam's steps bounce around.
+    # Replicas hold the same weights after every step, so their averages stay equal too.
     averaged = copy.deepcopy(model) if config.weight_averaging > 0 else model
+    step_loss = replicas.wrap(_ObjectiveModule(model, objective))
     steps_per_pass = math.ceil(len(train_x) / config.batch_size)
     # An epoch is at least `min_steps_per_epoch` optimiser steps: a small table (a few hundred
     # rows) otherwise makes 2-3 steps an epoch, and warm-up and patience, counted in epochs,
@@ -109,28 +148,42 @@ def train_model(
     epochs_without_progress = 0
     started, cpu_started = time.perf_counter(), time.process_time()
     metrics_file = metrics_path.open("w", encoding="utf-8") if metrics_path else None
-    # disable=None lets tqdm hide the bar when stderr is not a terminal (CI logs).
+    # disable=None lets tqdm hide the bar when stderr is not a terminal (CI logs); replicas
+    # other than rank 0 stay quiet, or each would draw its own bar.
+    quiet = None if show_progress is None else not show_progress
     bar = tqdm(
         range(1, config.epochs + 1),
         desc="train",
         unit="epoch",
-        disable=None if show_progress is None else not show_progress,
+        disable=quiet if replicas.is_writer else True,
     )
     step = 0
     try:
         for epoch in bar:
             model.train()
-            sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
+            sums = [0.0, 0.0, 0.0]  # loss, reconstruction, KL over this replica's items
             kl_weight = 0.0
             for _ in range(passes_per_epoch):
                 order = torch.randperm(len(train_x), generator=generator, device=device)
                 for start in range(0, len(train_x), config.batch_size):
-                    batch = train_x[order[start : start + config.batch_size]]
+                    in_batch = order[start : start + config.batch_size]
+                    share = in_batch[replicas.shard(len(in_batch))]
+                    weight = replicas.loss_weight(len(share), len(in_batch))
+                    if len(share) == 0:
+                        # A last batch smaller than the replica count leaves some without
+                        # items; they still step with the others (DDP's all-reduce needs every
+                        # replica), on one item with weight 0: no effect on the gradient.
+                        share = in_batch[:1]
+                    batch = train_x[share]
                     kl_weight = kl_weight_at(step, steps_per_epoch, config)
-                    terms = objective(model, batch, kl_weight, generator)
-                    _check_finite(float(terms.loss.detach()), epoch, config)
+                    terms: LossTerms = step_loss(batch, kl_weight, noise)
+                    if not replicas.distributed:
+                        # A replica checks at the epoch's end, with the others (below): alone,
+                        # it would leave them waiting in the all-reduce.
+                        _check_finite(float(terms.loss.detach()), epoch, config)
                     optimiser.zero_grad(set_to_none=True)
-                    terms.loss.backward()  # type: ignore[no-untyped-call]
+                    loss = terms.loss if weight == 1.0 else terms.loss * weight
+                    loss.backward()  # type: ignore[no-untyped-call]
                     optimiser.step()
                     step += 1
                     if averaged is not model:
@@ -141,21 +194,27 @@ def train_model(
                                 averaged.parameters(), model.parameters(), strict=True
                             ):
                                 mean.lerp_(current, 1.0 - decay)
-                    sums["loss"] += float(terms.loss.detach()) * len(batch)
-                    sums["recon"] += float(terms.reconstruction.detach().sum())
-                    sums["kl"] += float(terms.kl.detach().sum())
+                    if weight > 0:
+                        sums[0] += float(terms.loss.detach()) * len(batch)
+                        sums[1] += float(terms.reconstruction.detach().sum())
+                        sums[2] += float(terms.kl.detach().sum())
             averaged.eval()
             val_generator = torch.Generator(device=device).manual_seed(
-                config.seed + VALIDATION_SEED_OFFSET
+                config.seed + VALIDATION_SEED_OFFSET + replicas.rank
             )
-            val = _mean_terms(averaged, objective, val_x, 512, val_generator)
-            _check_finite(val["loss"], epoch, config)
+            val_shard = replicas.shard(len(val_x))
+            val_sums = _validation_sums(averaged, objective, val_x, val_shard, 512, val_generator)
+            totals = replicas.sum_across(sums + val_sums)
             seen = passes_per_epoch * len(train_x)
+            train = {key: value / seen for key, value in zip(_TERMS, totals[:3], strict=True)}
+            val = {key: value / len(val_x) for key, value in zip(_TERMS, totals[3:], strict=True)}
+            _check_finite(train["loss"], epoch, config)
+            _check_finite(val["loss"], epoch, config)
             record = {
                 "epoch": float(epoch),
-                "train_loss": sums["loss"] / seen,
-                "train_recon": sums["recon"] / seen,
-                "train_kl": sums["kl"] / seen,
+                "train_loss": train["loss"],
+                "train_recon": train["recon"],
+                "train_kl": train["kl"],
                 "val_loss": val["loss"],
                 "val_recon": val["recon"],
                 "val_kl": val["kl"],
@@ -192,6 +251,9 @@ def train_model(
             metrics_file.close()
     model.load_state_dict(best_state)
     model.eval()
+    replicas.check_in_step(model)
     result.seconds = time.perf_counter() - started
-    result.cpu_seconds = time.process_time() - cpu_started
+    # With replicas, the CPU time of all of them: what the run cost, to set against one process.
+    cpu_seconds = replicas.sum_across([time.process_time() - cpu_started])
+    result.cpu_seconds = cpu_seconds[0]
     return result

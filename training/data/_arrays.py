@@ -34,8 +34,13 @@ class RawData:
     details: dict[str, object] = field(default_factory=dict)
 
 
-def features_from_array(array: npt.NDArray[Any], where: str) -> tuple[FloatArray, bool]:
-    """Apply the shape rules for array files; returns float32 features and an is-image flag."""
+def feature_layout(array: npt.NDArray[Any], where: str) -> tuple[npt.NDArray[Any], bool]:
+    """Apply the shape rules for array files without copying anything.
+
+    Returns a view in the array's own dtype, (N, D) or (N, C, H, W) (a channel axis added to
+    greyscale (N, H, W), channel-last images transposed), and an is-image flag. A view of a
+    memory-mapped file stays on disk until its rows are read (training.streamed_data).
+    """
     if array.dtype == object:
         raise DataError(f"{where}: holds Python objects, not numbers; save a numeric array")
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
@@ -44,18 +49,18 @@ def features_from_array(array: npt.NDArray[Any], where: str) -> tuple[FloatArray
         raise DataError(f"{where}: holds complex numbers; expected real values")
     shape = array.shape
     if array.ndim == 2:
-        return array.astype(np.float32), False
+        return array, False
     if array.ndim == 3:
-        return array[:, None, :, :].astype(np.float32), True
+        return array[:, None, :, :], True
     if array.ndim == 4:
         if shape[1] in IMAGE_CHANNELS:
-            return array.astype(np.float32), True
+            return array, True
         if (
             shape[3] in IMAGE_CHANNELS
             and shape[1] >= MIN_CHANNEL_LAST_SIDE
             and shape[2] >= MIN_CHANNEL_LAST_SIDE
         ):
-            return np.ascontiguousarray(array.transpose(0, 3, 1, 2), dtype=np.float32), True
+            return array.transpose(0, 3, 1, 2), True
         raise DataError(
             f"{where}: 4-D array of shape {shape} is not an image batch; expected "
             "(N, C, H, W) or (N, H, W, C) with C = 1 or 3"
@@ -64,6 +69,12 @@ def features_from_array(array: npt.NDArray[Any], where: str) -> tuple[FloatArray
         f"{where}: array has {array.ndim} dimension(s) (shape {shape}); expected (N, D) tabular "
         "rows, (N, H, W) greyscale images, or (N, C, H, W) / (N, H, W, C) images with C = 1 or 3"
     )
+
+
+def features_from_array(array: npt.NDArray[Any], where: str) -> tuple[FloatArray, bool]:
+    """Apply the shape rules for array files; returns float32 features and an is-image flag."""
+    view, is_image = feature_layout(array, where)
+    return np.ascontiguousarray(view, dtype=np.float32), is_image
 
 
 def _flatten_column(values: npt.NDArray[Any], what: str, where: str) -> npt.NDArray[Any]:

@@ -12,13 +12,17 @@ from training.data.errors import DataError
 
 @dataclass(frozen=True)
 class LoadedData:
-    x: FloatArray  # float32, (N, *feature_shape), raw values in the user's units
+    # (N, *feature_shape), raw values in the user's units: float32 in memory, or, when
+    # `streamed`, a read-only view of a memory-mapped .npy in the file's own dtype, which only
+    # training.streamed_data reads, a chunk of rows at a time.
+    x: FloatArray
     feature_shape: tuple[int, ...]  # (D,) for tabular; (C, H, W) for images
     is_image: bool
     labels: IntArray | None  # int64 (N,) class labels when known
     label_names: list[str] | None  # name of each class id when known
     is_anomaly: BoolArray | None  # bool (N,), True = anomaly; anomalies are never trained on
     description: dict[str, object]  # JSON-able summary of what was loaded and how
+    streamed: bool = False
 
     @property
     def n_items(self) -> int:
@@ -53,13 +57,23 @@ def _check_fractions(validation_fraction: float, test_fraction: float) -> None:
         )
 
 
-def split_dataset(
+@dataclass(frozen=True)
+class SplitIndex:
+    """Which rows of the data each split takes, in split order (rows are not copied)."""
+
+    train: IntArray
+    validation: IntArray
+    test: IntArray  # held-out normal rows, followed by ALL anomaly rows
+    test_is_anomaly: BoolArray  # aligned with test
+
+
+def split_indices(
     data: LoadedData,
     *,
     seed: int,
     validation_fraction: float = 0.15,
     test_fraction: float = 0.15,
-) -> DataSplits:
+) -> SplitIndex:
     _check_fractions(validation_fraction, test_fraction)
     name = data.description.get("name", "dataset")
     normal = np.flatnonzero(data.normal_mask())
@@ -74,22 +88,38 @@ def split_dataset(
             f"with fractions {validation_fraction} / {test_fraction}"
         )
     order = np.random.default_rng(seed).permutation(normal)
-    train_idx = order[:n_train]
-    validation_idx = order[n_train : n_train + n_validation]
     # Anomalies keep their file order after the held-out normals, so reports can refer back.
     test_idx = np.concatenate([order[n_train + n_validation :], anomalous])
     test_is_anomaly = np.zeros(len(test_idx), dtype=np.bool_)
     test_is_anomaly[n_test:] = True
+    return SplitIndex(
+        train=order[:n_train],
+        validation=order[n_train : n_train + n_validation],
+        test=test_idx,
+        test_is_anomaly=test_is_anomaly,
+    )
 
-    def labels_at(index: IntArray) -> IntArray | None:
-        return None if data.labels is None else data.labels[index]
+
+def split_dataset(
+    data: LoadedData,
+    *,
+    seed: int,
+    validation_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+) -> DataSplits:
+    index = split_indices(
+        data, seed=seed, validation_fraction=validation_fraction, test_fraction=test_fraction
+    )
+
+    def labels_at(rows: IntArray) -> IntArray | None:
+        return None if data.labels is None else data.labels[rows]
 
     return DataSplits(
-        train=data.x[train_idx],
-        validation=data.x[validation_idx],
-        test=data.x[test_idx],
-        test_is_anomaly=test_is_anomaly,
-        train_labels=labels_at(train_idx),
-        validation_labels=labels_at(validation_idx),
-        test_labels=labels_at(test_idx),
+        train=data.x[index.train],
+        validation=data.x[index.validation],
+        test=data.x[index.test],
+        test_is_anomaly=index.test_is_anomaly,
+        train_labels=labels_at(index.train),
+        validation_labels=labels_at(index.validation),
+        test_labels=labels_at(index.test),
     )

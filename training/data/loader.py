@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import math
+import zipfile
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
+import numpy.typing as npt
 
 from training.data._arrays import BoolArray, RawData
 from training.data.anomaly_file import read_anomaly_labels
+from training.data.budget import MEGABYTE, float32_bytes, rows_per_chunk
 from training.data.builtin import BUILTINS, builtin_names, load_builtin
 from training.data.dataset import LoadedData
 from training.data.errors import DataError
 from training.data.idx import is_idx_path, read_idx
 from training.data.images import read_image_folder, resize_images
 from training.data.spec import DatasetSpec, parse_spec
-from training.data.tabular import read_csv, read_npy, read_npz
+from training.data.tabular import read_csv, read_npy, read_npy_mapped, read_npz
 
 # Fewer normal rows than this cannot give train, validation and test sets worth the name.
 MIN_NORMAL_ROWS = 10
@@ -26,7 +31,9 @@ SUPPORTED_FORMATS = (
 _MAX_LISTED_CLASSES = 20
 
 
-def _read_source(spec: DatasetSpec, image_size: tuple[int, int] | None) -> tuple[RawData, str]:
+def _read_source(
+    spec: DatasetSpec, image_size: tuple[int, int] | None, memory_budget: int | None
+) -> tuple[RawData, str]:
     label_column = spec.options.get("label")
     if spec.name in BUILTINS:
         where = f"built-in dataset {spec.name!r}"
@@ -51,7 +58,13 @@ def _read_source(spec: DatasetSpec, image_size: tuple[int, int] | None) -> tuple
     if path.is_dir():
         return read_image_folder(path, image_size), where
     if suffix == ".npy":
+        if memory_budget is not None:
+            mapped = read_npy_mapped(path)
+            if float32_bytes(mapped.x.shape) > memory_budget:
+                return mapped, where
         return read_npy(path), where
+    if memory_budget is not None:
+        _check_fits_in_memory(path, memory_budget)
     if suffix == ".npz":
         return read_npz(path), where
     if suffix == ".csv":
@@ -69,15 +82,43 @@ def _check_image_size(image_size: tuple[int, int] | None) -> tuple[int, int] | N
     return int(image_size[0]), int(image_size[1])
 
 
-def _check_values(raw: RawData, where: str) -> None:
+def _check_fits_in_memory(path: Path, memory_budget: int) -> None:
+    """Only .npy files stream from disk; any other file over the budget would be read whole."""
+    size = path.stat().st_size
+    if path.suffix.lower() == ".npz":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                size = sum(info.file_size for info in archive.infolist())
+        except (OSError, zipfile.BadZipFile):
+            return  # read_npz names the problem
+    if size > memory_budget:
+        raise DataError(
+            f"{path}: {size / MEGABYTE:.1f} MB of data is over the memory budget "
+            f"({memory_budget / MEGABYTE:.1f} MB) and only .npy files stream from disk: save the "
+            "features with numpy.save(..., allow_pickle=False) and train on the .npy, or raise "
+            "--memory-budget-mb"
+        )
+
+
+def _check_values(raw: RawData, where: str, memory_budget: int | None) -> None:
     if raw.x.shape[0] == 0:
         raise DataError(f"{where}: dataset is empty (no rows)")
-    if int(np.prod(raw.x.shape[1:])) == 0:
+    features = math.prod(raw.x.shape[1:])
+    if features == 0:
         raise DataError(f"{where}: items have no features (shape {raw.x.shape})")
-    finite = np.isfinite(raw.x)
-    if finite.all():
-        return
+    # In chunks of rows, so a memory-mapped file is checked without being read into memory.
+    step = len(raw.x) if memory_budget is None else rows_per_chunk(features, memory_budget)
+    for start in range(0, len(raw.x), step):
+        finite = np.isfinite(raw.x[start : start + step])
+        if not finite.all():
+            _report_non_finite(raw, where, start, finite)
+
+
+def _report_non_finite(
+    raw: RawData, where: str, start: int, finite: npt.NDArray[np.bool_]
+) -> NoReturn:
     bad = np.argwhere(~finite)[0]
+    bad[0] += start
     value = raw.x[tuple(bad)]
     if raw.is_image:
         raise DataError(f"{where}: NaN or Inf ({value}) in item {bad[0]} (0-based)")
@@ -127,11 +168,15 @@ def load_dataset(
     *,
     image_size: tuple[int, int] | None = None,
     anomaly_labels: str | Path | None = None,
+    memory_budget: int | None = None,
 ) -> LoadedData:
+    """Read and check a data set. With a `memory_budget` (bytes), a .npy whose float32 size is
+    over it is memory-mapped instead of read (`LoadedData.streamed`), and checked in chunks."""
     parsed = parse_spec(spec)
     size = _check_image_size(image_size)
-    raw, where = _read_source(parsed, size)
-    _check_values(raw, where)
+    raw, where = _read_source(parsed, size, memory_budget)
+    _check_values(raw, where, memory_budget)
+    streamed = bool(raw.details.get("memory_mapped"))
 
     x = raw.x
     if size is not None:
@@ -139,6 +184,11 @@ def load_dataset(
             raise DataError(
                 f"{where}: image_size applies to image data only; this data is tabular "
                 f"({x.shape[1]} columns)"
+            )
+        if streamed:
+            raise DataError(
+                f"{where}: is streamed from disk (over the memory budget), where images cannot "
+                "be resized; resize them in the file instead of with --image-size"
             )
         x = resize_images(x, size)
 
@@ -184,11 +234,12 @@ def load_dataset(
         "details": raw.details,
     }
     return LoadedData(
-        x=np.ascontiguousarray(x, dtype=np.float32),
+        x=x if streamed else np.ascontiguousarray(x, dtype=np.float32),
         feature_shape=feature_shape,
         is_image=raw.is_image,
         labels=raw.labels,
         label_names=raw.label_names,
         is_anomaly=is_anomaly,
         description=description,
+        streamed=streamed,
     )

@@ -6,7 +6,7 @@ import csv
 import math
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -15,6 +15,7 @@ from training.data._arrays import (
     RawData,
     anomaly_flags,
     encode_labels,
+    feature_layout,
     features_from_array,
 )
 from training.data.errors import DataError
@@ -36,9 +37,9 @@ def _load_array(path: Path, opened: Any, key: str | None = None) -> npt.NDArray[
         ) from exc
 
 
-def read_npy(path: Path) -> RawData:
+def _load_npy(path: Path, mmap_mode: Literal["r"] | None) -> npt.NDArray[Any]:
     try:
-        array = np.load(path, allow_pickle=False)
+        array = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
     except ValueError as exc:
         raise DataError(
             f"{path}: cannot be read without pickle (object array?); save a plain numeric "
@@ -48,8 +49,19 @@ def read_npy(path: Path) -> RawData:
         raise DataError(f"{path}: not a readable .npy file ({exc})") from exc
     if not isinstance(array, np.ndarray):
         raise DataError(f"{path}: does not contain a single array")
-    x, is_image = features_from_array(array, str(path))
+    return array
+
+
+def read_npy(path: Path) -> RawData:
+    x, is_image = features_from_array(_load_npy(path, None), str(path))
     return RawData(x=x, is_image=is_image, kind="npy")
+
+
+def read_npy_mapped(path: Path) -> RawData:
+    """The .npy memory-mapped, not read: `x` is a read-only view in the file's own dtype, whose
+    rows come from disk only when indexed (data sets larger than memory)."""
+    x, is_image = feature_layout(_load_npy(path, "r"), str(path))
+    return RawData(x=x, is_image=is_image, kind="npy", details={"memory_mapped": True})
 
 
 def read_npz(path: Path) -> RawData:
