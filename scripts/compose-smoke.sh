@@ -3,19 +3,8 @@
 # its healthcheck and /readyz, call every endpoint, then stop it and check a clean exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-engine="$(scripts/container-engine.sh)"
-if [ -z "$engine" ]; then
-  echo "!!! compose-smoke SKIPPED: neither docker nor podman can run on this machine !!!" >&2
-  exit 0
-fi
-if [ "$engine" = docker ] && docker compose version >/dev/null 2>&1; then
-  compose=(docker compose)
-elif command -v podman-compose >/dev/null 2>&1; then
-  compose=(podman-compose)
-else
-  echo "!!! compose-smoke SKIPPED: no docker compose or podman-compose !!!" >&2
-  exit 0
-fi
+# shellcheck source=scripts/compose-command.sh
+. scripts/compose-command.sh compose-smoke  # sets engine and compose, or skips
 project="vaesmoke$$"
 export VAE_PUBLISH_PORT="${SMOKE_COMPOSE_PORT:-18081}"
 base="http://127.0.0.1:$VAE_PUBLISH_PORT"

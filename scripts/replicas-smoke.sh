@@ -11,19 +11,8 @@
 # Prints the figures; exits 1 on any failure. Tears everything down on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-engine="$(scripts/container-engine.sh)"
-if [ -z "$engine" ]; then
-  echo "!!! replicas-smoke SKIPPED: neither docker nor podman can run on this machine !!!" >&2
-  exit 0
-fi
-if [ "$engine" = docker ] && docker compose version >/dev/null 2>&1; then
-  compose=(docker compose)
-elif command -v podman-compose >/dev/null 2>&1; then
-  compose=(podman-compose)
-else
-  echo "!!! replicas-smoke SKIPPED: no docker compose or podman-compose !!!" >&2
-  exit 0
-fi
+# shellcheck source=scripts/compose-command.sh
+. scripts/compose-command.sh replicas-smoke  # sets engine and compose, or skips
 started=$(date +%s)
 project="vaerepl$$"
 file=deploy/compose/docker-compose.replicas.yml

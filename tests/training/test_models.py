@@ -101,6 +101,21 @@ def gaussian_data(rows: int, features: int = FEATURES, seed: int = 0) -> torch.T
     return torch.randn((rows, features), generator=gen(seed))
 
 
+def fit_on_gaussians(
+    model: nn.Module, config: TrainingConfig, train_x: torch.Tensor | None = None
+) -> TrainingResult:
+    """Train on 64 standard-normal rows (or `train_x`), validating on 16 others."""
+    train = gaussian_data(64) if train_x is None else train_x
+    return train_model(
+        model,
+        build_objective(config),
+        train,
+        gaussian_data(16, seed=1),
+        config,
+        show_progress=False,
+    )
+
+
 def value(tensor: torch.Tensor) -> float:
     """A scalar tensor as a float, without autograd's warning about graph-attached tensors."""
     return float(tensor.detach())
@@ -614,14 +629,7 @@ def test_small_data_epochs_repeat_passes_until_the_minimum_steps() -> None:
     # 64 rows / 16 per batch = 4 steps per pass; at least 10 steps -> 3 passes, 12 steps an
     # epoch, so a 1-epoch warm-up reaches 11/12 at the epoch's last step.
     config = tiny_config(epochs=2, kl_warmup_epochs=1, min_steps_per_epoch=10)
-    result = train_model(
-        make_vae(),
-        build_objective(config),
-        gaussian_data(64),
-        gaussian_data(16, seed=1),
-        config,
-        show_progress=False,
-    )
+    result = fit_on_gaussians(make_vae(), config)
     assert [r["kl_weight"] for r in result.history] == [pytest.approx(11 / 12), 1.0]
 
 
@@ -632,14 +640,7 @@ def test_weight_averaging_keeps_the_running_mean_not_the_last_iterate() -> None:
         )
         torch.manual_seed(0)
         model = make_vae()
-        train_model(
-            model,
-            build_objective(config),
-            gaussian_data(64),
-            gaussian_data(16, seed=1),
-            config,
-            show_progress=False,
-        )
+        fit_on_gaussians(model, config)
         return copy.deepcopy(model.state_dict())
 
     # Same seed, same steps: only what is kept differs.
@@ -650,14 +651,7 @@ def test_training_changes_the_weights() -> None:
     config = tiny_config(epochs=2, kl_warmup_epochs=0, lr=1e-2)
     model = make_vae()
     before = copy.deepcopy(model.state_dict())
-    train_model(
-        model,
-        build_objective(config),
-        gaussian_data(64),
-        gaussian_data(16, seed=1),
-        config,
-        show_progress=False,
-    )
+    fit_on_gaussians(model, config)
     assert not states_equal(before, model.state_dict())
 
 
@@ -668,14 +662,7 @@ def test_nan_weights_raise_training_diverged() -> None:
         for parameter in model.parameters():
             parameter.fill_(float("nan"))
     with pytest.raises(TrainingDiverged, match=r"--lr") as caught:
-        train_model(
-            model,
-            build_objective(config),
-            gaussian_data(64),
-            gaussian_data(16, seed=1),
-            config,
-            show_progress=False,
-        )
+        fit_on_gaussians(model, config)
     assert "epoch 1" in str(caught.value)
 
 
@@ -684,27 +671,13 @@ def test_extreme_inputs_raise_training_diverged() -> None:
     model = make_vae()
     train_x = gaussian_data(64) * 1e30  # squared errors overflow float32
     with pytest.raises(TrainingDiverged, match=r"smaller --lr \(now 1000000.0\)"):
-        train_model(
-            model,
-            build_objective(config),
-            train_x,
-            gaussian_data(16, seed=1),
-            config,
-            show_progress=False,
-        )
+        fit_on_gaussians(model, config, train_x)
 
 
 def test_early_stopping_when_validation_cannot_improve() -> None:
     config = tiny_config(epochs=50, patience=1, kl_warmup_epochs=0, lr=1e-12)
     model = make_vae()
-    result = train_model(
-        model,
-        build_objective(config),
-        gaussian_data(64),
-        gaussian_data(16, seed=1),
-        config,
-        show_progress=False,
-    )
+    result = fit_on_gaussians(model, config)
     assert len(result.history) == 2  # epoch 1 sets the best, epoch 2 exhausts patience 1
     assert "early stop" in result.stop_reason
     assert result.best_epoch == 1
@@ -714,14 +687,7 @@ def test_early_stopping_when_validation_cannot_improve() -> None:
 def test_patience_counts_only_after_warm_up() -> None:
     config = tiny_config(epochs=50, patience=1, kl_warmup_epochs=3, lr=1e-12)
     model = make_vae()
-    result = train_model(
-        model,
-        build_objective(config),
-        gaussian_data(64),
-        gaussian_data(16, seed=1),
-        config,
-        show_progress=False,
-    )
+    result = fit_on_gaussians(model, config)
     assert len(result.history) == 4
     assert "early stop" in result.stop_reason
 
