@@ -427,8 +427,8 @@ def _verify_bundle(
         served = np.concatenate(
             [loaded.scores(chunk, score_type) for chunk in row_chunks(splits.validation, step)]
         )
-        worst = float(np.max(np.abs(served - expected) / (np.abs(expected) + 1e-6)))
         if not np.allclose(served, expected, rtol=1e-5, atol=1e-6):
+            worst = float(np.max(np.abs(served - expected) / (np.abs(expected) + 1e-6)))
             raise RuntimeError(
                 f"the saved bundle scores the validation split's {score_type} up to "
                 f"{worst:.3g} (relative) away from the trainer: bundle and trainer disagree"
