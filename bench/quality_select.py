@@ -33,13 +33,14 @@ from sklearn.metrics import roc_auc_score
 
 from bench.quality import TEST_FRACTION
 from bench.reference_vae import train_reference
+from training.architecture import fit_best_architecture, total_cpu_seconds
 from training.config import TrainingConfig
 from training.data import LoadedData, load_dataset, split_dataset
+from training.distributed import Replicas
 from training.evaluate import heldout_likelihood_metrics
-from training.factory import build_model, build_objective, model_input, resolve_likelihood
+from training.factory import model_input, resolve_likelihood
 from training.models import VAE, gaussian_kl_to_standard_normal
 from training.pipeline import choose_preprocessing
-from training.train import train_model
 
 # The inner split of every development set: 25% held out for the figures, and the trainer's
 # own validation fraction carved from the rest, as `vae-train` would.
@@ -62,6 +63,8 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "one-step-epochs": {"min_steps_per_epoch": 1},
     "no-averaging": {"weight_averaging": 0.0},
     "lr3e-3-batch128-d16": {"lr": 3e-3, "batch_size": 128, "latent_dim": 16},
+    "mlp-only": {"hidden": "256,128"},
+    "linear-only": {"hidden": "none", "lr": 3e-3},
 }
 
 
@@ -152,10 +155,18 @@ def measure(name: str, candidate: str, seed: int, likelihood_reference: bool) ->
     train, validation, heldout = (
         model_space(a) for a in (splits.train, splits.validation, splits.test)
     )
-    torch.manual_seed(seed)
-    model = build_model(config, shape, likelihood)
+    fitted = fit_best_architecture(
+        config,
+        shape,
+        likelihood,
+        data.is_image,
+        train,
+        validation,
+        replicas=Replicas(device=torch.device("cpu")),
+        show_progress=False,
+    )
+    model, result = fitted.model, fitted.result
     assert isinstance(model, VAE)
-    result = train_model(model, build_objective(config), train, validation, config)
     normal = ~splits.test_is_anomaly
     metrics = heldout_likelihood_metrics(model, heldout[torch.from_numpy(normal)], iwae_samples=100)
     row: dict[str, Any] = {
@@ -164,7 +175,8 @@ def measure(name: str, candidate: str, seed: int, likelihood_reference: bool) ->
         "overrides": CANDIDATES[candidate],
         "seed": seed,
         "epochs": len(result.history),
-        "train_cpu_seconds": round(result.cpu_seconds, 2),
+        "architecture": fitted.config.hidden,
+        "train_cpu_seconds": round(total_cpu_seconds(fitted.search), 2),
         "neg_elbo": round(metrics["neg_elbo"], 3),
         "iwae_nll": round(metrics["iwae_nll"], 3),
     }

@@ -20,6 +20,10 @@ ScoreName = Literal["auto", "recon_mse", "neg_elbo"]
 CalibrationName = Literal["auto", "validation", "cross-fit"]
 
 
+# The MLP's hidden sizes: what --hidden auto builds, and one of its candidates for tables.
+DEFAULT_HIDDEN = (256, 128)
+
+
 def option(default: Any, help: str, **extra: Any) -> Any:
     return field(default=default, metadata={"help": help, **extra})
 
@@ -61,7 +65,14 @@ class TrainingConfig:
     model: ModelName = option("vae", "vae, ae (plain), sparse-ae or denoising-ae")
     arch: ArchName = option("mlp", "mlp for any data; conv (strided conv encoder) for images")
     latent_dim: int = option(8, "size of the code: small enough to compress, 8 suits digits")
-    hidden: str = option("256,128", "MLP hidden sizes, encoder order; the decoder mirrors them")
+    hidden: str = option(
+        "auto",
+        "MLP hidden sizes, encoder order (the decoder mirrors them), 'none' for a linear "
+        "encoder and decoder, or auto: for a VAE on a table, train two candidates, the MLP "
+        "256,128 and the linear one (at 3x --lr), and keep the one with the lower validation "
+        "loss (a linear model won on breast-cancer's rows, the MLP on wine and iris: "
+        "bench/QUALITY.md); 256,128 for everything else",
+    )
     conv_channels: str = option("32,64", "conv channels per stride-2 layer (arch=conv)")
     likelihood: LikelihoodName = option(
         "auto",
@@ -149,6 +160,13 @@ class TrainingConfig:
     plots: bool = option(True, "write the report/ plots into the bundle")
 
     def hidden_sizes(self) -> list[int]:
+        """The layers a model is built with; `auto` builds the MLP until the architecture
+        search (training.architecture) has replaced it by its choice."""
+        text = self.hidden.strip().lower()
+        if text == "auto":
+            return list(DEFAULT_HIDDEN)
+        if text == "none":
+            return []
         return _int_list(self.hidden, "hidden")
 
     def conv_channel_sizes(self) -> list[int]:

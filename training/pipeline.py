@@ -33,6 +33,7 @@ from bundle.manifest import (
 from bundle.preprocessing import Preprocessing, fit_preprocessing
 from bundle.runtime import OnnxBundle
 from bundle.scoring import anomaly_scores, fixed_epsilon
+from training.architecture import fit_best_architecture, total_cpu_seconds
 from training.calibrate import calibrate_threshold
 from training.chunked_fit import fit_preprocessing_in_chunks, value_range
 from training.config import TrainingConfig
@@ -46,8 +47,6 @@ from training.export import OnnxGraphs, export_model
 from training.factory import (
     BUNDLE_KIND,
     ModelInput,
-    build_model,
-    build_objective,
     model_input,
     resolve_likelihood,
     resolve_score,
@@ -56,7 +55,7 @@ from training.model_rows import SplitRows, batch_rows, model_rows, select_rows, 
 from training.models import VAE, Autoencoder, Likelihood
 from training.report_writer import write_report
 from training.streamed_data import StreamedSplits, report_sample, row_chunks, split_for_training
-from training.train import TrainingResult, resolve_device, train_model
+from training.train import TrainingResult, resolve_device
 
 FloatArray = npt.NDArray[np.float32]
 SCORE_BATCH = 1024  # items per onnxruntime call while scoring whole splits
@@ -190,12 +189,8 @@ def run_training_replica(
     # stands in (and the note in the manifest says so).
     heldout, heldout_name = (test_normal, "test") if len(test_normal) else (x_val, "validation")
 
-    torch.manual_seed(config.seed)
     replicas = join_replicas(config.distributed, resolve_device(config.device), config.batch_size)
     device = replicas.device
-    model = build_model(config, shape, likelihood).to(device)
-    assert isinstance(model, VAE | Autoencoder)
-    objective = build_objective(config)
 
     staging = _new_staging_folder(out_dir) if replicas.is_writer else None
     try:
@@ -203,19 +198,24 @@ def run_training_replica(
         if report_dir is not None:
             report_dir.mkdir()
         with replicas.process_group():
-            result = train_model(
-                model,
-                objective,
+            fitted = fit_best_architecture(
+                config,
+                shape,
+                likelihood,
+                data.is_image,
                 torch_rows(x_train, device),
                 torch_rows(x_val, device),
-                config,
-                metrics_path=None if report_dir is None else report_dir / "training_log.jsonl",
-                show_progress=show_progress,
                 replicas=replicas,
+                report_dir=report_dir,
+                show_progress=show_progress,
             )
         if staging is None or report_dir is None:
             return None  # not rank 0: the bundle is rank 0's to write
-        model = model.to("cpu")
+        # From here on the config is the kept candidate's (--hidden, --lr): the bundle
+        # records it, and cross-fitted calibration trains its fold models the same way.
+        config, result = fitted.config, fitted.result
+        model = fitted.model.to("cpu")
+        assert isinstance(model, VAE | Autoencoder)
         likelihood_metrics = heldout_likelihood_metrics(
             model, torch_rows(heldout, torch.device("cpu")), iwae_samples=config.iwae_samples
         )
@@ -304,6 +304,8 @@ def run_training_replica(
                 "stop_reason": result.stop_reason,
                 "seconds": round(result.seconds, 2),
                 "cpu_seconds": round(result.cpu_seconds, 2),
+                "architecture_search": fitted.search,
+                "search_cpu_seconds": round(total_cpu_seconds(fitted.search), 2),
                 "library_versions": library_versions(),
             },
         )

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-import training.pipeline
+import training.architecture
 from bundle.runtime import OnnxBundle
 from training.cli import main
 from training.config import TrainingConfig
@@ -99,7 +99,7 @@ def test_two_processes_train_what_one_process_trains(
     one = run_training(TrainingConfig(**SETTINGS), tmp_path / "one" / "m" / "1")  # type: ignore[arg-type]
     with monkeypatch.context() as patch:
         patch.setattr(
-            training.pipeline,
+            training.architecture,
             "build_objective",
             _two_share_objective(build_objective),
         )
