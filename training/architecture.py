@@ -7,6 +7,12 @@ far better (IWAE 20.9 against 28.2 nats on the development split, bench/QUALITY.
 VAE on a table both are trained and the one with the lower validation loss (the full negative
 ELBO, the quantity both minimise) is kept. That costs a second training, which on a table is a
 few CPU seconds; images, conv nets and the plain autoencoders keep the one MLP.
+
+Unless --latent-dim is given, the linear candidate's code has one dimension per column (up to
+LINEAR_MAX_LATENT): a full-rank linear model can learn any covariance of the columns, where an
+8-dimensional one must call the rest isotropic noise, and the KL term leaves the dimensions the
+data does not need at the prior. On breast-cancer's development split that took held-out IWAE
+from 20.9 to 16.6 nats (seed 0; 15.7 to 12.0 on seed 1), near a full-covariance Gaussian's 16.5.
 """
 
 from __future__ import annotations
@@ -32,6 +38,9 @@ from training.train import TrainingResult, train_model
 # the same held-out likelihood on the development tables in a third of the CPU time (bc:
 # 20.94 vs 20.67 nats; at 1x it ran into the 1000-epoch cap), so the search stays cheap.
 LINEAR_LR_FACTOR = 3.0
+# The linear candidate's code size cap: one per column of a table up to here, so a wide table
+# does not get a code (and an /encode answer) as wide as itself.
+LINEAR_MAX_LATENT = 64
 
 
 @dataclass(frozen=True)
@@ -39,24 +48,29 @@ class Candidate:
     name: str  # "mlp" or "linear": also the suffix of its training log
     hidden: str  # the --hidden it trains with
     lr: float
+    latent_dim: int
 
 
 @dataclass
 class FittedModel:
     model: nn.Module  # holds the best validation epoch's weights, in eval mode
     result: TrainingResult
-    config: TrainingConfig  # the run's config with --hidden and --lr of the kept candidate
+    config: TrainingConfig  # the run's config with the kept candidate's hidden, lr, latent_dim
     search: list[dict[str, Any]]  # one record per candidate trained, the kept one marked
 
 
-def candidates(config: TrainingConfig, is_image: bool) -> list[Candidate]:
+def candidates(config: TrainingConfig, is_image: bool, features: int) -> list[Candidate]:
+    """What a run trains: one candidate, or for `--hidden auto` on a VAE of a table two."""
+    code = config.code_size()
     explicit = config.hidden.strip().lower() != "auto"
     if explicit:
-        return [Candidate("mlp" if config.hidden_sizes() else "linear", config.hidden, config.lr)]
-    mlp = Candidate("mlp", ",".join(str(width) for width in DEFAULT_HIDDEN), config.lr)
+        name = "mlp" if config.hidden_sizes() else "linear"
+        return [Candidate(name, config.hidden, config.lr, code)]
+    mlp = Candidate("mlp", ",".join(str(width) for width in DEFAULT_HIDDEN), config.lr, code)
     if is_image or config.model != "vae" or config.arch != "mlp":
         return [mlp]
-    return [mlp, Candidate("linear", "none", config.lr * LINEAR_LR_FACTOR)]
+    linear_code = min(features, LINEAR_MAX_LATENT) if config.latent_dim is None else code
+    return [mlp, Candidate("linear", "none", config.lr * LINEAR_LR_FACTOR, linear_code)]
 
 
 def fit_best_architecture(
@@ -77,12 +91,14 @@ def fit_best_architecture(
     With several candidates each writes `training_log.<name>.jsonl` and the kept one's is
     copied to `training_log.jsonl`, the log a single candidate writes directly.
     """
-    pool = candidates(config, is_image)
+    pool = candidates(config, is_image, math.prod(shape.shape))
     best: FittedModel | None = None
     kept = pool[0]
     search: list[dict[str, Any]] = []
     for candidate in pool:
-        chosen = dataclasses.replace(config, hidden=candidate.hidden, lr=candidate.lr)
+        chosen = dataclasses.replace(
+            config, hidden=candidate.hidden, lr=candidate.lr, latent_dim=candidate.latent_dim
+        )
         torch.manual_seed(config.seed)
         model = build_model(chosen, shape, likelihood).to(replicas.device)
         log_name = (
@@ -103,6 +119,7 @@ def fit_best_architecture(
                 "candidate": candidate.name,
                 "hidden": candidate.hidden,
                 "lr": candidate.lr,
+                "latent_dim": candidate.latent_dim,
                 "best_val_loss": result.best_val_loss,
                 "best_epoch": result.best_epoch,
                 "epochs_run": len(result.history),

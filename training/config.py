@@ -22,6 +22,8 @@ CalibrationName = Literal["auto", "validation", "cross-fit"]
 
 # The MLP's hidden sizes: what --hidden auto builds, and one of its candidates for tables.
 DEFAULT_HIDDEN = (256, 128)
+# The MLP's code size when --latent-dim is left out: small enough to compress, 8 suits digits.
+DEFAULT_LATENT = 8
 
 
 def option(default: Any, help: str, **extra: Any) -> Any:
@@ -64,7 +66,13 @@ class TrainingConfig:
     # --- model ---
     model: ModelName = option("vae", "vae, ae (plain), sparse-ae or denoising-ae")
     arch: ArchName = option("mlp", "mlp for any data; conv (strided conv encoder) for images")
-    latent_dim: int = option(8, "size of the code: small enough to compress, 8 suits digits")
+    latent_dim: int | None = option(
+        None,
+        f"size of the code; default {DEFAULT_LATENT} (small enough to compress, suits digits), "
+        "except for --hidden auto's linear candidate on a table, which gets one dimension per "
+        "column (up to 64): a full-rank probabilistic PCA, whose KL term switches off the "
+        "dimensions the data does not use (bench/QUALITY.md)",
+    )
     hidden: str = option(
         "auto",
         "MLP hidden sizes, encoder order (the decoder mirrors them), 'none' for a linear "
@@ -169,6 +177,11 @@ class TrainingConfig:
             return []
         return _int_list(self.hidden, "hidden")
 
+    def code_size(self) -> int:
+        """The code size a model is built with: --latent-dim, or the default when left out
+        (the architecture search gives each candidate its own before building it)."""
+        return DEFAULT_LATENT if self.latent_dim is None else self.latent_dim
+
     def conv_channel_sizes(self) -> list[int]:
         return _int_list(self.conv_channels, "conv_channels")
 
@@ -203,7 +216,10 @@ class TrainingConfig:
     def validate(self) -> None:
         """Fail before any data is read, with a message that names the flag."""
         checks = [
-            (self.latent_dim >= 1, "--latent-dim must be at least 1"),
+            (
+                self.latent_dim is None or self.latent_dim >= 1,
+                "--latent-dim must be at least 1",
+            ),
             (self.epochs >= 1, "--epochs must be at least 1"),
             (self.batch_size >= 1, "--batch-size must be at least 1"),
             (self.min_steps_per_epoch >= 1, "--min-steps-per-epoch must be at least 1"),

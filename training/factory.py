@@ -78,7 +78,7 @@ def resolve_score(config: TrainingConfig, is_image: bool) -> ScoreType:
 
 
 def build_model(config: TrainingConfig, shape: ModelInput, likelihood: Likelihood) -> nn.Module:
-    latent = config.latent_dim
+    latent = config.code_size()
     encoder_out = 2 * latent if config.model == "vae" else latent  # VAE: mu and logvar
     encoder: nn.Module
     decoder: nn.Module

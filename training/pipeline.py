@@ -224,7 +224,7 @@ def run_training_replica(
 
         graphs = OnnxGraphs(staging, variational=isinstance(model, VAE))
         sigma = model.output.sigma()
-        epsilon = fixed_epsilon(config.elbo_samples, config.latent_dim, ELBO_SEED)
+        epsilon = fixed_epsilon(config.elbo_samples, config.code_size(), ELBO_SEED)
         score_types: list[ScoreType] = (
             ["recon_mse", "neg_elbo"] if isinstance(model, VAE) else ["recon_mse"]
         )
@@ -262,7 +262,7 @@ def run_training_replica(
                 image_shape=list(shape.image_shape) if shape.image_shape else None,
                 feature_count=int(np.prod(shape.shape)),
             ),
-            latent_dim=config.latent_dim,
+            latent_dim=config.code_size(),
             preprocessing=PreprocessingSpec(**prep.to_manifest()),
             likelihood=LikelihoodSpec(kind=likelihood, sigma=sigma),
             anomaly=AnomalySpec(

@@ -11,8 +11,13 @@ import onnx
 import pytest
 import torch
 
-from training.architecture import LINEAR_LR_FACTOR, candidates, fit_best_architecture
-from training.config import TrainingConfig
+from training.architecture import (
+    LINEAR_LR_FACTOR,
+    LINEAR_MAX_LATENT,
+    candidates,
+    fit_best_architecture,
+)
+from training.config import DEFAULT_LATENT, TrainingConfig
 from training.distributed import Replicas
 from training.factory import model_input
 from training.pipeline import run_training
@@ -35,9 +40,31 @@ CPU = Replicas(device=torch.device("cpu"))
 def test_only_a_vae_on_a_table_searches(
     settings: dict[str, object], is_image: bool, expected: list[tuple[str, str, float]]
 ) -> None:
-    pool = candidates(TrainingConfig(**settings), is_image)  # type: ignore[arg-type]
+    pool = candidates(TrainingConfig(**settings), is_image, features=30)  # type: ignore[arg-type]
     assert [(c.name, c.hidden) for c in pool] == [(name, hidden) for name, hidden, _ in expected]
     assert [c.lr for c in pool] == pytest.approx([lr for _, _, lr in expected])
+
+
+@pytest.mark.parametrize(
+    ("latent_dim", "features", "codes"),
+    [
+        (None, 30, [DEFAULT_LATENT, 30]),  # the linear model is full rank
+        (None, 4, [DEFAULT_LATENT, 4]),  # narrower than the MLP's code
+        (None, 500, [DEFAULT_LATENT, LINEAR_MAX_LATENT]),  # a wide table: capped
+        (3, 30, [3, 3]),  # --latent-dim, when given, is every candidate's
+    ],
+)
+def test_the_linear_candidate_gets_a_code_per_column_unless_told(
+    latent_dim: int | None, features: int, codes: list[int]
+) -> None:
+    pool = candidates(TrainingConfig(latent_dim=latent_dim), False, features)
+    assert [c.latent_dim for c in pool] == codes
+
+
+def test_a_single_candidate_keeps_the_default_code() -> None:
+    assert [c.latent_dim for c in candidates(TrainingConfig(), True, 64)] == [DEFAULT_LATENT]
+    pool = candidates(TrainingConfig(hidden="none"), False, 30)
+    assert [c.latent_dim for c in pool] == [DEFAULT_LATENT]
 
 
 def test_none_builds_a_linear_encoder_and_decoder() -> None:
@@ -97,6 +124,8 @@ def test_the_bundle_records_the_search_and_keeps_its_log(tmp_path: Path) -> None
     # The recorded config is the kept candidate's, so the bundle says what was trained.
     assert training["config"]["hidden"] == kept["hidden"]
     assert training["config"]["lr"] == pytest.approx(kept["lr"])
+    assert training["config"]["latent_dim"] == kept["latent_dim"] == 2  # as --latent-dim said
+    assert outcome.manifest.latent_dim == 2
     assert training["best_val_loss"] == kept["best_val_loss"]
     assert training["search_cpu_seconds"] == pytest.approx(
         sum(record["cpu_seconds"] for record in search), abs=0.02
@@ -110,3 +139,24 @@ def test_the_bundle_records_the_search_and_keeps_its_log(tmp_path: Path) -> None
     encoder = onnx.load(str(outcome.bundle_dir / "encoder.onnx"))
     layers = [node for node in encoder.graph.node if node.op_type in ("Gemm", "MatMul")]
     assert len(layers) == (1 if kept["candidate"] == "linear" else 3)
+
+
+def test_a_kept_full_rank_linear_model_is_what_the_bundle_serves(tmp_path: Path) -> None:
+    # Rows near a 2-dimensional plane in 6 columns, --latent-dim left out: the linear candidate
+    # trains a 6-dimensional code, and when it is kept the bundle's code is 6 wide throughout.
+    rng = np.random.default_rng(3)
+    table = rng.normal(size=(300, 2)) @ rng.normal(size=(2, 6)) + 0.05 * rng.normal(size=(300, 6))
+    np.save(tmp_path / "plane.npy", table.astype(np.float32))
+    config = TrainingConfig(
+        dataset=str(tmp_path / "plane.npy"), epochs=60, iwae_samples=4, plots=False
+    )
+    outcome = run_training(config, tmp_path / "m" / "1")
+    search = outcome.manifest.training["architecture_search"]
+    assert [record["latent_dim"] for record in search] == [DEFAULT_LATENT, 6]
+    kept = next(record for record in search if record["kept"])
+    assert kept["candidate"] == "linear"
+    assert outcome.manifest.latent_dim == 6
+    assert outcome.manifest.training["config"]["latent_dim"] == 6
+    encoder = onnx.load(str(outcome.bundle_dir / "encoder.onnx"))
+    mu = next(output for output in encoder.graph.output if output.name == "mu")
+    assert mu.type.tensor_type.shape.dim[-1].dim_value == 6

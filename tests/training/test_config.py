@@ -158,7 +158,7 @@ def test_help_mentions_every_config_flag() -> None:
     for flag in ALL_FLAGS:
         assert flag in text, flag
     assert "about 1% false alarms" in text
-    assert "(default: 8)" in text  # --latent-dim's default is printed with its help
+    assert "(default: 1000)" in text  # --epochs' default is printed with its help
 
 
 def test_parsing_sets_the_given_values_and_keeps_defaults() -> None:

@@ -80,7 +80,7 @@ def test_a_row_is_scored_by_a_model_that_did_not_train_on_it() -> None:
     likelihood = resolve_likelihood(config, data.is_image)
     prep = choose_preprocessing(config, data, splits.train, likelihood)
     x_fit = prep.apply(np.concatenate([splits.train, splits.validation]))
-    epsilon = np.random.default_rng(0).standard_normal((4, config.latent_dim)).astype(np.float32)
+    epsilon = np.random.default_rng(0).standard_normal((4, config.code_size())).astype(np.float32)
 
     def scores(x: np.ndarray) -> np.ndarray:
         return cross_fitted_scores(
