@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from training.config import DEFAULT_HIDDEN, TrainingConfig
+from training.config import DEFAULT_HIDDEN, LINEAR_MAX_LATENT, TrainingConfig
 from training.distributed import Replicas
 from training.factory import ModelInput, build_model, build_objective
 from training.model_rows import TrainingRows
@@ -38,9 +38,6 @@ from training.train import TrainingResult, train_model
 # the same held-out likelihood on the development tables in a third of the CPU time (bc:
 # 20.94 vs 20.67 nats; at 1x it ran into the 1000-epoch cap), so the search stays cheap.
 LINEAR_LR_FACTOR = 3.0
-# The linear candidate's code size cap: one per column of a table up to here, so a wide table
-# does not get a code (and an /encode answer) as wide as itself.
-LINEAR_MAX_LATENT = 64
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,9 @@ CalibrationName = Literal["auto", "validation", "cross-fit"]
 DEFAULT_HIDDEN = (256, 128)
 # The MLP's code size when --latent-dim is left out: small enough to compress, 8 suits digits.
 DEFAULT_LATENT = 8
+# The code size cap of --hidden auto's linear candidate (one per column up to here), so a wide
+# table does not get a code, and an /encode answer, as wide as itself.
+LINEAR_MAX_LATENT = 64
 
 
 def option(default: Any, help: str, **extra: Any) -> Any:
@@ -70,8 +73,8 @@ class TrainingConfig:
         None,
         f"size of the code; default {DEFAULT_LATENT} (small enough to compress, suits digits), "
         "except for --hidden auto's linear candidate on a table, which gets one dimension per "
-        "column (up to 64): a full-rank probabilistic PCA, whose KL term switches off the "
-        "dimensions the data does not use (bench/QUALITY.md)",
+        f"column (up to {LINEAR_MAX_LATENT}): a full-rank probabilistic PCA, whose KL term "
+        "switches off the dimensions the data does not use (bench/QUALITY.md)",
     )
     hidden: str = option(
         "auto",

@@ -11,13 +11,8 @@ import onnx
 import pytest
 import torch
 
-from training.architecture import (
-    LINEAR_LR_FACTOR,
-    LINEAR_MAX_LATENT,
-    candidates,
-    fit_best_architecture,
-)
-from training.config import DEFAULT_LATENT, TrainingConfig
+from training.architecture import LINEAR_LR_FACTOR, candidates, fit_best_architecture
+from training.config import DEFAULT_LATENT, LINEAR_MAX_LATENT, TrainingConfig
 from training.distributed import Replicas
 from training.factory import model_input
 from training.pipeline import run_training
