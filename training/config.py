@@ -18,6 +18,7 @@ CorruptionName = Literal["masking", "gaussian"]
 PreprocessingName = Literal["auto", "minmax", "standard", "none"]
 ScoreName = Literal["auto", "recon_mse", "neg_elbo"]
 CalibrationName = Literal["auto", "validation", "cross-fit"]
+RefitName = Literal["auto", "off"]
 
 
 # The MLP's hidden sizes: what --hidden auto builds, and one of its candidates for tables.
@@ -151,6 +152,13 @@ class TrainingConfig:
         "above the percentile (under 200 at 99), else validation",
     )
     calibration_folds: int = option(5, "folds of --calibration cross-fit (that many more models)")
+    refit: RefitName = option(
+        "auto",
+        "auto = where the threshold is cross-fitted (small data), train the kept model again "
+        "on train + validation rows for the epochs early stopping chose, and each fold model "
+        "on its rows for as many, so the model served sees every row; off = keep the "
+        "early-stopped model",
+    )
     score: ScoreName = option(
         "auto",
         "default anomaly score: auto = recon_mse for images (neg_elbo inherits the "

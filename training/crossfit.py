@@ -11,6 +11,12 @@ carved from the other K - 1 folds) and scores the fold it never saw. The K * n_f
 scores are distributed like the final model's scores on new normal items (a little higher, as
 each fold model saw less data, so the threshold errs towards fewer false alarms), and there are
 (train + validation) of them instead of validation alone. Cost: K more trainings, on small data.
+
+With `--refit auto` (training.refit) the final model is trained on every row for the epochs
+early stopping chose, without a validation split; each fold model is then trained exactly so,
+on all of its rows for those epochs, and needs no early-stopping split of its own. The epoch
+count is one number chosen on the validation rows; no fold model trains on a row it scores.
+That recipe is also the cheaper one: one fixed-length training a fold.
 """
 
 from __future__ import annotations
@@ -21,12 +27,14 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 import torch
+from torch import nn
 
 from bundle.manifest import ScoreType
 from bundle.scoring import anomaly_scores
 from training.config import TrainingConfig
 from training.factory import ModelInput, build_model, build_objective
 from training.models import VAE, Autoencoder, Likelihood
+from training.refit import refit_on_all_rows
 from training.train import train_model
 
 FloatArray = npt.NDArray[np.float32]
@@ -92,11 +100,15 @@ def cross_fitted_scores(
     score_types: Sequence[ScoreType],
     epsilon: FloatArray,
     device: torch.device,
+    *,
+    refit_epochs: int | None = None,
 ) -> dict[ScoreType, npt.NDArray[np.float64]]:
     """One out-of-fold score per item of `x_fit` (model space) and score type.
 
-    `validation_share` is the share of its rows the final model held out for early stopping;
-    each fold model holds out the same share of its own rows, so it is trained the same way.
+    Each fold model is trained the way the final model was. Without `refit_epochs`: early
+    stopping on a share `validation_share` of its rows (the share the final model held out),
+    trained on the rest. With `refit_epochs` (the final model was refitted, training.refit):
+    on all its rows for that many epochs.
     """
     folds = config.calibration_folds
     if len(x_fit) < 2 * folds:
@@ -111,20 +123,25 @@ def cross_fitted_scores(
         fold_config = dataclasses.replace(config, seed=fold_seed, plots=False)
         held_out = assignment == fold
         rest = x_fit[~held_out]
-        inner = np.random.default_rng(fold_seed).permutation(len(rest))
-        n_stop = min(len(rest) - 1, max(1, round(len(rest) * validation_share)))
-        stop_rows, train_rows = rest[inner[:n_stop]], rest[inner[n_stop:]]
-        torch.manual_seed(fold_seed)
-        model = build_model(fold_config, shape, likelihood).to(device)
+        model: nn.Module
+        if refit_epochs is not None:
+            rows = torch.from_numpy(rest).to(device)
+            model = refit_on_all_rows(fold_config, shape, likelihood, rows, refit_epochs).model
+        else:
+            inner = np.random.default_rng(fold_seed).permutation(len(rest))
+            n_stop = min(len(rest) - 1, max(1, round(len(rest) * validation_share)))
+            stop_rows, train_rows = rest[inner[:n_stop]], rest[inner[n_stop:]]
+            torch.manual_seed(fold_seed)
+            model = build_model(fold_config, shape, likelihood).to(device)
+            train_model(
+                model,
+                build_objective(fold_config),
+                torch.from_numpy(train_rows).to(device),
+                torch.from_numpy(stop_rows).to(device),
+                fold_config,
+                show_progress=False,
+            )
         assert isinstance(model, VAE | Autoencoder)
-        train_model(
-            model,
-            build_objective(fold_config),
-            torch.from_numpy(train_rows).to(device),
-            torch.from_numpy(stop_rows).to(device),
-            fold_config,
-            show_progress=False,
-        )
         fold_scores = _torch_scores(model, x_fit[held_out], score_types, likelihood, epsilon)
         for score_type in score_types:
             scores[score_type][held_out] = fold_scores[score_type]

@@ -53,6 +53,7 @@ from training.factory import (
 )
 from training.model_rows import SplitRows, batch_rows, model_rows, select_rows, torch_rows
 from training.models import VAE, Autoencoder, Likelihood
+from training.refit import RefitModel, refit_on_all_rows, uses_refit
 from training.report_writer import write_report
 from training.streamed_data import StreamedSplits, report_sample, row_chunks, split_for_training
 from training.train import TrainingResult, resolve_device
@@ -214,10 +215,26 @@ def run_training_replica(
         # From here on the config is the kept candidate's (--hidden, --lr): the bundle
         # records it, and cross-fitted calibration trains its fold models the same way.
         config, result = fitted.config, fitted.result
-        model = fitted.model.to("cpu")
+        early_stopped = fitted.model.to("cpu")
+        assert isinstance(early_stopped, VAE | Autoencoder)
+        cross_fit = _cross_fits(config, x_train, x_val)
+        refit: RefitModel | None = None
+        if uses_refit(config, cross_fit):
+            assert isinstance(x_train, np.ndarray)  # _cross_fits refuses streamed data
+            assert isinstance(x_val, np.ndarray)
+            every_row = torch.from_numpy(np.concatenate([x_train, x_val])).to(device)
+            refit = refit_on_all_rows(config, shape, likelihood, every_row, result.best_epoch)
+        model = early_stopped if refit is None else refit.model.to("cpu")
         assert isinstance(model, VAE | Autoencoder)
+        # Held-out figures need rows the model never trained on. Without a test split the
+        # validation split stands in, and a refit trains on it: there the figures are the
+        # early-stopped model's, and the split's name says so.
+        measured = model
+        if refit is not None and heldout_name == "validation":
+            measured = early_stopped
+            heldout_name = "validation (early-stopped model: the refit trained on these rows)"
         likelihood_metrics = heldout_likelihood_metrics(
-            model, torch_rows(heldout, torch.device("cpu")), iwae_samples=config.iwae_samples
+            measured, torch_rows(heldout, torch.device("cpu")), iwae_samples=config.iwae_samples
         )
         likelihood_metrics["split"] = heldout_name  # type: ignore[assignment]
         exported = export_model(model, shape.shape, staging, opset=config.opset, seed=config.seed)
@@ -236,7 +253,16 @@ def run_training_replica(
             t: score_all(graphs, x_val, t, likelihood, sigma, epsilon) for t in score_types
         }
         calibration_scores, calibrated_on = _calibration_scores(
-            config, shape, likelihood, x_train, x_val, val_scores, epsilon, device
+            config,
+            shape,
+            likelihood,
+            x_train,
+            x_val,
+            val_scores,
+            epsilon,
+            device,
+            cross_fit,
+            refit_epochs=None if refit is None else refit.epochs,
         )
         for score_type in score_types:
             calibrations[score_type] = calibrate_threshold(
@@ -304,6 +330,7 @@ def run_training_replica(
                 "stop_reason": result.stop_reason,
                 "seconds": round(result.seconds, 2),
                 "cpu_seconds": round(result.cpu_seconds, 2),
+                "refit": None if refit is None else _refit_record(refit),
                 "architecture_search": fitted.search,
                 "search_cpu_seconds": round(total_cpu_seconds(fitted.search), 2),
                 "library_versions": library_versions(),
@@ -343,6 +370,34 @@ def run_training_replica(
     return TrainingOutcome(bundle_dir=out_dir, manifest=manifest, result=result)
 
 
+def _cross_fits(config: TrainingConfig, x_train: SplitRows, x_val: SplitRows) -> bool:
+    """Whether the thresholds come from cross-fitted scores (training.crossfit)."""
+    percentile = config.threshold_percentile
+    cross_fit = config.calibration == "cross-fit" or (
+        config.calibration == "auto" and needs_cross_fit(len(x_val), percentile)
+    )
+    if cross_fit and not (isinstance(x_train, np.ndarray) and isinstance(x_val, np.ndarray)):
+        # Data streamed from disk is large, so its validation split is large too, and auto
+        # never gets here; cross-fitting would hold every row in memory at once.
+        raise ValueError(
+            "--calibration cross-fit needs the data in memory, and this data set is streamed "
+            "from disk (larger than --memory-budget-mb): use --calibration validation"
+        )
+    return cross_fit
+
+
+def _refit_record(refit: RefitModel) -> dict[str, Any]:
+    """What model.json says of the refit (training.refit)."""
+    last = refit.result.history[-1] if refit.result.history else {}
+    return {
+        "rows": refit.rows,
+        "epochs": refit.epochs,
+        "final_train_loss": last.get("train_loss"),
+        "seconds": round(refit.result.seconds, 2),
+        "cpu_seconds": round(refit.result.cpu_seconds, 2),
+    }
+
+
 def _calibration_scores(
     config: TrainingConfig,
     shape: ModelInput,
@@ -352,27 +407,24 @@ def _calibration_scores(
     val_scores: dict[ScoreType, npt.NDArray[np.float64]],
     epsilon: FloatArray,
     device: torch.device,
+    cross_fit: bool,
+    *,
+    refit_epochs: int | None,
 ) -> tuple[dict[ScoreType, npt.NDArray[np.float64]], str]:
     """The scores each threshold is a percentile of, and a sentence saying where they came from.
 
     `val_scores` are the final model's scores of the validation split, used as they are unless
-    they are too few for the percentile (training.crossfit).
+    they are too few for the percentile (`cross_fit`, training.crossfit); `refit_epochs` is set
+    when the final model was refitted on every row (training.refit), and the fold models are
+    trained the same way.
     """
     percentile = config.threshold_percentile
-    cross_fit = config.calibration == "cross-fit" or (
-        config.calibration == "auto" and needs_cross_fit(len(x_val), percentile)
-    )
     if not cross_fit:
         return val_scores, (
             f"validation split of normal items ({len(x_val)} items, percentile {percentile:g})"
         )
-    if not (isinstance(x_train, np.ndarray) and isinstance(x_val, np.ndarray)):
-        # Data streamed from disk is large, so its validation split is large too, and auto
-        # never gets here; cross-fitting would hold every row in memory at once.
-        raise ValueError(
-            "--calibration cross-fit needs the data in memory, and this data set is streamed "
-            "from disk (larger than --memory-budget-mb): use --calibration validation"
-        )
+    assert isinstance(x_train, np.ndarray)  # _cross_fits refuses streamed data
+    assert isinstance(x_val, np.ndarray)
     x_fit = np.concatenate([x_train, x_val])
     scores = cross_fitted_scores(
         config,
@@ -383,10 +435,16 @@ def _calibration_scores(
         list(val_scores),
         epsilon,
         device,
+        refit_epochs=refit_epochs,
+    )
+    trained = (
+        f", trained like the final model: on all its rows for the {refit_epochs} epochs early "
+        "stopping chose"
     )
     return scores, (
         f"{config.calibration_folds}-fold cross-fitted scores of the train and validation "
-        f"normal items ({len(x_fit)} items, each scored by a model that did not train on it; "
+        f"normal items ({len(x_fit)} items, each scored by a model that did not train on it"
+        f"{trained if refit_epochs is not None else ''}; "
         f"the validation split alone, {len(x_val)} items, is too few for percentile "
         f"{percentile:g}), percentile {percentile:g}"
     )

@@ -1,4 +1,8 @@
-"""The training loop: Adam, KL warm-up, early stopping on validation loss, best weights kept."""
+"""The training loop: Adam, KL warm-up, early stopping on validation loss, best weights kept.
+
+Without a validation split (`val_x=None`: the refit on every row, training.refit) the loop runs
+the fixed number of epochs it is given and keeps the last (averaged) weights.
+"""
 
 from __future__ import annotations
 
@@ -111,7 +115,7 @@ def train_model(
     model: nn.Module,
     objective: Objective,
     train_x: TrainingRows,
-    val_x: TrainingRows,
+    val_x: TrainingRows | None,
     config: TrainingConfig,
     *,
     metrics_path: Path | None = None,
@@ -122,6 +126,7 @@ def train_model(
 
     `train_x` and `val_x` hold model inputs: tensors, or `TorchRows` streamed from disk. With
     `replicas` (training.distributed) this is one of several processes training together.
+    With `val_x=None` every one of `config.epochs` epochs runs and the last weights are kept.
     """
     device = train_x.device
     replicas = replicas or Replicas(device=device)
@@ -199,33 +204,42 @@ def train_model(
                         sums[1] += float(terms.reconstruction.detach().sum())
                         sums[2] += float(terms.kl.detach().sum())
             averaged.eval()
-            val_generator = torch.Generator(device=device).manual_seed(
-                config.seed + VALIDATION_SEED_OFFSET + replicas.rank
-            )
-            val_shard = replicas.shard(len(val_x))
-            val_sums = _validation_sums(averaged, objective, val_x, val_shard, 512, val_generator)
+            val_sums: list[float] = []
+            if val_x is not None:
+                val_generator = torch.Generator(device=device).manual_seed(
+                    config.seed + VALIDATION_SEED_OFFSET + replicas.rank
+                )
+                val_shard = replicas.shard(len(val_x))
+                val_sums = _validation_sums(
+                    averaged, objective, val_x, val_shard, 512, val_generator
+                )
             totals = replicas.sum_across(sums + val_sums)
             seen = passes_per_epoch * len(train_x)
             train = {key: value / seen for key, value in zip(_TERMS, totals[:3], strict=True)}
-            val = {key: value / len(val_x) for key, value in zip(_TERMS, totals[3:], strict=True)}
             _check_finite(train["loss"], epoch, config)
-            _check_finite(val["loss"], epoch, config)
             record = {
                 "epoch": float(epoch),
                 "train_loss": train["loss"],
                 "train_recon": train["recon"],
                 "train_kl": train["kl"],
-                "val_loss": val["loss"],
-                "val_recon": val["recon"],
-                "val_kl": val["kl"],
                 "kl_weight": kl_weight,
                 "seconds": time.perf_counter() - started,
             }
+            if val_x is not None:
+                val = {
+                    key: value / len(val_x) for key, value in zip(_TERMS, totals[3:], strict=True)
+                }
+                _check_finite(val["loss"], epoch, config)
+                record.update(val_loss=val["loss"], val_recon=val["recon"], val_kl=val["kl"])
             result.history.append(record)
             if metrics_file is not None:
                 metrics_file.write(json.dumps(record) + "\n")
                 metrics_file.flush()
-            bar.set_postfix(train=f"{record['train_loss']:.3f}", val=f"{val['loss']:.3f}")
+            bar.set_postfix(
+                {key: f"{record[key]:.3f}" for key in ("train_loss", "val_loss") if key in record}
+            )
+            if val_x is None:
+                continue  # nothing to stop early on: every epoch runs
 
             improved = val["loss"] < result.best_val_loss - config.min_delta * abs(
                 result.best_val_loss if math.isfinite(result.best_val_loss) else 0.0
@@ -249,6 +263,10 @@ def train_model(
         bar.close()
         if metrics_file is not None:
             metrics_file.close()
+    if val_x is None:
+        result.best_epoch = len(result.history)
+        result.stop_reason = f"ran the fixed {config.epochs} epochs (no validation split)"
+        best_state = averaged.state_dict()
     model.load_state_dict(best_state)
     model.eval()
     replicas.check_in_step(model)

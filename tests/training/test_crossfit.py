@@ -68,9 +68,11 @@ def test_validation_calibration_can_be_forced(train_bundle: BundleFactory) -> No
         assert calibration.n_samples == 54
 
 
-def test_a_row_is_scored_by_a_model_that_did_not_train_on_it() -> None:
+@pytest.mark.parametrize("refit_epochs", [None, 4])
+def test_a_row_is_scored_by_a_model_that_did_not_train_on_it(refit_epochs: int | None) -> None:
     """Change one row: the scores of its own fold stay exactly the same (that fold's model
-    never saw it, and trained on identical data), while every other fold's scores move."""
+    never saw it, and trained on identical data), while every other fold's scores move.
+    With `refit_epochs` the fold models train on all their rows for that long: the same holds."""
     config = TrainingConfig(
         dataset="breast-cancer", epochs=5, hidden="16", latent_dim=2, calibration_folds=3
     )
@@ -84,7 +86,15 @@ def test_a_row_is_scored_by_a_model_that_did_not_train_on_it() -> None:
 
     def scores(x: np.ndarray) -> np.ndarray:
         return cross_fitted_scores(
-            config, shape, likelihood, x, 0.25, ["neg_elbo"], epsilon, torch.device("cpu")
+            config,
+            shape,
+            likelihood,
+            x,
+            0.25,
+            ["neg_elbo"],
+            epsilon,
+            torch.device("cpu"),
+            refit_epochs=refit_epochs,
         )["neg_elbo"]
 
     before = scores(x_fit)
