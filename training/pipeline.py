@@ -350,6 +350,7 @@ def run_training_replica(
                 report_dir,
                 model=model,
                 history=result.history,
+                refit_history=None if refit is None else refit.result.history,
                 data=data,
                 splits=shown,
                 shape=shape,

@@ -179,13 +179,20 @@ def _has(series: FloatArray) -> bool:
     return bool(np.isfinite(series).any())
 
 
-def plot_loss_curves(history: list[dict[str, float]], path: Path) -> Path:
+def plot_loss_curves(
+    history: list[dict[str, float]],
+    path: Path,
+    *,
+    refit_history: list[dict[str, float]] | None = None,
+) -> Path:
     """Plot per-epoch losses.
 
-    Left panel: ``train_loss`` and ``val_loss``. Right panel (only when any of
-    ``train_recon``/``train_kl``/``val_recon``/``val_kl``/``kl_weight`` is present): the
-    reconstruction and KL parts, with ``kl_weight`` on a secondary axis. The epoch with the
-    lowest ``val_loss`` is marked in every panel. Keys missing in some epochs leave gaps.
+    Left panel: ``train_loss`` and ``val_loss``, and the ``train_loss`` of `refit_history`
+    when the served model was trained again on every row (training.refit). Right panel (only
+    when any of ``train_recon``/``train_kl``/``val_recon``/``val_kl``/``kl_weight`` is
+    present): the reconstruction and KL parts, with ``kl_weight`` on a secondary axis. The
+    epoch with the lowest ``val_loss`` is marked in every panel. Keys missing in some epochs
+    leave gaps.
     """
     title = "Training curves"
     if not history:
@@ -213,7 +220,14 @@ def plot_loss_curves(history: list[dict[str, float]], path: Path) -> Path:
         ax.plot(epochs, train_loss, marker=".", label="train loss")
     if _has(val_loss):
         ax.plot(epochs, val_loss, marker=".", label="val loss")
-    _maybe_log_y(ax, np.concatenate([train_loss, val_loss]))
+    refit_loss = _series(refit_history or [], "train_loss")
+    if _has(refit_loss):
+        assert refit_history is not None
+        refit_epochs = np.array(
+            [float(h.get("epoch", i + 1)) for i, h in enumerate(refit_history)], dtype=np.float64
+        )
+        ax.plot(refit_epochs, refit_loss, color="C2", label="train loss, refit on every row")
+    _maybe_log_y(ax, np.concatenate([train_loss, val_loss, refit_loss]))
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.set_title("Total loss")

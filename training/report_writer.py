@@ -35,6 +35,7 @@ def write_report(
     *,
     model: VAE | Autoencoder,
     history: list[dict[str, float]],
+    refit_history: list[dict[str, float]] | None = None,
     data: LoadedData,
     splits: DataSplits,
     shape: ModelInput,
@@ -46,7 +47,9 @@ def write_report(
     seed: int,
 ) -> list[Path]:
     image_shape = shape.image_shape
-    written = [plot_loss_curves(history, report_dir / "loss_curves.png")]
+    written = [
+        plot_loss_curves(history, report_dir / "loss_curves.png", refit_history=refit_history)
+    ]
 
     # Held-out items (test when there is one) show what the model does on unseen data.
     shown, shown_labels = splits.test, splits.test_labels
@@ -123,7 +126,8 @@ def write_report(
 
 
 _CAPTIONS = {
-    "loss_curves.png": "training and validation loss per epoch; the line marks the kept epoch",
+    "loss_curves.png": "training and validation loss per epoch; the line marks the epoch early "
+    "stopping kept (with a refit, the model served trained again on every row that long)",
     "reconstructions.png": "held-out inputs (top) and their mean-path reconstructions (bottom)",
     "samples.png": "decoder means for z drawn from N(0, I)",
     "latent_space.png": "posterior means of held-out items; PCA when latent_dim > 2",

@@ -78,6 +78,22 @@ def test_loss_curves(tmp_path: Path) -> None:
         assert b.size[0] > a.size[0]
 
 
+def test_loss_curves_show_the_refit_when_there_was_one(tmp_path: Path) -> None:
+    history = _history(8, parts=True, kl_weight=True)
+    refit = [{"epoch": float(e), "train_loss": 5.0 - 0.3 * e} for e in range(1, 6)]
+    without, with_refit = tmp_path / "without.png", tmp_path / "with.png"
+    assert_png(plot_loss_curves(history, without), without)
+    assert_png(plot_loss_curves(history, with_refit, refit_history=refit), with_refit)
+    with Image.open(without) as a, Image.open(with_refit) as b:
+        assert a.size == b.size
+        assert a.tobytes() != b.tobytes()  # the refit's curve (and its legend entry) is drawn
+    # A refit history with no train loss adds nothing.
+    empty = tmp_path / "empty.png"
+    plot_loss_curves(history, empty, refit_history=[{"epoch": 1.0}])
+    with Image.open(without) as a, Image.open(empty) as c:
+        assert a.tobytes() == c.tobytes()
+
+
 def test_loss_curves_edge_cases(tmp_path: Path) -> None:
     # No val_loss, no "epoch" key, negative losses, only a KL part, a single epoch, no epochs.
     train_only = [{"train_loss": -1.0, "train_kl": 2.0}, {"train_loss": -3.0, "train_kl": 1.0}]
