@@ -55,7 +55,7 @@ smoke:  ## build the image, run it and call every endpoint; then the same throug
 k8s-validate: setup  ## render deploy/k8s (base, overlays) with kubectl kustomize; validate strictly against the Kubernetes schemas and our invariants
 	$(BIN)/python scripts/k8s_validate.py
 
-replicas-smoke:  ## 3 replicas behind nginx (compose, 127.0.0.1:18082): spread, a SIGKILL and a graceful stop under load, 0 failed requests (~1.5 min)
+replicas-smoke:  ## 3 replicas behind nginx (compose, 127.0.0.1:18082 or a free port): spread, a SIGKILL and a graceful stop under load, 0 failed requests (~1.5 min)
 	scripts/replicas-smoke.sh
 
 clean:  ## remove caches (keeps .venv and models/)

@@ -6,9 +6,11 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/compose-command.sh
 . scripts/compose-command.sh compose-smoke  # sets engine and compose, or skips
 project="vaesmoke$$"
-export VAE_PUBLISH_PORT="${SMOKE_COMPOSE_PORT:-18081}"
+VAE_PUBLISH_PORT=$(python3 scripts/smoke_hygiene.py port --default 18081 \
+  --wanted "${SMOKE_COMPOSE_PORT:-}")
+export VAE_PUBLISH_PORT
 base="http://127.0.0.1:$VAE_PUBLISH_PORT"
-down() { "${compose[@]}" -p "$project" down >/dev/null 2>&1 || true; }
+down() { compose_down "$project"; }
 trap down EXIT
 
 echo "== ${compose[*]} up (project $project, port $VAE_PUBLISH_PORT)"

@@ -10,7 +10,10 @@ if [ -z "$engine" ]; then
 fi
 image="vae-service:smoke"
 name="vae-smoke-$$"
-port="${SMOKE_PORT:-18080}"
+# Leftovers of an earlier, killed run go first; a taken port moves us to a free one (it would
+# otherwise test somebody else's server). scripts/smoke_hygiene.py says what it did.
+python3 scripts/smoke_hygiene.py reap "$engine"
+port=$(python3 scripts/smoke_hygiene.py port --default 18080 --wanted "${SMOKE_PORT:-}")
 format=(); [ "$engine" = podman ] && format=(--format docker)  # keeps HEALTHCHECK in the image
 cleanup() { "$engine" rm -f "$name" >/dev/null 2>&1 || true; }
 trap cleanup EXIT

@@ -16,13 +16,15 @@ cd "$(dirname "$0")/.."
 started=$(date +%s)
 project="vaerepl$$"
 file=deploy/compose/docker-compose.replicas.yml
-export LB_PUBLISH_PORT="${SMOKE_REPLICAS_PORT:-18082}"
+LB_PUBLISH_PORT=$(python3 scripts/smoke_hygiene.py port --default 18082 \
+  --wanted "${SMOKE_REPLICAS_PORT:-}")
+export LB_PUBLISH_PORT
 export VAE_REPLICAS="${SMOKE_REPLICAS:-3}"
 base="http://127.0.0.1:$LB_PUBLISH_PORT"
 rate="${SMOKE_REPLICAS_RATE:-400}"  # requests/s under load: steady, not all the CPU there is
 out="${SMOKE_REPLICAS_OUT:-/tmp/vae-replicas-smoke}"
 mkdir -p "$out"
-down() { "${compose[@]}" -f "$file" -p "$project" down >/dev/null 2>&1 || true; }
+down() { compose_down "$project" -f "$file"; }
 trap down EXIT
 
 format=(); [ "$engine" = podman ] && format=(--format docker)  # keeps HEALTHCHECK in the image
