@@ -42,13 +42,10 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from bench.quality_select import IMAGE_TASKS, INNER_HELDOUT, SCORE_SAMPLES, development_set
+from bench.quality_select import IMAGE_TASKS, SCORE_SAMPLES, prepare
 from bench.reference_vae import train_reference
-from training.config import TrainingConfig
-from training.data import split_dataset
-from training.factory import build_model, model_input, resolve_likelihood
+from training.factory import build_model
 from training.models import VAE, LossTerms, gaussian_kl_to_standard_normal
-from training.pipeline import choose_preprocessing
 from training.train import train_model
 
 DECODERS = ("factorised", "local2", "local5", "made")
@@ -212,30 +209,13 @@ def scores(model: ContextVAE, x: torch.Tensor, seed: int) -> dict[str, np.ndarra
 
 
 def measure(decoder: str, name: str, seed: int) -> dict[str, Any]:
-    data = development_set(name, seed)
-    config = TrainingConfig(
-        dataset="development set", seed=seed, test_fraction=INNER_HELDOUT, plots=False
-    )
-    config.validate()
-    splits = split_dataset(
-        data,
-        seed=seed,
-        validation_fraction=config.validation_fraction,
-        test_fraction=config.test_fraction,
-    )
-    shape = model_input(config, data.feature_shape, data.is_image)
-    likelihood = resolve_likelihood(config, data.is_image)
-    if likelihood != "bernoulli":
-        raise ValueError(f"{name}: the context decoders are Bernoulli only, not {likelihood}")
-    prep = choose_preprocessing(config, data, splits.train, likelihood)
-
-    def model_space(rows: np.ndarray[Any, Any]) -> torch.Tensor:
-        return torch.from_numpy(prep.apply(rows.reshape((len(rows), *shape.shape))))
-
-    train, validation = model_space(splits.train), model_space(splits.validation)
-    test = model_space(splits.test)
+    prepared = prepare(name, seed, {})
+    config, splits, shape = prepared.config, prepared.splits, prepared.shape
+    if prepared.likelihood != "bernoulli":
+        raise ValueError(f"{name}: the context decoders are Bernoulli only")
+    train, validation, test = prepared.train, prepared.validation, prepared.heldout
     torch.manual_seed(seed)
-    base = build_model(config, shape, likelihood)
+    base = build_model(config, shape, prepared.likelihood)
     assert isinstance(base, VAE)
     side = math.isqrt(int(np.prod(shape.shape)))
     model = build(decoder, base, side, config.code_size(), seed)

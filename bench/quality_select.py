@@ -23,6 +23,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,11 +37,11 @@ from bench.reference_vae import train_reference
 from training.architecture import fit_best_architecture, total_cpu_seconds
 from training.config import TrainingConfig
 from training.crossfit import needs_cross_fit
-from training.data import LoadedData, load_dataset, split_dataset
+from training.data import DataSplits, LoadedData, load_dataset, split_dataset
 from training.distributed import Replicas
 from training.evaluate import heldout_likelihood_metrics
-from training.factory import model_input, resolve_likelihood
-from training.models import VAE, gaussian_kl_to_standard_normal
+from training.factory import ModelInput, model_input, resolve_likelihood
+from training.models import VAE, Likelihood, gaussian_kl_to_standard_normal
 from training.pipeline import choose_preprocessing
 from training.refit import refit_on_all_rows, uses_refit
 
@@ -133,12 +134,26 @@ def _scores(model: VAE, x: torch.Tensor, seed: int) -> dict[str, npt.NDArray[np.
     return {key: value.numpy().astype(np.float64) for key, value in scores.items()}
 
 
-def measure(name: str, candidate: str, seed: int, likelihood_reference: bool) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PreparedSet:
+    """A development set split as `vae-train` would, in the model's input space."""
+
+    config: TrainingConfig
+    data: LoadedData
+    splits: DataSplits
+    shape: ModelInput
+    likelihood: Likelihood
+    train: torch.Tensor
+    validation: torch.Tensor
+    heldout: torch.Tensor
+
+
+def prepare(name: str, seed: int, overrides: dict[str, Any]) -> PreparedSet:
     data = development_set(name, seed)
     config = TrainingConfig(
         dataset="development set", seed=seed, test_fraction=INNER_HELDOUT, plots=False
     )
-    for key, value in CANDIDATES[candidate].items():
+    for key, value in overrides.items():
         setattr(config, key, value)
     config.validate()
     splits = split_dataset(
@@ -154,9 +169,21 @@ def measure(name: str, candidate: str, seed: int, likelihood_reference: bool) ->
     def model_space(x: npt.NDArray[np.float32]) -> torch.Tensor:
         return torch.from_numpy(prep.apply(x.reshape((len(x), *shape.shape))))
 
-    train, validation, heldout = (
-        model_space(a) for a in (splits.train, splits.validation, splits.test)
+    return PreparedSet(
+        config,
+        data,
+        splits,
+        shape,
+        likelihood,
+        *(model_space(a) for a in (splits.train, splits.validation, splits.test)),
     )
+
+
+def measure(name: str, candidate: str, seed: int, likelihood_reference: bool) -> dict[str, Any]:
+    prepared = prepare(name, seed, CANDIDATES[candidate])
+    config, data, splits = prepared.config, prepared.data, prepared.splits
+    shape, likelihood = prepared.shape, prepared.likelihood
+    train, validation, heldout = prepared.train, prepared.validation, prepared.heldout
     fitted = fit_best_architecture(
         config,
         shape,
