@@ -106,7 +106,16 @@ def inspect(engine: str, what: list[str], names: list[str]) -> list[dict[str, ob
 
 def smoke_leftovers(engine: str) -> list[Leftover]:
     found: list[Leftover] = []
-    containers = run(engine, "ps", "-a", "--format", "{{.Names}}").split()
+    # Only candidates are inspected (the patterns below decide): containers whose name holds
+    # the container smoke's prefix, and compose containers.
+    filters = ["name=vae-smoke-", *(f"label={key}" for key in COMPOSE_PROJECT_LABELS)]
+    containers = sorted(
+        {
+            name
+            for where in filters
+            for name in run(engine, "ps", "-a", "--filter", where, "--format", "{{.Names}}").split()
+        }
+    )
     for record in inspect(engine, [], containers):
         name = str(record.get("Name", "")).lstrip("/")
         config = record.get("Config")

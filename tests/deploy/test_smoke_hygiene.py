@@ -176,3 +176,39 @@ def test_reaping_never_fails_a_smoke(tmp_path: Path) -> None:
     done = script("reap", str(tmp_path / "no-such-engine"))
     assert done.returncode == 0
     assert "could not remove earlier runs' leftovers" in done.stderr
+
+
+def test_real_leftover_containers_are_found_by_name_or_compose_project() -> None:
+    """Containers created (never started) from an image already here: one named like the
+    container smoke's, one labelled like a compose smoke's, one that is somebody else's."""
+    engine = engine_or_skip()
+    image = "python:3.11-slim"  # the base image scripts/container-engine.sh provides
+    if subprocess.run([engine, "image", "inspect", image], capture_output=True).returncode:
+        pytest.skip(f"{image} is not here yet (the container smokes fetch or build it)")
+    tag = 9_000_000_000 + uuid.uuid4().int % 999_999_999
+    named, labelled, foreign = f"vae-smoke-{tag}", f"test-{tag}", f"vae-smoke-{tag}-not"
+    create = [engine, "create", "--name"]
+    subprocess.run([*create, named, image, "true"], capture_output=True, check=True)
+    subprocess.run(
+        [*create, labelled, "--label", f"com.docker.compose.project=vaerepl{tag}", image, "true"],
+        capture_output=True,
+        check=True,
+    )
+    subprocess.run([*create, foreign, image, "true"], capture_output=True, check=True)
+    try:
+        found = {item.name: item for item in hygiene.smoke_leftovers(engine)}
+        assert named in found
+        assert labelled in found
+        assert foreign not in found
+        hygiene.remove(engine, [found[named], found[labelled]])
+        left = subprocess.run(
+            [engine, "ps", "-a", "--format", "{{.Names}}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        assert named not in left
+        assert labelled not in left
+        assert foreign in left
+    finally:
+        subprocess.run([engine, "rm", "-f", named, labelled, foreign], capture_output=True)
