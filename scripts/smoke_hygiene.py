@@ -138,30 +138,38 @@ def smoke_leftovers(engine: str) -> list[Leftover]:
     return found
 
 
-def remove(engine: str, doomed: list[Leftover]) -> None:
-    containers = [item.name for item in doomed if item.kind == "container"]
-    networks = [item.name for item in doomed if item.kind == "network"]
-    # containers first: a network in use cannot be removed
-    if containers:
-        run(engine, "rm", "-f", *containers)
-    if networks:
-        run(engine, "network", "rm", *networks)
+def remove(engine: str, doomed: list[Leftover]) -> list[tuple[Leftover, str | None]]:
+    """Removes each leftover on its own, containers first (a network in use cannot be removed).
+    One at a time because podman 4.3's `rm -f gone kept` exits 0 and leaves `kept` in place when
+    `gone` vanished meanwhile. Returns each with its error, if any."""
+    outcome: list[tuple[Leftover, str | None]] = []
+    for item in sorted(doomed, key=lambda leftover: leftover.kind != "container"):
+        command = ["rm", "-f"] if item.kind == "container" else ["network", "rm"]
+        try:
+            run(engine, *command, item.name)
+        except (OSError, RuntimeError, subprocess.TimeoutExpired) as failure:
+            outcome.append((item, str(failure)))
+        else:
+            outcome.append((item, None))
+    return outcome
 
 
 def reap(engine: str, older_than_s: float) -> int:
     try:
         doomed = stale(smoke_leftovers(engine), datetime.now(UTC), older_than_s)
-        remove(engine, doomed)
     except (OSError, RuntimeError, subprocess.TimeoutExpired, ValueError, KeyError) as failure:
         # Tidying is a courtesy: a smoke must not fail because of it; the port check guards it.
-        print(f"smoke: could not remove earlier runs' leftovers: {failure}", file=sys.stderr)
+        print(f"smoke: could not look for earlier runs' leftovers: {failure}", file=sys.stderr)
         return 0
-    for item in doomed:
-        print(
-            f"smoke: removed a leftover {item.kind} of an earlier run: {item.name} "
-            f"(created {item.created:%Y-%m-%d %H:%M:%S} UTC)",
-            file=sys.stderr,
-        )
+    for item, error in remove(engine, doomed):
+        what = f"a leftover {item.kind} of an earlier run: {item.name}"
+        if error:
+            print(f"smoke: could not remove {what}: {error}", file=sys.stderr)
+        else:
+            print(
+                f"smoke: removed {what} (created {item.created:%Y-%m-%d %H:%M:%S} UTC)",
+                file=sys.stderr,
+            )
     return 0
 
 
