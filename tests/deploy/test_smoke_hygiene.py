@@ -146,6 +146,15 @@ def engine_or_skip() -> str:
     pytest.skip("no podman or docker here: the smokes skip too")
 
 
+def names(engine: str, *listing: str) -> list[str]:
+    """What `engine ps -a` or `engine network ls` lists, by name."""
+    field = "{{.Names}}" if listing[0] == "ps" else "{{.Name}}"
+    done = subprocess.run(
+        [engine, *listing, "--format", field], capture_output=True, text=True, check=True
+    )
+    return done.stdout.split()
+
+
 def test_a_real_leftover_network_is_found_dated_and_removed() -> None:
     """Against the real engine, touching only a network this test makes: one named like a
     replicas smoke's, with a PID no process can have (Linux PIDs stop at 4194304)."""
@@ -161,13 +170,7 @@ def test_a_real_leftover_network_is_found_dated_and_removed() -> None:
         # too young for the smokes' own reaping: a run may still be using it
         assert hygiene.stale(found, datetime.now(UTC), hygiene.DEFAULT_OLDER_THAN_S) == []
         assert hygiene.remove(engine, found) == [(found[0], None)]
-        listed = subprocess.run(
-            [engine, "network", "ls", "--format", "{{.Name}}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
-        assert name not in listed
+        assert name not in names(engine, "network", "ls")
     finally:
         subprocess.run([engine, "network", "rm", name], capture_output=True, check=False)
 
@@ -203,12 +206,7 @@ def test_real_leftover_containers_are_found_by_name_or_compose_project() -> None
         outcome = hygiene.remove(engine, [found[named], found[labelled]])
         assert [error for _, error in outcome] == [None, None]
         hygiene.remove(engine, [found[named]])  # gone already: at most said, never raised
-        left = subprocess.run(
-            [engine, "ps", "-a", "--format", "{{.Names}}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
+        left = names(engine, "ps", "-a")
         assert named not in left
         assert labelled not in left
         assert foreign in left
