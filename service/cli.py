@@ -7,6 +7,7 @@ environment, so every uvicorn worker process builds the same settings.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import logging.config
 import os
@@ -112,6 +113,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def http_protocol() -> type[asyncio.Protocol] | str:
+    """uvicorn's httptools protocol sending headers with the body, or "auto" without httptools
+    (uvicorn then falls back to h11 and its own two writes)."""
+    try:
+        from service.one_write import OneWriteHttpToolsProtocol
+    except ImportError:
+        return "auto"
+    return OneWriteHttpToolsProtocol
+
+
 def _run_server(settings: ServiceSettings, log_config: dict[str, Any]) -> None:
     uvicorn.run(
         "service.cli:app_from_environment",
@@ -126,9 +137,10 @@ def _run_server(settings: ServiceSettings, log_config: dict[str, Any]) -> None:
         # only when the log level asks for info. In JSON the service writes its own request
         # lines instead (service.observe), with the request id, model and stage timings.
         access_log=settings.log_format == "text" and settings.log_level in ("info", "debug"),
-        # uvloop and httptools when installed (the serve extra installs both)
+        # uvloop and httptools when installed (the serve extra installs both); with httptools,
+        # each answer's headers leave in one write with its body (service.one_write)
         loop="auto",
-        http="auto",
+        http=http_protocol(),
         timeout_graceful_shutdown=settings.shutdown_drain_s,
     )
 
