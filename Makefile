@@ -72,7 +72,7 @@ profile: setup  ## where a JSON request's time goes, in-process (pyinstrument); 
 
 SOAK_SECONDS ?= 120
 SOAK_ARGS ?=
-soak: setup  ## SOAK_SECONDS (120) of mixed valid and invalid requests against vae-serve; fails on a 5xx, a dropped request or growing RSS; writes bench/SOAK.md
+soak: setup  ## SOAK_SECONDS (120) of mixed valid, invalid and hostile requests, slow clients beside, against vae-serve; fails on a 5xx, a dropped request, a lost worker or growing RSS; writes bench/SOAK.md
 	$(BIN)/python -m bench.soak --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
 
 QUALITY_ARGS ?=

@@ -21,8 +21,8 @@ from pyinstrument import Profiler
 
 from bench.bodies import write_bodies
 from bench.models import load_model
-from service import codecs
-from service.operations import Inference, RawRequest, ServiceState, serve_operation
+from service import codecs, json_body
+from service.operations import Inference, RequestHead, ServiceState, serve_operation
 from service.repository import ModelRepository
 from service.runtime import ServedModel
 from service.settings import ServiceSettings
@@ -44,20 +44,23 @@ def profile_one(
     state: ServiceState, served: ServedModel, body: bytes, label: str, small: bool
 ) -> list[str]:
     """A table of per-part costs and a pyinstrument profile for one request body."""
-    raw = RawRequest("application/json", "application/json", {}, body)
+    head = RequestHead("application/json", "application/json", {}, str(len(body)))
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": body, "more_body": False}
 
     async def serve_many(count: int) -> None:
         for _ in range(count):
-            await serve_operation(state, "reconstruct", None, None, raw)
+            await serve_operation(state, "reconstruct", None, None, head, receive)
 
-    x = codecs.array_field(codecs.parse_json_object(body), "inputs")
+    x = json_body.array_field(json_body.parse_json_object(body), "inputs")
     assert x is not None
     model_x = served.model_input(x)
     result = served.reconstruct(x, samples=None, seed=None)
     parts: dict[str, Callable[[], object]] = {
         "orjson.loads of the body": lambda: orjson.loads(body),
-        "JSON body -> float32 array (codecs)": lambda: codecs.array_field(
-            codecs.parse_json_object(body), "inputs"
+        "JSON body -> float32 array (json_body)": lambda: json_body.array_field(
+            json_body.parse_json_object(body), "inputs"
         ),
         "onnxruntime encoder + decoder": lambda: served.bundle.decode_model(
             served.bundle.encode_model(model_x).mu

@@ -1,4 +1,5 @@
-"""A bounded soak run: mixed valid and invalid requests against a real vae-serve (issue 7).
+"""A bounded soak run: mixed valid, invalid and hostile requests against a real vae-serve
+(issues 7 and 18), with slow and silent clients held open beside the load.
 
     .venv/bin/python -m bench.soak [--seconds 120] [--connections 8] [--models default[,784]]
         [--log-level info] [--out bench]
@@ -34,6 +35,7 @@ import numpy as np
 
 from bench import memory, servers, wrk
 from bench.bodies import JSON, NPY, OCTET, json_inputs, json_number, npy_bytes, v2_binary_infer
+from bench.hostile_mix import ConnectionPressure, hostile_requests
 from bench.models import ROOT, BenchModel, load_model
 
 BENCH = ROOT / "bench"
@@ -45,6 +47,10 @@ MAX_BODY_BYTES = 64 * 1024
 WORKER_MAX_MB = 300.0  # issue 7, as in bench/report.py
 SLOPE_MAX_MB_PER_MIN = 5.0
 SETTLE_S = 10.0  # the slope is judged after this: arenas and caches fill at first
+# Beside the load (bench/hostile_mix.py): connections trickling a request head, and silent
+# ones, each replaced when the server cuts it off after VAE_HEADER_TIMEOUT_S (default 10 s).
+TRICKLING, SILENT, HEAD_TIMEOUT_S = 40, 8, 10.0
+HEALTH_MAX_MS = 100.0
 NPY_ROWS = 16  # items in the npy bodies
 MODEL_KEYS = ("default", "784")
 
@@ -142,6 +148,9 @@ def digits_kinds(model: BenchModel) -> list[Kind]:
         post("v2-size-mismatch", "binary_data_size 4 bytes short of the shape", 400, v2_path,
              bad_head + short,
              {"Content-Type": OCTET, "Inference-Header-Content-Length": str(len(bad_head))}),
+        # issue 18: bodies built to cost a worker as much as they can (bench/hostile_mix.py)
+        *(post(h.key, h.title, h.status, h.path, h.body, h.headers)
+          for h in hostile_requests(name, features)),
     ]  # fmt: skip
 
 
@@ -666,6 +675,30 @@ def judge(result: dict[str, Any]) -> list[dict[str, str]]:
             not silent,
         )
     )
+    pressure = load.get("pressure")
+    if pressure is not None:
+        answers = pressure["answers"]
+        wrong = {s: n for s, n in answers.items() if s not in ("408", "431")}
+        checks.append(
+            check(
+                f"slow and silent clients ({TRICKLING} trickling a head, {SILENT} silent) are "
+                f"cut off after the head timeout, oversized heads refused 431",
+                f"{pressure['opened']} opened, {pressure['cut_off']} cut off "
+                f"({', '.join(f'{s}: {n}' for s, n in answers.items()) or 'no answers'}), "
+                f"{pressure['still_open_too_long']} held past the timeout",
+                pressure["still_open_too_long"] == 0 and not wrong,
+            )
+        )
+        checks.append(
+            check(
+                f"/healthz under that pressure: every check answered, in < {HEALTH_MAX_MS:.0f} ms",
+                f"{pressure['health_checks']} checks, {pressure['health_failures']} failed, "
+                f"slowest {pressure['health_max_ms']:.1f} ms",
+                pressure["health_failures"] == 0
+                and pressure["health_checks"] > 0
+                and pressure["health_max_ms"] < HEALTH_MAX_MS,
+            )
+        )
     workers = result["workers"]
     checks.append(
         check(
@@ -793,6 +826,10 @@ def load(
     )
     sampler = memory.MemorySampler(server.pid)
     sampler.start()
+    pressure = ConnectionPressure(
+        server.base_url, trickling=TRICKLING, silent=SILENT, head_timeout_s=HEAD_TIMEOUT_S
+    )
+    pressure.start()
     raw = OUT / "wrk.txt"
     began = time.perf_counter()
     try:
@@ -806,6 +843,7 @@ def load(
             raw_path=raw,
         )
     finally:
+        pressured = pressure.stop()
         sampler.stop()
     wall = time.perf_counter() - began
     roles_after = process_roles(server.pid)
@@ -826,6 +864,7 @@ def load(
         "per_s": round(answered / outcome.duration_s, 1),
         "unattributed": {str(s): n for s, n in counts.unattributed.items()},
         "kinds": rows,
+        "pressure": pressured,
     }
     workers = {
         "before": sorted(p for p, r in roles.items() if r == "worker"),
@@ -950,6 +989,22 @@ def markdown(result: dict[str, Any]) -> str:
             "what was in flight when wrk stopped.",
             "",
         ]
+        pressure = load.get("pressure")
+        if pressure is not None:
+            lines += [
+                "## Slow and silent clients beside the load",
+                "",
+                f"`bench/hostile_mix.py`: {TRICKLING} connections trickling a request head a "
+                f"byte every 0.25 s and {SILENT} that send nothing, each replaced when the server "
+                f"cuts it off; an oversized head (64 KiB) every second; `/healthz` every 0.1 s "
+                f"on a connection of its own. Connections opened: {pressure['opened']}, cut off "
+                f"by the server: {pressure['cut_off']} (answers: "
+                f"{pressure['answers'] or 'none'}); oversized heads sent: "
+                f"{pressure['oversized_heads']}; health checks: {pressure['health_checks']}, "
+                f"failed: {pressure['health_failures']}, slowest: "
+                f"{pressure['health_max_ms']:.1f} ms.",
+                "",
+            ]
         samples = {k["key"]: k["samples"] for k in load["kinds"] if k["samples"]}
         if samples:
             lines += ["Unexpected answers (the first of each kind and status):", ""]

@@ -24,8 +24,20 @@ echo "== building $image with $engine"
 size=$("$engine" image inspect "$image" --format '{{.Size}}')
 echo "image size: $((size / 1000000)) MB ($size bytes)"
 
+echo "== fail closed: the image binds 0.0.0.0, so without API keys it must refuse to start"
+set +e
+refusal=$("$engine" run --rm "$image" 2>&1)
+code=$?
+set -e
+if [ "$code" != "2" ] || ! grep -q "no API keys" <<<"$refusal"; then
+  echo "FAIL: without keys the container exited $code:"; echo "$refusal" | tail -5; exit 1
+fi
+echo "  ok   refused to start (exit 2): $(grep -o 'no API keys[^:]*' <<<"$refusal" | head -1)"
+
+# A fresh key for this run only; smoke_endpoints.py sends it and checks a call without it fails.
+key=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
 start=$(date +%s.%N)
-"$engine" run -d --name "$name" -p "127.0.0.1:$port:8000" "$image" >/dev/null
+"$engine" run -d --name "$name" -p "127.0.0.1:$port:8000" -e "VAE_API_KEYS=$key" "$image" >/dev/null
 for _ in $(seq 1 300); do
   if curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; then break; fi
   if [ "$("$engine" inspect "$name" --format '{{.State.Running}}')" != "true" ]; then
@@ -38,7 +50,7 @@ curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null || { "$engine" logs "$name"
 python3 -c "print(f'cold start to ready: {$ready - $start:.2f} s')"
 
 echo "== endpoints"
-python3 scripts/smoke_endpoints.py "http://127.0.0.1:$port"
+SMOKE_API_KEY="$key" python3 scripts/smoke_endpoints.py "http://127.0.0.1:$port"
 
 echo "== inside the container"
 uid=$("$engine" exec "$name" id -u)

@@ -119,6 +119,7 @@ def invariant_problems(resources: list[Resource]) -> Iterator[str]:
     if "replicas" in spec:
         yield "the Deployment sets replicas: the HPA owns the count, an apply would reset it"
     yield from probe_problems(container, env)
+    yield from authentication_problems(container, env)
     yield from filesystem_problems(pod, container, env)
     yield from shutdown_problems(pod, container, env)
     yield from resource_problems(container, env)
@@ -175,6 +176,22 @@ def probe_problems(container: Resource, env: dict[str, str]) -> Iterator[str]:
         port = ports.get(get.get("port"), get.get("port"))
         if port != serving_port:
             yield f"{probe} asks port {get.get('port')}, not the serving port {serving_port}"
+
+
+def authentication_problems(container: Resource, env: dict[str, str]) -> Iterator[str]:
+    """Fail closed: the keys come from a Secret the pod cannot start without, and nothing
+    lets the server run open."""
+    refs = [
+        item["valueFrom"]["secretKeyRef"]
+        for item in container.get("env", [])
+        if item.get("name") == "VAE_API_KEYS" and "secretKeyRef" in item.get("valueFrom", {})
+    ]
+    if not refs:
+        yield "VAE_API_KEYS does not come from a Secret"
+    elif any(ref.get("optional", False) for ref in refs):
+        yield "the API key Secret is optional: a missing Secret would serve every route open"
+    if env.get("VAE_ALLOW_UNAUTHENTICATED", "false").strip().lower() in ("true", "1", "yes"):
+        yield "VAE_ALLOW_UNAUTHENTICATED is on: the service would run without keys"
 
 
 def filesystem_problems(pod: Resource, container: Resource, env: dict[str, str]) -> Iterator[str]:

@@ -1,13 +1,15 @@
 """Call every endpoint of a running vae-service and check the answers; exit 1 on any failure.
 
 Usage: python scripts/smoke_endpoints.py http://127.0.0.1:8000
-Standard library only, so it runs with any Python 3.11 on the host.
+With SMOKE_API_KEY set, every call carries that key (X-API-Key) and a call without it must be
+refused with 401. Standard library only, so it runs with any Python 3.11 on the host.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import struct
 import sys
 import urllib.error
@@ -82,22 +84,32 @@ DIGIT = [
 ]
 
 
-def call(base: str, path: str, body: Any = None) -> tuple[int, Any]:
+API_KEY = os.environ.get("SMOKE_API_KEY", "")
+
+
+def key_headers() -> dict[str, str]:
+    return {"x-api-key": API_KEY} if API_KEY else {}
+
+
+def call(
+    base: str, path: str, body: Any = None, *, with_key: bool = True, method: str | None = None
+) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        base + path, data=data, headers={"content-type": "application/json"}
-    )
+    headers = {"content-type": "application/json", **(key_headers() if with_key else {})}
+    request = urllib.request.Request(base + path, data=data, headers=headers, method=method)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
+            text = response.read()
+            return response.status, json.loads(text) if text else None
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
 
 
 def fetch(base: str, path: str) -> tuple[int, str, str]:
     """(status, content type, text) of a GET."""
+    request = urllib.request.Request(base + path, headers=key_headers())
     try:
-        with urllib.request.urlopen(base + path, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.headers["content-type"] or "", response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.headers["content-type"] or "", ""
@@ -113,6 +125,11 @@ def main(base: str) -> int:
 
     status, body = call(base, "/healthz")
     check("GET /healthz -> 200", status == 200 and body == {"status": "ok"})
+    status, body = call(base, "/healthz", method="HEAD")
+    check("HEAD /healthz -> 200, no body", status == 200 and body is None)
+    if API_KEY:
+        status, body = call(base, "/encode", {"inputs": [DIGIT]}, with_key=False)
+        check("POST /encode without the key -> 401", status == 401)
     status, body = call(base, "/readyz")
     check("GET /readyz -> 200 ready", status == 200 and body.get("status") == "ready")
     status, body = call(base, "/models")
@@ -157,7 +174,11 @@ def main(base: str) -> int:
     request = urllib.request.Request(
         base + "/anomaly-score",
         data=buffer.getvalue(),
-        headers={"content-type": "application/x-npy", "accept": "application/x-npy"},
+        headers={
+            "content-type": "application/x-npy",
+            "accept": "application/x-npy",
+            **key_headers(),
+        },
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         npy_ok = response.status == 200 and response.read().startswith(b"\x93NUMPY")

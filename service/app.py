@@ -26,15 +26,13 @@ from service.api_docs import OPERATION_DOCS, OperationDoc
 from service.asgi import ASGIApp
 from service.errors import InvalidInput, ServiceError
 from service.fastpath import FastPath
-from service.metrics import ServiceMetrics, register_metrics_route
+from service.metrics import ServiceMetrics, count_connection_refusals, register_metrics_route
 from service.observe import RequestObserver
 from service.operations import (
     Inference,
-    RawRequest,
     RawResponse,
+    RequestHead,
     ServiceState,
-    error_response,
-    read_body,
     serve_operation,
 )
 from service.pages import register_pages
@@ -42,7 +40,7 @@ from service.reload import register_reload_routes
 from service.repository import ModelRepository
 from service.request_context import current_request
 from service.responses import json_response
-from service.security import ApiKeyGuard, document_api_keys
+from service.security import AUTHENTICATED, ApiKeyGuard, document_api_keys
 from service.settings import ServiceSettings
 from service.v2 import register_v2_routes
 
@@ -56,18 +54,15 @@ def _state(request: Request) -> ServiceState:
 
 def _handler(route: str) -> Callable[[Request, str | None, str | None], Awaitable[Response]]:
     async def handle(request: Request, name: str | None, version: str | None) -> Response:
-        state = _state(request)
         headers = request.headers
-        try:
-            body = await read_body(
-                request.receive, headers.get("content-length"), state.settings.max_body_bytes
-            )
-        except ServiceError as error:
-            return _to_response(error_response(error))
-        raw = RawRequest(
-            headers.get("content-type"), headers.get("accept"), dict(request.query_params), body
+        head = RequestHead(
+            headers.get("content-type"),
+            headers.get("accept"),
+            dict(request.query_params),
+            headers.get("content-length"),
         )
-        return _to_response(await serve_operation(state, route, name, version, raw))
+        raw = await serve_operation(_state(request), route, name, version, head, request.receive)
+        return _to_response(raw)
 
     return handle
 
@@ -119,8 +114,11 @@ def create_app(
     the server's workers signal each other to reload (`service.reload`)."""
     settings = settings or ServiceSettings()
     metrics = ServiceMetrics() if settings.metrics else None
+    # The connection limits refuse before any request exists; this counts what they refuse.
+    count_connection_refusals(metrics)
     state = ServiceState(settings, metrics=metrics)
     keys = settings.api_key_list()
+    state.readiness_details_open = not keys and settings.binds_loopback_only()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -228,12 +226,20 @@ def _register_metadata_routes(app: FastAPI) -> None:
         repository = state.repository
         if repository is None or not state.ready:
             return json_response({"status": "loading"}, 503, {"Retry-After": "1"})
+        # The reasons name files on the server: only for a caller with a key, or anyone when
+        # the server runs keyless on loopback (a developer's own machine).
+        reasons = state.readiness_details_open or bool(request.scope.get(AUTHENTICATED))
+        refused = (
+            repository.refused
+            if reasons
+            else dict.fromkeys(repository.refused, "refused (the reason is shown with an API key)")
+        )
         return json_response(
             {
                 "status": "ready",
                 "models": {n: repository.served_version[n] for n in sorted(repository.models)},
                 "default_model": repository.default_name,
-                "refused": repository.refused,
+                "refused": refused,
             }
         )
 

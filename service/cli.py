@@ -84,11 +84,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_config = logging_config(settings)
     logging.config.dictConfig(log_config)
     log = logging.getLogger("vae_service")
+    refusal = settings.authentication_refusal(keys)
+    if refusal is not None:
+        print(f"vae-serve: error: {refusal}", file=sys.stderr)
+        return 2
     if keys:
         # How many, never which: keys stay out of every log.
         log.info("API keys: %d configured; open paths: %s", len(keys), settings.auth_open_paths)
+    elif settings.binds_loopback_only():
+        log.warning(
+            "no API keys configured (VAE_API_KEYS): every route is open on %s", settings.host
+        )
     else:
-        log.warning("no API keys configured (VAE_API_KEYS): every route is open")
+        log.warning(
+            "VAE_ALLOW_UNAUTHENTICATED=true and no API keys: EVERY ROUTE, /admin/reload "
+            "included, IS OPEN to anyone who reaches %s:%d",
+            settings.host,
+            settings.port,
+        )
     if settings.cors_origins():
         log.info("CORS allowed origins: %s", ", ".join(settings.cors_origins()))
     try:
@@ -114,13 +127,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def http_protocol() -> type[asyncio.Protocol] | str:
-    """uvicorn's httptools protocol sending headers with the body, or "auto" without httptools
-    (uvicorn then falls back to h11 and its own two writes)."""
+    """uvicorn's httptools protocol under the connection limits (service.http_limits), sending
+    headers with the body; or "auto" without httptools (uvicorn then falls back to h11, its own
+    two writes, and only h11's bound on a request head)."""
     try:
-        from service.one_write import OneWriteHttpToolsProtocol
+        from service.http_limits import LimitedHttpToolsProtocol
     except ImportError:
         return "auto"
-    return OneWriteHttpToolsProtocol
+    return LimitedHttpToolsProtocol
 
 
 def _run_server(settings: ServiceSettings, log_config: dict[str, Any]) -> None:
@@ -141,6 +155,8 @@ def _run_server(settings: ServiceSettings, log_config: dict[str, Any]) -> None:
         # each answer's headers leave in one write with its body (service.one_write)
         loop="auto",
         http=http_protocol(),
+        timeout_keep_alive=settings.keep_alive_timeout_s,
+        h11_max_incomplete_event_size=settings.max_header_bytes,
         timeout_graceful_shutdown=settings.shutdown_drain_s,
     )
 

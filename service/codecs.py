@@ -1,30 +1,35 @@
-"""Request bodies -> validated float32 arrays, arrays -> response bytes: the service's hot path.
+"""Content negotiation, npy bodies in, and response bytes out: the service's hot path.
 
 Pure functions over bytes/str and numpy; no web framework. Every bad input raises a
 `service.errors` exception whose message names the field and what was expected, because any
-other exception reaching the handler becomes a 500 (a bug, not a client error).
+other exception reaching the handler becomes a 500 (a bug, not a client error). JSON bodies
+are read by `service.json_body`; both readers end in `service.array_checks`.
 
-Speed rules: no per-float Python objects beyond what `orjson.loads` already built, no
-`.tolist()`. Nested lists are turned into arrays by `np.array` (C loop), validation runs on the
-resulting array, and the slow Python walks in this module only run to *explain* a failure.
+Every cache here is keyed by a client's header or bytes, so each is bounded in bytes as well
+as entries: values longer than `CACHEABLE_BYTES` are worked out every time and never kept.
 """
 
 from __future__ import annotations
 
 import functools
 import io
-import itertools
 import math
 import re
 import zipfile
-from collections.abc import Iterable
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 
-from service.errors import InvalidInput, MalformedBody, NotAcceptable, UnsupportedMediaType
+from service.array_checks import F32, finish_array
+from service.errors import (
+    InvalidInput,
+    MalformedBody,
+    NotAcceptable,
+    UnsupportedMediaType,
+    excerpt,
+)
 
 JSON_MEDIA_TYPE = "application/json"
 NPY_MEDIA_TYPE = "application/x-npy"
@@ -36,8 +41,6 @@ ResponseFormat = Literal["json", "npy", "npz", "png"]
 # What every array route can send; image models add "png" on some routes (service.images).
 ARRAY_FORMATS: tuple[ResponseFormat, ...] = ("json", "npy", "npz")
 
-F32 = npt.NDArray[np.float32]
-
 _REQUEST_TYPES: dict[str, BodyFormat] = {JSON_MEDIA_TYPE: "json", NPY_MEDIA_TYPE: "npy"}
 # Order is the tie-break of last resort in `response_format`: JSON is the default format.
 _RESPONSE_TYPES: tuple[tuple[str, ResponseFormat], ...] = (
@@ -48,16 +51,20 @@ _RESPONSE_TYPES: tuple[tuple[str, ResponseFormat], ...] = (
 )
 # RFC 9110 qvalue grammar; anything else (e.g. "q=nan", "q=2") makes that media range invalid.
 _QVALUE = re.compile(r"(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)")
-# Non-finite numbers as clients write them: Python's json (NaN, Infinity, -Infinity), Jackson
-# and JSON5 (+Infinity), and `str(float)` in Python, numpy or C (nan, inf, -inf). None is JSON,
-# but each means "not a finite number" (422), not "not JSON at all" (400).
-_NONFINITE_TOKEN = re.compile(r"[+-]?(?:nan|inf(?:inity)?)\b", re.IGNORECASE)
 
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK\x03\x04"
 # Longdouble is platform dependent and never what a client means; float16/32/64 and ints are.
 _MAX_FLOAT_ITEMSIZE = 8
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+# numpy's own header reader refuses headers above 10,000 bytes; ours refuses them before the
+# header is even copied out of the body. Shapes of more axes than this are no model's input.
+_NPY_MAX_HEADER_BYTES = 10_000
+_NPY_MAX_RANK = 32
+_NPY_MAX_AXIS = 2**62
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+# Header values (Content-Type, Accept) and npy headers up to this many bytes are memoised:
+# clients send the same few over and over. 256 entries of at most this size: ~100 kB a cache.
+CACHEABLE_BYTES = 256
 
 _BOOL_TRUE = frozenset({"true", "1", "yes"})
 _BOOL_FALSE = frozenset({"false", "0", "no"})
@@ -71,11 +78,16 @@ def media_type(content_type: str | None) -> str:
     return "" if content_type is None else content_type.partition(";")[0].strip().lower()
 
 
-@functools.lru_cache(maxsize=256)
 def request_format(content_type: str | None) -> BodyFormat:
     """The body format named by a Content-Type header; a missing header means JSON.
 
-    Memoised: clients send the same few headers over and over (errors are never cached)."""
+    Memoised for short headers (module docstring; errors are never cached)."""
+    if content_type is not None and len(content_type) > CACHEABLE_BYTES:
+        return _request_format(content_type)
+    return _cached_request_format(content_type)
+
+
+def _request_format(content_type: str | None) -> BodyFormat:
     if content_type is None:
         return "json"
     media = content_type.partition(";")[0].strip().lower()
@@ -86,12 +98,14 @@ def request_format(content_type: str | None) -> BodyFormat:
     except KeyError:
         accepted = list(_REQUEST_TYPES)
         raise UnsupportedMediaType(
-            f"unsupported Content-Type {media!r}; send one of: {', '.join(accepted)}",
-            {"content_type": content_type, "accepted": accepted},
+            f"unsupported Content-Type {excerpt(media)}; send one of: {', '.join(accepted)}",
+            {"content_type": excerpt(content_type), "accepted": accepted},
         ) from None
 
 
-@functools.lru_cache(maxsize=256)
+_cached_request_format = functools.lru_cache(maxsize=256)(_request_format)
+
+
 def response_format(
     accept: str | None, offered: tuple[ResponseFormat, ...] = ARRAY_FORMATS
 ) -> ResponseFormat:
@@ -102,8 +116,15 @@ def response_format(
     the type; `image/*` makes PNG acceptable. Per offered type the most specific matching range
     decides its q (so
     `application/json;q=0, */*` refuses JSON). Highest q wins; at equal q a type named
-    explicitly beats one matched by a wildcard, then the range listed first wins.
+    explicitly beats one matched by a wildcard, then the range listed first wins. Memoised
+    for short headers (module docstring).
     """
+    if accept is not None and len(accept) > CACHEABLE_BYTES:
+        return _response_format(accept, offered)
+    return _cached_response_format(accept, offered)
+
+
+def _response_format(accept: str | None, offered: tuple[ResponseFormat, ...]) -> ResponseFormat:
     if accept is None or not accept.strip():
         return "json"
     ranges: list[tuple[str, float, int]] = []
@@ -145,331 +166,44 @@ def response_format(
     if not candidates:
         available = [media for media, fmt in _RESPONSE_TYPES if fmt in offered]
         raise NotAcceptable(
-            f"cannot produce any media type in Accept {accept!r}; available: "
+            f"cannot produce any media type in Accept {excerpt(accept)}; available: "
             f"{', '.join(available)}",
-            {"accept": accept, "available": available},
+            {"accept": excerpt(accept), "available": available},
         )
     return max(candidates)[3]
 
 
-# --------------------------------------------------------------------------- JSON in
+_cached_response_format = functools.lru_cache(maxsize=256)(_response_format)
 
 
-class JsonObject(dict[str, Any]):
-    """A parsed JSON object that remembers whether its body could contain booleans at all.
-
-    JSON booleans are the literal tokens `true`/`false`; if neither byte string occurs anywhere
-    in the body (a C-speed substring search), no value in the document is a bool and
-    `array_field` can skip its boolean scan. Any other dict (or a copy) is treated as "may
-    contain booleans", so the hint can only make things faster, never less strict.
-    """
-
-    __slots__ = ("may_contain_booleans",)
-
-    def __init__(self, value: dict[str, Any], *, may_contain_booleans: bool) -> None:
-        super().__init__(value)
-        self.may_contain_booleans = may_contain_booleans
+# --------------------------------------------------------------------------- npy in
 
 
-def parse_json_object(body: bytes, *, max_depth: int = 32) -> dict[str, Any]:
-    """Decode a request body that must be a JSON object nested at most `max_depth` levels."""
-    if not body or body.isspace():
-        raise InvalidInput(
-            'request body is empty; expected a JSON object such as {"inputs": [[...]]}'
-        )
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise _decode_error(exc, max_depth) from exc
-    if not isinstance(value, dict):
-        raise InvalidInput(
-            f'request body must be a JSON object such as {{"inputs": [[...]]}}; '
-            f"got {_json_type(value)}"
-        )
-    # Checked after parsing so strings are known to be well formed (the depth scan relies on it);
-    # orjson itself stops at ~1024 levels, so parsing first is bounded too.
-    # A document cannot nest deeper than it has brackets; counting them is a C-speed pass, so
-    # typical small bodies skip the scan (brackets inside strings only make it scan more).
-    depth = _json_depth(body) if body.count(b"[") + body.count(b"{") > max_depth else 0
-    if depth > max_depth:
-        raise InvalidInput(
-            f"JSON nesting is {depth} levels deep; the limit is {max_depth}",
-            {"depth": depth, "max_depth": max_depth},
-        )
-    return JsonObject(value, may_contain_booleans=b"true" in body or b"false" in body)
+NpyHeader = tuple[tuple[int, ...], bool, np.dtype[Any]]
 
 
-def _decode_error(exc: orjson.JSONDecodeError, max_depth: int) -> InvalidInput | MalformedBody:
-    """Turn orjson's error into ours, recognising the failures a client can act on."""
-    if "depth limit exceeded" in exc.msg:
-        return InvalidInput(
-            f"JSON nesting is too deep; the limit is {max_depth} levels",
-            {"max_depth": max_depth},
-        )
-    if "infinity" in exc.msg:  # "number is infinity when parsed as double", e.g. 1e400
-        return InvalidInput(
-            f"number out of range at character {exc.pos}: non-finite numbers are not allowed",
-            {"position": exc.pos},
-        )
-    # orjson rejects NaN/Infinity tokens with a generic "unexpected character" at the token, or
-    # "no digit after sign" just after a sign; say what is really wrong. `pos` is a character
-    # index into the decoded document.
-    text, pos = exc.doc, exc.pos
-    start = pos - 1 if text[pos - 1 : pos] in ("-", "+") else pos
-    if _NONFINITE_TOKEN.match(text, start):
-        return InvalidInput(
-            f"non-finite number at character {pos}: NaN and Infinity are not allowed in JSON",
-            {"position": pos},
-        )
-    return MalformedBody(f"request body is not valid JSON: {exc}", {"position": exc.pos})
-
-
-# Characters that matter for nesting depth: brackets, quotes, and backslash plus every character
-# that can follow a backslash in a JSON escape (so escape pairs survive the deletion intact).
-# Numbers contain none of these, so a large numeric body shrinks to just its brackets.
-_SKELETON_KEEP = frozenset(b'[]{}"\\/bfnrtu')
-_SKELETON_DELETE = bytes(c for c in range(256) if c not in _SKELETON_KEEP)
-_DEPTH_STEP = np.zeros(256, dtype=np.int8)
-_DEPTH_STEP[[ord("["), ord("{")]] = 1
-_DEPTH_STEP[[ord("]"), ord("}")]] = -1
-
-
-def _json_depth(body: bytes) -> int:
-    """Maximum container nesting of a *valid* JSON document, in linear time and no recursion.
-
-    Every step is a C-level bytes operation or a numpy reduction: delete irrelevant bytes, drop
-    escape pairs that could hide a quote (`\\\\` first, left to right, matching how a JSON
-    tokenizer pairs them; then `\\"`), so the remaining quotes alternate open/close and string
-    contents are every odd piece of a split on `"`. What is left is brackets (and the letters of
-    true/false/null); depth is the running maximum of +1/-1 steps.
-    """
-    skeleton = body.translate(None, _SKELETON_DELETE)
-    if b"\\" in skeleton:
-        skeleton = skeleton.replace(b"\\\\", b"").replace(b'\\"', b"")
-    if b'"' in skeleton:
-        skeleton = b"".join(skeleton.split(b'"')[::2])
-    if not skeleton:
-        return 0
-    steps = _DEPTH_STEP[np.frombuffer(skeleton, dtype=np.uint8)]
-    return max(0, int(np.cumsum(steps, dtype=np.int64).max()))
-
-
-def _json_type(value: Any) -> str:
-    """The JSON name of a decoded value, for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"a boolean ({'true' if value else 'false'})"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
-# --------------------------------------------------------------------------- arrays in
-
-
-def array_field(
-    payload: dict[str, Any], field: str, *, required: bool = True, min_ndim: int = 2
-) -> F32 | None:
-    """The nested list of numbers under `field` as a C-contiguous float32 array.
-
-    A missing field, or an explicit null, is "absent": an error if `required`, else None.
-
-    Booleans: `np.array` silently turns `[1.5, true]` into floats and `[1, true]` into ints, so
-    a numeric dtype alone does not prove the data was numeric. A bool can only have become
-    exactly 0 or 1, so the check runs only when (a) the body could contain booleans at all (see
-    `JsonObject`) and (b) the array holds an exact 0 or 1 (one vectorised comparison). Only then
-    is the list scanned with `bool in map(type, chain(...))`, a C-level iteration that stops at
-    the first bool (about as costly as `np.array` itself, and only on that path).
-    """
-    value = payload.get(field)
-    if value is None:
-        if required:
-            raise InvalidInput(
-                f"field '{field}' is required: a nested list of numbers with a leading batch axis",
-                {"field": field},
-            )
-        return None
-    if not isinstance(value, list):
-        raise InvalidInput(
-            f"field '{field}' must be a nested list of numbers with a leading batch axis; "
-            f"got {_json_type(value)}",
-            {"field": field},
-        )
-    try:
-        array = np.array(value)
-    except (ValueError, TypeError, OverflowError):  # ragged, or deeper than numpy allows
-        raise _explain_bad_list(value, field) from None
-    if array.dtype.kind not in "iuf":  # bool-only, strings, None/objects, oversized ints
-        array = _numeric_fallback(value, field, array)
-    elif (
-        getattr(payload, "may_contain_booleans", True)
-        and array.size
-        and bool(((array == 0) | (array == 1)).any())
-        and _contains_bool(value, array.ndim)
-    ):
-        raise _explain_bad_list(value, field)
-    return _finish(array, field, min_ndim)
-
-
-def _contains_bool(value: list[Any], ndim: int) -> bool:
-    """Whether any leaf of a homogeneous `ndim`-deep nested list is a bool (C-level loop)."""
-    leaves: Iterable[Any] = value
-    for _ in range(ndim - 1):
-        leaves = itertools.chain.from_iterable(leaves)
-    return bool in map(type, leaves)
-
-
-def _numeric_fallback(value: list[Any], field: str, array: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """Handle a non-numeric inferred dtype: explain the bad leaf, or convert big ints."""
-    problem = _find_problem(value, field)
-    if problem is not None:
-        raise problem
-    # Every leaf is an int or float, yet numpy chose object: ints beyond int64/uint64.
-    try:
-        return np.array(value, dtype=np.float64)
-    except OverflowError:
-        raise InvalidInput(
-            f"field '{field}' contains an integer too large for float32", {"field": field}
-        ) from None
-
-
-def _explain_bad_list(value: list[Any], field: str) -> InvalidInput:
-    """The error for a list numpy could not turn into a numeric array."""
-    problem = _find_problem(value, field)
-    if problem is not None:
-        return problem
-    return InvalidInput(
-        f"field '{field}' could not be read as a nested list of numbers", {"field": field}
-    )
-
-
-def _find_problem(value: list[Any], field: str) -> InvalidInput | None:
-    """First structural or type problem in depth-first order, or None if the list is clean.
-
-    Slow (one Python step per element) and only called once something is known to be wrong.
-    Uses an explicit stack, so arbitrarily deep input cannot hit the recursion limit.
-    """
-    shape: list[int] = []  # the shape implied by the first item at every level
-    node: Any = value
-    while isinstance(node, list):
-        shape.append(len(node))
-        if not node:
-            break
-        node = node[0]
-
-    stack: list[tuple[tuple[int, ...], Any]] = [((), value)]
-    while stack:
-        index, node = stack.pop()
-        depth = len(index)
-        if isinstance(node, list):
-            if depth >= len(shape) or len(node) != shape[depth]:
-                return _ragged(field, index)
-            stack.extend(((*index, i), node[i]) for i in reversed(range(len(node))))
-        elif depth != len(shape):
-            return _ragged(field, index)
-        elif isinstance(node, bool) or not isinstance(node, int | float):
-            return InvalidInput(
-                f"field '{field}' must contain only numbers; "
-                f"found {_json_type(node)} at index {index}",
-                {"field": field, "index": list(index)},
-            )
-    return None
-
-
-def _ragged(field: str, index: tuple[int, ...]) -> InvalidInput:
-    return InvalidInput(
-        f"field '{field}' is ragged: every item must have the same shape "
-        f"(first mismatch at index {index})",
-        {"field": field, "index": list(index)},
-    )
-
-
-def _finish(array: npt.NDArray[Any], field: str, min_ndim: int) -> F32:
-    """Shared checks for JSON and npy input, then the float32 cast and finiteness check."""
-    shape = tuple(int(n) for n in array.shape)
-    if array.ndim == 0:
-        raise InvalidInput(
-            f"field '{field}' must be an array with a leading batch axis; got a scalar",
-            {"field": field, "shape": []},
-        )
-    if shape[0] == 0:
-        raise InvalidInput(
-            f"field '{field}' is an empty batch; send at least one item",
-            {"field": field, "shape": list(shape)},
-        )
-    if array.ndim < min_ndim:
-        raise InvalidInput(
-            f"field '{field}' needs a leading batch axis (at least {min_ndim} dimensions): "
-            f"got shape {shape}, send {'[' * min_ndim}...{']' * min_ndim} for one item",
-            {"field": field, "shape": list(shape)},
-        )
-    if 0 in shape:
-        raise InvalidInput(
-            f"field '{field}' has empty items (shape {shape}); every item needs at least one value",
-            {"field": field, "shape": list(shape)},
-        )
-    # Overflow to inf is expected here and reported below as a client error, not a warning.
-    with np.errstate(over="ignore", invalid="ignore"):
-        result = array.astype(np.float32, order="C")  # always a fresh, writable copy
-    bad = _first_nonfinite(result)
-    if bad is not None:
-        original = array[bad]
-        if np.isfinite(original):
-            raise InvalidInput(
-                f"field '{field}' has value {original.item()!r} at index {bad}, outside the "
-                f"float32 range (±{_FLOAT32_MAX:.8g})",
-                {"field": field, "index": list(bad)},
-            )
-        raise _nonfinite(field, bad, original)
-    return result
-
-
-def _first_nonfinite(array: npt.NDArray[Any]) -> tuple[int, ...] | None:
-    """Index of the first NaN/±inf in C order, or None; cheap when everything is finite."""
-    if array.dtype.kind not in "fc":
-        return None  # integers are always finite
-    finite = np.isfinite(array)
-    if bool(finite.all()):
-        return None
-    flat = int(np.flatnonzero(~finite.ravel(order="C"))[0])
-    return tuple(int(i) for i in np.unravel_index(flat, array.shape))
-
-
-def _nonfinite(field: str, index: tuple[int, ...], value: Any) -> InvalidInput:
-    return InvalidInput(
-        f"field '{field}' contains a non-finite number ({value}) at index {index}; "
-        "NaN and Infinity are not allowed",
-        {"field": field, "index": list(index)},
-    )
-
-
-def require_finite(array: npt.NDArray[Any], field: str) -> None:
-    """Raise InvalidInput naming the first NaN/±inf in `array` (C order)."""
-    bad = _first_nonfinite(array)
-    if bad is not None:
-        raise _nonfinite(field, bad, array[bad])
-
-
-@functools.lru_cache(maxsize=128)
-def _npy_header(header: bytes) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+def _npy_header(header: bytes) -> NpyHeader:
     """(shape, fortran_order, dtype) of an .npy header, via numpy's literal_eval-based reader.
 
-    Memoised on the exact header bytes: a client streaming same-shaped batches sends the same
-    header every time, and parsing it costs more than reading the data (errors are not cached).
+    Memoised on the exact header bytes when they are short (module docstring): a client
+    streaming same-shaped batches sends the same header every time, and parsing it costs more
+    than reading the data (errors are not cached).
     """
+    if len(header) <= CACHEABLE_BYTES:
+        return _cached_npy_header(header)
+    return _read_npy_header(header)
+
+
+def _read_npy_header(header: bytes) -> NpyHeader:
     stream = io.BytesIO(header)
     version = np.lib.format.read_magic(stream)
     if version == (1, 0):
         return np.lib.format.read_array_header_1_0(stream)
     # 2.0 and 3.0 share the layout; 3.0 only differs for unicode field names
     return np.lib.format.read_array_header_2_0(stream)
+
+
+_cached_npy_header = functools.lru_cache(maxsize=128)(_read_npy_header)
 
 
 def parse_npy(body: bytes, field: str, *, min_ndim: int = 2) -> F32:
@@ -500,16 +234,28 @@ def parse_npy(body: bytes, field: str, *, min_ndim: int = 2) -> F32:
         raise MalformedBody(f"unsupported .npy format version {version}", {"field": field})
     # magic (6) + version (2) + header length: 2 bytes in v1, 4 in v2/v3; then the header
     prefix = 10 if version == (1, 0) else 12
-    header_end = prefix + int.from_bytes(body[8:prefix], "little") if len(body) >= prefix else -1
-    if header_end < 0 or header_end > len(body):
+    header_length = int.from_bytes(body[8:prefix], "little") if len(body) >= prefix else -1
+    if header_length > _NPY_MAX_HEADER_BYTES:
+        raise MalformedBody(
+            f"malformed .npy header: {header_length} bytes long, above numpy's limit of "
+            f"{_NPY_MAX_HEADER_BYTES}",
+            {"field": field},
+        )
+    header_end = prefix + header_length
+    if header_length < 0 or header_end > len(body):
         raise MalformedBody("malformed .npy header: truncated", {"field": field})
     try:
         shape, fortran_order, dtype = _npy_header(body[:header_end])
     except Exception as exc:
         # Deliberately broad: numpy's reader on hostile bytes raises ValueError, SyntaxError,
         # tokenize.TokenError, EOFError, ... and all of them mean the same thing here. The
-        # header is bounded (10 kB by default), so nothing expensive hides behind this.
-        raise MalformedBody(f"malformed .npy header: {exc}", {"field": field}) from exc
+        # header is at most 10 kB, so nothing expensive hides behind this.
+        # numpy's message may name an object by its address: the same body must always get
+        # the same answer.
+        reason = _ADDRESS.sub("", str(exc))
+        raise MalformedBody(
+            f"malformed .npy header: {excerpt(reason, 200)}", {"field": field}
+        ) from None
 
     if dtype.hasobject:
         raise InvalidInput(
@@ -524,34 +270,47 @@ def parse_npy(body: bytes, field: str, *, min_ndim: int = 2) -> F32:
     # numpy's header reader lets any literal through: (True, 2) and (2.0,) are not shapes.
     if not all(type(n) is int for n in shape):
         raise MalformedBody(
-            f"malformed .npy header: shape {shape} is not integers", {"field": field}
+            f"malformed .npy header: shape {excerpt(shape)} is not integers", {"field": field}
+        )
+    if len(shape) > _NPY_MAX_RANK:
+        raise InvalidInput(
+            f"field '{field}' has {len(shape)} axes; arrays of at most {_NPY_MAX_RANK} are read",
+            {"field": field, "ndim": len(shape)},
         )
     if any(n < 0 for n in shape):
-        raise MalformedBody(f"malformed .npy header: negative shape {shape}", {"field": field})
-    count = math.prod(shape)
+        raise MalformedBody(
+            f"malformed .npy header: negative shape {excerpt(shape)}", {"field": field}
+        )
+    if any(n > _NPY_MAX_AXIS for n in shape):
+        raise InvalidInput(
+            f"field '{field}' has an axis longer than {_NPY_MAX_AXIS}, which no array can hold",
+            {"field": field, "ndim": len(shape)},
+        )
+    count = math.prod(shape)  # at most 32 factors below 2**62: a bounded multiplication
     expected = count * dtype.itemsize
     actual = len(body) - header_end
     if actual != expected:
         raise MalformedBody(
-            f".npy data is {actual} bytes but the header's shape {shape} of {dtype} needs "
-            f"{expected} (truncated or trailing data)",
+            f".npy data is {actual} bytes but the header's shape {excerpt(shape)} of {dtype} "
+            f"needs {excerpt(expected)} (truncated or trailing data)",
             {"field": field},
         )
     order: Literal["C", "F"] = "F" if fortran_order else "C"
     try:
         if count == 0:
-            array: npt.NDArray[Any] = np.empty(shape, dtype=dtype)  # `_finish` reports it
-        else:  # a read-only view on the body; `_finish` makes the float32 copy
+            array: npt.NDArray[Any] = np.empty(shape, dtype=dtype)  # finish_array reports it
+        else:  # a read-only view on the body; finish_array makes the float32 copy
             flat = np.frombuffer(body, dtype=dtype, count=count, offset=header_end)
             array = flat.reshape(shape, order=order)
     except (ValueError, TypeError, OverflowError) as exc:
         # Shapes numpy itself cannot hold pass the size check when they have no (or one)
         # element: more than 64 axes, an axis beyond int64, (0, 2**62, 2**62), ...
         raise InvalidInput(
-            f"field '{field}' has shape {shape}, which is not a valid array shape: {exc}",
+            f"field '{field}' has shape {excerpt(shape)}, which is not a valid array shape: "
+            f"{excerpt(str(exc), 200)}",
             {"field": field, "ndim": len(shape)},
         ) from None
-    return _finish(array, field, min_ndim)
+    return finish_array(array, field, min_ndim)
 
 
 # --------------------------------------------------------------------------- bytes out
@@ -628,6 +387,6 @@ def parse_bool(value: str, field: str) -> bool:
     if text in _BOOL_FALSE:
         return False
     raise InvalidInput(
-        f"parameter '{field}' must be a boolean (true/false, 1/0, yes/no); got {value!r}",
+        f"parameter '{field}' must be a boolean (true/false, 1/0, yes/no); got {excerpt(value)}",
         {"field": field},
     )

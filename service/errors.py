@@ -84,6 +84,20 @@ class Overloaded(ServiceError):
     code = "overloaded"
 
 
+class OutOfMemory(ServiceError):
+    """The worker could not get the memory an answer needs: its state, not the request's."""
+
+    status = 503
+    code = "out_of_memory"
+
+
+class RequestBodyTimeout(ServiceError):
+    """The body did not arrive before the request's deadline (VAE_REQUEST_TIMEOUT_S)."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class RequestTimedOut(ServiceError):
     """The request waited and ran longer than VAE_REQUEST_TIMEOUT_S."""
 
@@ -118,3 +132,27 @@ class ReloadIncomplete(ServiceError):
 
     status = 503
     code = "reload_incomplete"
+
+
+# Client values quoted in an error message: enough to recognise, never the whole of it (a 400 kB
+# list once came back as a 586 kB error body).
+EXCERPT_CHARACTERS = 64
+
+
+def excerpt(value: object, limit: int = EXCERPT_CHARACTERS) -> str:
+    """A client's value as an error message may quote it: its repr (control characters and
+    quotes escaped), cut to `limit` characters; containers and huge numbers are described."""
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        text = repr(value)
+    elif isinstance(value, int):
+        # str() of an int beyond 4300 digits raises; nobody reads such a number anyway.
+        bits = value.bit_length()
+        text = repr(value) if bits <= 256 else f"<an integer of {bits} bits>"
+    elif isinstance(value, str | bytes):
+        text = repr(value[: limit + 1])
+    elif isinstance(value, list | tuple | dict):
+        kind = "an object" if isinstance(value, dict) else "an array"
+        text = f"<{kind} of {len(value)} items>"
+    else:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

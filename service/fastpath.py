@@ -17,16 +17,16 @@ from service.asgi import ASGIApp, Receive, Scope, Send
 from service.errors import ServiceError
 from service.operations import (
     ARRAY_FIELD,
-    RawRequest,
     RawResponse,
+    RequestHead,
     ServiceState,
     error_response,
-    read_body,
     serve_operation,
 )
 from service.request_context import current_request
 
 log = logging.getLogger("vae_service")
+_HEADER_LENGTH = v2.HEADER_LENGTH.encode("latin-1")
 
 # The route templates FastAPI declares for the same routes: metrics and logs name a route by
 # its template, whichever transport answered it.
@@ -68,6 +68,11 @@ class FastPath:
         self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            # HEAD is GET without the body (RFC 9110): the routes answer it as a GET and
+            # uvicorn, which still sees HEAD in its own scope, leaves the body out.
+            await self.app({**scope, "method": "GET"}, receive, send)
+            return
         if (
             scope["type"] != "http"
             or scope["method"] != "POST"
@@ -106,20 +111,14 @@ class FastPath:
         name, version = matched
         current_request().route = v2.INFER_TEMPLATES[version is not None]
         try:
-            headers = dict(scope["headers"])
-            content_length = headers.get(b"content-length")
-            header_length = headers.get(v2.HEADER_LENGTH.encode("latin-1"))
-            body = await read_body(
-                receive,
-                None if content_length is None else content_length.decode("latin-1"),
-                self.state.settings.max_body_bytes,
-            )
+            content_length = header_length = None
+            for key, value in scope["headers"]:
+                if key == b"content-length":
+                    content_length = value.decode("latin-1")
+                elif key == _HEADER_LENGTH:
+                    header_length = value.decode("latin-1")
             response = await v2.serve_infer(
-                self.state,
-                name,
-                version,
-                body,
-                None if header_length is None else header_length.decode("latin-1"),
+                self.state, name, version, header_length, content_length, receive
             )
         except ServiceError as error:
             response = v2.raw_error(error)
@@ -139,11 +138,10 @@ class FastPath:
                 accept = value.decode("latin-1")
             elif key == b"content-length":
                 content_length = value.decode("latin-1")
-        body = await read_body(receive, content_length, self.state.settings.max_body_bytes)
         query_string = scope.get("query_string", b"")
         query = dict(parse_qsl(query_string.decode("latin-1"))) if query_string else {}
-        raw = RawRequest(content_type, accept, query, body)
-        return await serve_operation(self.state, route, name, version, raw)
+        head = RequestHead(content_type, accept, query, content_length)
+        return await serve_operation(self.state, route, name, version, head, receive)
 
 
 async def _send(send: Send, response: RawResponse) -> None:

@@ -42,12 +42,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
 from bundle.images import resize_chw
-from service.errors import InvalidInput, MalformedBody, PayloadTooLarge, UnsupportedMediaType
+from service.errors import (
+    InvalidInput,
+    MalformedBody,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    excerpt,
+)
 from service.runtime import ServedModel
 
 if TYPE_CHECKING:
@@ -73,6 +79,9 @@ _WIDE_GREY_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 _SIXTEEN_BIT_MAX = 65535.0
 _EIGHT_BIT_MAX = 255.0
 GAP_GREY = 128  # between grid cells: visible on both black and white backgrounds
+# The per-item lists a heat map's answer carries in headers, together at most this many bytes;
+# beyond, they are left out (X-Per-Item-Omitted) and the body formats carry them.
+MAX_ITEM_HEADER_BYTES = 2048
 
 # Viridis (matplotlib's perceptually uniform map) sampled at 17 evenly spaced points; linear
 # interpolation between them stays within 6/255 of the full map (tests/service/test_images.py).
@@ -85,6 +94,12 @@ _VIRIDIS = np.array(
     ],
     dtype=np.float64,
 )  # fmt: skip
+
+
+# Text chunks (tEXt, zTXt, iTXt) are metadata no model reads: a PNG may carry a little of it,
+# not the 64 MB Pillow would otherwise decompress and keep.
+PngImagePlugin.MAX_TEXT_CHUNK = 64 * 1024
+PngImagePlugin.MAX_TEXT_MEMORY = 256 * 1024
 
 
 class ImagesUnavailable(Exception):
@@ -185,7 +200,7 @@ def decode_image_request(
         )
     if media not in (*_DECODERS, MULTIPART_MEDIA_TYPE):
         raise UnsupportedMediaType(
-            f"unsupported Content-Type {media!r}; images go as {PNG_MEDIA_TYPE}, "
+            f"unsupported Content-Type {excerpt(media)}; images go as {PNG_MEDIA_TYPE}, "
             f"{JPEG_MEDIA_TYPE} or {MULTIPART_MEDIA_TYPE}",
             {"content_type": content_type},
         )
@@ -284,16 +299,18 @@ def _image_parts(
         name = disposition.get(b"name", b"").decode("latin-1")
         filename = disposition.get(b"filename")
         media = headers.get("content-type", "").partition(";")[0].strip().lower()
-        where = f"part {index} ({filename.decode('latin-1')!r})" if filename else f"part {index}"
+        where = (
+            f"part {index} ({excerpt(filename.decode('latin-1'))})" if filename else f"part {index}"
+        )
         if media in _DECODERS:
             files.append((data, _DECODERS[media], where))
         elif filename is not None and media in _UNTYPED_PARTS:
             files.append((data, (*_DECODERS[PNG_MEDIA_TYPE], *_DECODERS[JPEG_MEDIA_TYPE]), where))
         elif filename is None and (media in _UNTYPED_PARTS or media.startswith("text/")):
             raise InvalidInput(
-                f"multipart field {name!r} is not an image file; send parameters in the query "
-                "string (e.g. ?score_type=neg_elbo), as with npy bodies",
-                {"field": name},
+                f"multipart field {excerpt(name)} is not an image file; send parameters in the "
+                "query string (e.g. ?score_type=neg_elbo), as with npy bodies",
+                {"field": excerpt(name)},
             )
         else:
             raise UnsupportedMediaType(
@@ -370,13 +387,24 @@ def png_response(
     arrays: Mapping[str, npt.NDArray[Any]], route: str, spec: ImageSpec
 ) -> tuple[bytes, dict[str, str]]:
     """The PNG body of a route's result and the headers it adds: the grid layout, and for
-    /anomaly-score the per-item arrays a heat map cannot show (comma-separated, batch order)."""
+    /anomaly-score the per-item arrays a heat map cannot show (comma-separated, batch order),
+    when they fit in MAX_ITEM_HEADER_BYTES."""
     headers: dict[str, str] = {}
     if route == "anomaly-score":
         tiles = heat_map(arrays["feature_errors"], spec)
-        for name in ("scores", "is_anomaly", "tail_probability"):
-            if name in arrays:
-                headers[f"X-{name.replace('_', '-').title()}"] = _header_list(arrays[name])
+        lists = {
+            f"X-{name.replace('_', '-').title()}": _header_list(arrays[name])
+            for name in ("scores", "is_anomaly", "tail_probability")
+            if name in arrays
+        }
+        if sum(len(value) for value in lists.values()) <= MAX_ITEM_HEADER_BYTES:
+            headers.update(lists)
+        else:
+            # Proxies refuse answers whose headers pass a few kB (nginx: 4-8 kB, then 502).
+            headers["X-Per-Item-Omitted"] = (
+                f"{len(tiles)} items: per-item scores come with application/json, "
+                "application/x-npy or application/x-npz"
+            )
     else:
         tiles = to_pixels(arrays["outputs"], spec)
     canvas, rows, columns = grid(tiles)

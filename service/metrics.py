@@ -62,8 +62,25 @@ STAGE_BUCKETS = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1, 2.5, 10,
 )  # fmt: skip
+# Why service.http_limits closed a connection before the app saw a request.
+CONNECTION_REFUSALS = ("too_many_connections", "head_too_large", "head_timeout")
 # Items per merged onnxruntime call: powers of two up to the largest request (4096 by default).
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+# The app's metrics, for what the HTTP protocol refuses before any request reaches the app
+# (service.http_limits): set by the app when metrics are on.
+_connection_metrics: ServiceMetrics | None = None
+
+
+def count_connection_refusals(metrics: ServiceMetrics | None) -> None:
+    global _connection_metrics
+    _connection_metrics = metrics
+
+
+def connection_refused(reason: str) -> None:
+    if _connection_metrics is not None:
+        _connection_metrics.connection_refused(reason)
 
 
 def multiprocess_folder() -> str | None:
@@ -267,6 +284,15 @@ class ServiceMetrics:
         # Refusals are rare and counted at once.
         self.overloaded = self.rejected.labels("overloaded")
         self.timed_out = self.rejected.labels("timeout")
+        self.connections_refused = Counter(
+            "vae_connections_refused_total",
+            "Connections answered and closed before any request reached the app "
+            "(service.http_limits): too many open, a request head too large or too slow",
+            ["reason"],
+            registry=own,
+        )
+        for reason in CONNECTION_REFUSALS:
+            self.connections_refused.labels(reason)
         self.active = 0  # requests being answered by this worker now
         self._published_active = 0
         self._pending: list[tuple[RequestRecord, str, float]] = []
@@ -289,6 +315,10 @@ class ServiceMetrics:
 
     def record_batch(self, size: int) -> None:
         self._batch_sizes.observe(size)
+
+    def connection_refused(self, reason: str) -> None:
+        if reason in CONNECTION_REFUSALS:  # a fixed set: labels stay few
+            self.connections_refused.labels(reason).inc()
 
     # --- flushing ---
 

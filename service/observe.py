@@ -57,6 +57,7 @@ class RequestObserver:
                 request_id = accepted_request_id(value)
                 break
         record = RequestRecord(request_id or new_request_id())
+        record.arrived = asyncio.get_running_loop().time()
         id_header = (REQUEST_ID_HEADER, record.request_id.encode("ascii"))
 
         async def send_with_id(message: Message) -> None:

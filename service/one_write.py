@@ -18,6 +18,7 @@ fallback keeps its own behaviour.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -39,10 +40,14 @@ def is_final_header_block(data: bytes | bytearray | memoryview) -> bool:
 class HeadersWithBody:
     """One request's transport: holds its response headers until the body is written."""
 
-    def __init__(self, transport: asyncio.Transport, hold: bool) -> None:
+    def __init__(
+        self, transport: asyncio.Transport, hold: bool, closer: Callable[[], None] | None = None
+    ) -> None:
         self._transport = transport
         self._hold = hold  # until the first final header block has been seen
         self._held: bytes | None = None
+        # What closing means for the connection (service.http_limits may linger first).
+        self._close = closer or transport.close
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._held is not None:
@@ -59,7 +64,7 @@ class HeadersWithBody:
         if self._held is not None:  # headers without a body: the app stopped; send what it said
             held, self._held = self._held, None
             self._transport.write(held)
-        self._transport.close()
+        self._close()
 
     def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, ...: the real one's
         return getattr(self._transport, name)
@@ -74,4 +79,10 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is not None and cycle is not before:
             hold = cycle.scope["method"] != "HEAD"
-            cycle.transport = HeadersWithBody(self.transport, hold)  # type: ignore[assignment]
+            cycle.transport = HeadersWithBody(  # type: ignore[assignment]
+                self.transport, hold, self.close_after_answer
+            )
+
+    def close_after_answer(self) -> None:
+        """Close the connection once an answer that ends it has been written."""
+        self.transport.close()

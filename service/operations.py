@@ -18,19 +18,22 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from service import codecs, images
+from service import codecs, images, json_body
 from service.admission import AdmissionControl
 from service.batching import BatchTicket, DynamicBatcher
+from service.body import BodyBudget, BodyReader, array_body_limit, body_format
 from service.errors import (
     InvalidInput,
-    MalformedBody,
     NotAcceptable,
     NotReady,
+    OutOfMemory,
     Overloaded,
     PayloadTooLarge,
     RequestTimedOut,
     ServiceError,
+    excerpt,
 )
+from service.memory import MemoryReturn
 from service.metrics import ServiceMetrics
 from service.repository import ModelRepository
 from service.request_context import current_request
@@ -62,10 +65,12 @@ class ParsedRequest:
                 return int(value)
             except ValueError as error:
                 raise InvalidInput(
-                    f"{name}: expected an integer, got {value!r}", {"field": name}
+                    f"{name}: expected an integer, got {excerpt(value)}", {"field": name}
                 ) from error
         if isinstance(value, bool) or not isinstance(value, int):
-            raise InvalidInput(f"{name}: expected an integer, got {value!r}", {"field": name})
+            raise InvalidInput(
+                f"{name}: expected an integer, got {excerpt(value)}", {"field": name}
+            )
         return value
 
     def number(self, name: str, default: float) -> float:
@@ -77,10 +82,10 @@ class ParsedRequest:
                 return float(value)
             except ValueError as error:
                 raise InvalidInput(
-                    f"{name}: expected a number, got {value!r}", {"field": name}
+                    f"{name}: expected a number, got {excerpt(value)}", {"field": name}
                 ) from error
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InvalidInput(f"{name}: expected a number, got {value!r}", {"field": name})
+            raise InvalidInput(f"{name}: expected a number, got {excerpt(value)}", {"field": name})
         return float(value)
 
     def flag(self, name: str) -> bool:
@@ -88,14 +93,26 @@ class ParsedRequest:
         if self.from_query and isinstance(value, str):
             return codecs.parse_bool(value, name)
         if not isinstance(value, bool):
-            raise InvalidInput(f"{name}: expected true or false, got {value!r}", {"field": name})
+            raise InvalidInput(
+                f"{name}: expected true or false, got {excerpt(value)}", {"field": name}
+            )
         return value
 
     def text(self, name: str) -> str | None:
         value = self.params.get(name)
         if value is not None and not isinstance(value, str):
-            raise InvalidInput(f"{name}: expected a string, got {value!r}", {"field": name})
+            raise InvalidInput(f"{name}: expected a string, got {excerpt(value)}", {"field": name})
         return value
+
+
+@dataclass(frozen=True)
+class RequestHead:
+    """What a transport knows of an array request before its body is read."""
+
+    content_type: str | None
+    accept: str | None
+    query: Mapping[str, str]
+    content_length: str | None
 
 
 @dataclass(frozen=True)
@@ -114,51 +131,60 @@ class RawResponse:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-async def read_body(receive: Receive, content_length: str | None, limit: int) -> bytes:
-    """The ASGI body, refused with 413 as soon as it is known to exceed `limit` bytes."""
-    if content_length is not None:
-        try:
-            declared = int(content_length)
-        except ValueError as error:
-            raise MalformedBody(f"Content-Length {content_length!r} is not a number") from error
-        if declared > limit:
-            raise PayloadTooLarge(
-                f"request body of {declared} bytes is above the limit of {limit} "
-                "(VAE_MAX_BODY_BYTES)",
-                {"limit": limit},
-            )
-    chunks: list[bytes] = []
-    received = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        received += len(chunk)
-        if received > limit:
-            raise PayloadTooLarge(
-                f"request body is above the limit of {limit} bytes (VAE_MAX_BODY_BYTES)",
-                {"limit": limit},
-            )
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+def route_body_limit(
+    settings: ServiceSettings, model: ServedModel, route: str, content_type: str | None
+) -> int:
+    """The largest body this route of this model can need (service.body), within
+    VAE_MAX_BODY_BYTES."""
+    fmt = body_format(content_type)
+    if route == "sample":
+        numbers, fmt = 0, "json"  # parameters only
+    elif route == "decode":
+        numbers = settings.max_batch_size * model.latent_dim
+    else:
+        numbers = settings.max_batch_size * model.feature_count
+    derived = array_body_limit(numbers, fmt, settings.max_image_pixels)
+    return min(settings.max_body_bytes, derived)
+
+
+# Bodies above this are decoded in the executor, under admission control: decoding 64 kB of
+# JSON takes about as long as a thread handoff (~200 us, bench/RESULTS.md), so below it the
+# event loop is held no longer than by the handoff itself.
+INLINE_DECODE_BYTES = 64 * 1024
+
+
+def decodes_inline(raw: RawRequest) -> bool:
+    if len(raw.body) > INLINE_DECODE_BYTES:
+        return False
+    return not codecs.media_type(raw.content_type).startswith(("image/", "multipart/"))
 
 
 def parse_request(
-    raw: RawRequest, settings: ServiceSettings, array_field: str | None
+    raw: RawRequest,
+    settings: ServiceSettings,
+    array_field: str | None,
+    item_values: int | None = None,
 ) -> ParsedRequest:
-    body_format = codecs.request_format(raw.content_type)
-    if body_format == "npy":
+    """The body's array and parameters. `item_values`: the numbers one item holds, so a JSON
+    array with more is refused before it is parsed."""
+    if codecs.request_format(raw.content_type) == "npy":
         if array_field is None:
             raise InvalidInput("this route takes a JSON body, not application/x-npy")
         return ParsedRequest(codecs.parse_npy(raw.body, array_field), raw.query, from_query=True)
     if not raw.body and array_field is None:
         # A body-less call (POST /sample?n=4&seed=1) takes its parameters from the query.
         return ParsedRequest(None, raw.query, from_query=True)
-    payload = codecs.parse_json_object(raw.body, max_depth=settings.max_json_depth)
-    array = codecs.array_field(payload, array_field) if array_field else None
+    payload = json_body.parse_json_object(raw.body, max_depth=settings.max_json_depth)
+    array = (
+        json_body.array_field(
+            payload,
+            array_field,
+            max_items=settings.max_batch_size,
+            max_item_values=item_values,
+        )
+        if array_field
+        else None
+    )
     return ParsedRequest(array, payload, from_query=False)
 
 
@@ -182,7 +208,8 @@ def parse_operation_request(
         )
         parsed = ParsedRequest(array, raw.query, from_query=True)
     else:
-        parsed = parse_request(raw, settings, ARRAY_FIELD[route])
+        item_values = model.latent_dim if route == "decode" else model.feature_count
+        parsed = parse_request(raw, settings, ARRAY_FIELD[route], item_values)
     if wanted == "png" and route == "anomaly-score":
         params = {**parsed.params, "per_feature": True}
         parsed = ParsedRequest(parsed.array, params, parsed.from_query)
@@ -256,7 +283,8 @@ def render(
     name = raw.query.get("output", PRIMARY_FIELD[route])
     if name not in arrays:
         raise InvalidInput(
-            f"output: {name!r} is not an array of this response; choose from {sorted(arrays)}",
+            f"output: {excerpt(name)} is not an array of this response; choose from "
+            f"{sorted(arrays)}",
             {"field": "output", "allowed": sorted(arrays)},
         )
     headers["X-Output"] = name
@@ -355,8 +383,10 @@ ARRAY_FIELD: dict[str, str | None] = {
 
 
 class Inference:
-    """Where model work runs: inline, a small thread pool, or the batcher when batching is on;
-    behind admission control (bounded running and queued calls) and the request timeout."""
+    """Where a request's work runs, behind admission control (bounded running and queued
+    calls) and the request's deadline: decoding the body (inline when small, else in the
+    executor), then the model call (inline, the executor, or the batcher when batching is on).
+    The worker's budget for request bodies in memory lives here too."""
 
     def __init__(self, settings: ServiceSettings, metrics: ServiceMetrics | None = None):
         self.metrics = metrics
@@ -368,6 +398,8 @@ class Inference:
         self.admission = AdmissionControl(
             settings.concurrency_limit(), settings.max_queue, settings.retry_after_s
         )
+        self.body_budget = BodyBudget(settings.max_body_buffer_bytes, settings.retry_after_s)
+        self.memory = MemoryReturn(self.executor)
         self.batcher = (
             DynamicBatcher(
                 self.executor,
@@ -379,26 +411,56 @@ class Inference:
             else None
         )
 
-    async def run(self, work: Plan) -> dict[str, Any]:
-        """The plan's result; its queue wait, model time and batch go to the current request's
-        record (metrics and the log line)."""
+    def deadline(self) -> float | None:
+        """When the current request must be answered, in event-loop time: VAE_REQUEST_TIMEOUT_S
+        after it arrived (reading its body counts)."""
+        if self.timeout is None:
+            return None
+        arrived = current_request().arrived
+        if arrived is None:  # called outside a request (tests, benchmarks): from now
+            arrived = asyncio.get_running_loop().time()
+        return arrived + self.timeout
+
+    def body_reader(self, receive: Receive, content_length: str | None) -> BodyReader:
+        return BodyReader(receive, content_length, self.body_budget, self.deadline())
+
+    async def run(self, decode: Callable[[], Plan], *, inline: bool = True) -> dict[str, Any]:
+        """Decode the request into a plan and run it. `inline`: decode on the event loop (small
+        bodies); otherwise in the executor, after a model slot is taken. Its queue wait, decode
+        and model time and batch go to the current request's record (metrics, log line)."""
         record = current_request()
         entered = time.perf_counter()
         loop = asyncio.get_running_loop()
-        deadline = None if self.timeout is None else loop.time() + self.timeout
+        deadline = self.deadline()
         if not self.admission.try_acquire():
             try:
-                await asyncio.wait_for(self.admission.acquire(), self.timeout)
+                await asyncio.wait_for(self.admission.acquire(), _remaining(loop, deadline))
             except TimeoutError:
                 raise self._timed_out("waiting for a free model slot") from None
             except Overloaded:
                 if self.metrics is not None:
                     self.metrics.overloaded.inc()
                 raise
-        pending: asyncio.Future[dict[str, Any]] | None = None
-        ticket: BatchTicket | None = None
-        call: _TimedCall | None = None
+        admitted = time.perf_counter()
+        pending: asyncio.Future[Any] | None = None
         try:
+            # Timed whether or not it succeeds: refusing a body is decoding work too.
+            if inline:
+                try:
+                    work = _decode(decode)
+                finally:
+                    record.decode_s = time.perf_counter() - admitted
+            else:
+                decoding = _TimedCall(_decode)
+                pending = loop.run_in_executor(self.executor, decoding, decode)
+                try:
+                    work = await self._within(pending, loop, deadline, "decoding the body")
+                finally:
+                    record.decode_s = decoding.seconds
+            pending = None
+            decoded = time.perf_counter()
+            ticket: BatchTicket | None = None
+            call: _TimedCall | None = None
             if self.batcher is not None and work.batch_key is not None:
                 ticket = BatchTicket()
                 pending = asyncio.ensure_future(
@@ -409,28 +471,27 @@ class Inference:
                 # a small model call itself; the loop is held no longer than JSON parsing
                 # holds it.
                 began = time.perf_counter()
-                result = work.compute(work.items)
-                record.queue_s = began - entered
+                result = _compute(work.compute, work.items)
                 record.inference_s = time.perf_counter() - began
+                record.queue_s = admitted - entered
             else:
-                call = _TimedCall(work.compute)
-                pending = loop.run_in_executor(self.executor, call, work.items)
+                call = _TimedCall(_compute)
+                pending = loop.run_in_executor(self.executor, call, work.compute, work.items)
             if pending is not None:
-                remaining = None if deadline is None else max(0.0, deadline - loop.time())
-                # shield: on timeout the call goes on in its thread (it cannot be stopped), and
-                # keeps its slot until it ends, so the concurrency bound stays true.
-                result = await asyncio.wait_for(asyncio.shield(pending), remaining)
+                result = await self._within(pending, loop, deadline, "running the model")
+                waited = admitted - entered
                 if ticket is not None:
-                    record.queue_s = ticket.started - entered
+                    record.queue_s = waited + max(0.0, ticket.started - decoded)
                     record.inference_s = ticket.seconds
                     record.batch_size = ticket.size
                 elif call is not None:
-                    record.queue_s = call.started - entered
+                    record.queue_s = waited + max(0.0, call.started - decoded)
                     record.inference_s = call.seconds
-        except TimeoutError:
-            assert pending is not None
-            pending.add_done_callback(self._release_after)
-            raise self._timed_out("running the model") from None
+        except _StillRunning as running:
+            # The call goes on in its thread (it cannot be stopped) and keeps its slot until it
+            # ends, so the concurrency bound stays true.
+            running.pending.add_done_callback(self._release_after)
+            raise running.error from None
         except BaseException:
             self.admission.release()
             raise
@@ -440,7 +501,20 @@ class Inference:
                 result[name] = result[name].reshape((len(work.items), *work.layout))
         return result
 
-    def _release_after(self, finished: asyncio.Future[dict[str, Any]]) -> None:
+    async def _within(
+        self,
+        pending: asyncio.Future[Any],
+        loop: asyncio.AbstractEventLoop,
+        deadline: float | None,
+        stage: str,
+    ) -> Any:
+        try:
+            # shield: on timeout the work goes on in its thread; see _StillRunning.
+            return await asyncio.wait_for(asyncio.shield(pending), _remaining(loop, deadline))
+        except TimeoutError:
+            raise _StillRunning(pending, self._timed_out(stage)) from None
+
+    def _release_after(self, finished: asyncio.Future[Any]) -> None:
         if not finished.cancelled():
             finished.exception()  # retrieved, so asyncio does not log it as never retrieved
         self.admission.release()
@@ -454,25 +528,72 @@ class Inference:
             headers={"Retry-After": self.admission.retry_after},
         )
 
+    def finished(self, reader: BodyReader | None, answer: RawResponse | None) -> None:
+        """A request is answered: its body leaves the budget, and a large one's memory goes
+        back to the system (service.memory)."""
+        if reader is None:
+            return
+        reader.release()
+        self.memory.after(max(reader.received, 0 if answer is None else len(answer.body)))
+
     def close(self) -> None:
+        self.memory.close()
         self.executor.shutdown(wait=True, cancel_futures=False)
 
 
+class _StillRunning(Exception):
+    """A deadline passed while work ran in a thread: `error` for the client, and the work that
+    holds the request's model slot until it ends."""
+
+    def __init__(self, pending: asyncio.Future[Any], error: RequestTimedOut) -> None:
+        super().__init__(error.message)
+        self.pending = pending
+        self.error = error
+
+
+def _remaining(loop: asyncio.AbstractEventLoop, deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - loop.time())
+
+
+def _decode(decode: Callable[[], Plan]) -> Plan:
+    """A request's decoding, where running out of memory means the body asked for too much."""
+    try:
+        return decode()
+    except MemoryError:
+        raise PayloadTooLarge(
+            "the request body is too large to decode in the memory this worker has; send a "
+            "smaller batch"
+        ) from None
+
+
+def _compute(compute: Callable[[FloatArray], dict[str, Any]], items: FloatArray) -> dict[str, Any]:
+    """A model call, where running out of memory is the worker's state, not the request's
+    fault: 503, retry later."""
+    try:
+        return compute(items)
+    except MemoryError:
+        raise OutOfMemory(
+            "the worker ran out of memory computing this request; retry later or send a "
+            "smaller batch",
+            headers={"Retry-After": "1"},
+        ) from None
+
+
 class _TimedCall:
-    """A model call run in the executor, stamped in its thread: the wait for a free thread is
-    queueing, not model time."""
+    """A function run in the executor, stamped in its thread: the wait for a free thread is
+    queueing, not work."""
 
-    __slots__ = ("compute", "seconds", "started")
+    __slots__ = ("function", "seconds", "started")
 
-    def __init__(self, compute: Callable[[FloatArray], dict[str, Any]]):
-        self.compute = compute
+    def __init__(self, function: Callable[..., Any]):
+        self.function = function
         self.started = 0.0
         self.seconds = 0.0
 
-    def __call__(self, items: FloatArray) -> dict[str, Any]:
+    def __call__(self, *args: Any) -> Any:
         self.started = time.perf_counter()
         try:
-            return self.compute(items)
+            return self.function(*args)
         finally:
             self.seconds = time.perf_counter() - self.started
 
@@ -484,6 +605,7 @@ class ServiceState:
     inference: Inference | None = None
     ready: bool = False
     metrics: ServiceMetrics | None = None  # None: VAE_METRICS=false
+    readiness_details_open: bool = False  # /readyz gives refusal reasons without a key
 
     def require_ready(self) -> tuple[ModelRepository, Inference]:
         if self.repository is None or self.inference is None or not self.ready:
@@ -492,21 +614,36 @@ class ServiceState:
 
 
 async def serve_operation(
-    state: ServiceState, route: str, name: str | None, version: str | None, raw: RawRequest
+    state: ServiceState,
+    route: str,
+    name: str | None,
+    version: str | None,
+    head: RequestHead,
+    receive: Receive,
 ) -> RawResponse:
-    """One array request, from raw bytes to raw bytes; errors come back as error responses.
+    """One array request, from its head and body to raw bytes; errors come back as error
+    responses. The model is resolved and the response format agreed before the body is read,
+    so the body's limit is the model's (`route_body_limit`) and a 404 or 406 costs no read.
     What it learns (model, items, anomalies, codec times) goes to the request's record."""
     record = current_request()
+    reader: BodyReader | None = None
+    response: RawResponse | None = None
+    inference: Inference | None = None
     try:
         repository, inference = state.require_ready()
         model = repository.resolve(name, version)
         record.served_by(model.name, model.version)
-        # Negotiate before any work: a 406 should not cost an onnxruntime call.
-        wanted = negotiate(model, route, raw.accept)
-        began = time.perf_counter()
-        parsed = parse_operation_request(model, route, raw, state.settings, wanted)
-        record.decode_s = time.perf_counter() - began
-        result = await inference.run(plan(model, route, parsed))
+        wanted = negotiate(model, route, head.accept)
+        reader = inference.body_reader(receive, head.content_length)
+        limit = route_body_limit(state.settings, model, route, head.content_type)
+        body = await reader.read(limit)
+        raw = RawRequest(head.content_type, head.accept, head.query, body)
+
+        def decode() -> Plan:
+            parsed = parse_operation_request(model, route, raw, state.settings, wanted)
+            return plan(model, route, parsed)
+
+        result = await inference.run(decode, inline=decodes_inline(raw))
         result.setdefault("model", {"name": model.name, "version": model.version})
         # Read with .get: bookkeeping must never turn an answer into a 500.
         primary, flags = result.get(PRIMARY_FIELD[route]), result.get("is_anomaly")
@@ -519,3 +656,13 @@ async def serve_operation(
         return response
     except ServiceError as error:
         return error_response(error)
+    except MemoryError:
+        return error_response(
+            OutOfMemory(
+                "the worker ran out of memory answering; retry later",
+                headers={"Retry-After": "1"},
+            )
+        )
+    finally:
+        if inference is not None:
+            inference.finished(reader, response)

@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 
 from service.api_docs import NOT_READY, json_body, routing_errors
-from service.errors import ReportFileNotFound
+from service.errors import ReportFileNotFound, excerpt
 from service.operations import ServiceState
 from service.responses import json_response
 from service.runtime import ServedModel
@@ -156,16 +157,21 @@ def register_pages(app: FastAPI) -> None:
         files = report_files(model)
         descriptions = report_descriptions(files)
         base = f"/models/{model.name}/versions/{model.version}/{REPORT_FOLDER}"
-        listing: list[dict[str, Any]] = [
-            {
-                "name": file,
-                "media_type": REPORT_MEDIA_TYPES[os.path.splitext(file)[1].lower()],
-                "bytes": path.stat().st_size,
-                "description": descriptions.get(file),
-                "url": f"{base}/{file}",
-            }
-            for file, path in files.items()
-        ]
+        listing: list[dict[str, Any]] = []
+        for file, path in files.items():
+            try:
+                size = path.stat().st_size
+            except OSError:
+                continue  # removed since the folder was listed: not there to serve
+            listing.append(
+                {
+                    "name": file,
+                    "media_type": REPORT_MEDIA_TYPES[os.path.splitext(file)[1].lower()],
+                    "bytes": size,
+                    "description": descriptions.get(file),
+                    "url": f"{base}/{file}",
+                }
+            )
         return json_response(
             {"model": {"name": model.name, "version": model.version}, "files": listing}
         )
@@ -191,10 +197,17 @@ def register_pages(app: FastAPI) -> None:
     async def report_file(request: Request, name: str, version: str, file: str) -> Response:
         model = _model(request, name, version)
         path = report_files(model).get(file)
+        missing = ReportFileNotFound(
+            f"model {model.name!r} version {model.version!r} has no report file {excerpt(file)}",
+            {"model": model.name, "version": model.version, "file": excerpt(file)},
+        )
         if path is None:
-            raise ReportFileNotFound(
-                f"model {model.name!r} version {model.version!r} has no report file {file!r}",
-                {"model": model.name, "version": model.version, "file": file},
-            )
+            raise missing
+        try:
+            # Read here rather than streamed: a file removed between the listing and the read
+            # is a 404, not a failed response. Report files are plots and logs of a few kB.
+            content = await run_in_threadpool(path.read_bytes)
+        except OSError:
+            raise missing from None
         media_type = REPORT_MEDIA_TYPES[os.path.splitext(file)[1].lower()]
-        return FileResponse(path, media_type=media_type, headers=FILE_HEADERS)
+        return Response(content, media_type=media_type, headers=FILE_HEADERS)

@@ -40,6 +40,7 @@ class RequestRecord:
 
     __slots__ = (
         "anomalies",
+        "arrived",
         "batch_size",
         "decode_s",
         "encode_s",
@@ -55,6 +56,7 @@ class RequestRecord:
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
+        self.arrived: float | None = None  # event-loop time the request came in
         self.route: str | None = None  # the route template, never the raw path
         self.status: int | None = None
         self.model: str | None = None  # a model that resolved; never a name a client made up

@@ -26,7 +26,7 @@ from bundle.scoring import (
     per_feature_squared_error,
     tail_probability,
 )
-from service.errors import InvalidInput, OperationNotSupported, PayloadTooLarge
+from service.errors import InvalidInput, OperationNotSupported, PayloadTooLarge, excerpt
 from service.settings import ServiceSettings
 
 FloatArray = npt.NDArray[np.float32]
@@ -270,7 +270,8 @@ class ServedModel:
         chosen = score_type or anomaly.default_score
         if chosen not in SCORE_TYPES:
             raise InvalidInput(
-                f"score_type: unknown {chosen!r}; this model offers {sorted(anomaly.scores)}",
+                f"score_type: unknown {excerpt(chosen)}; this model offers "
+                f"{sorted(anomaly.scores)}",
                 {"field": "score_type", "allowed": sorted(anomaly.scores)},
             )
         if chosen not in anomaly.scores:

@@ -21,6 +21,9 @@ from service.api_docs import ERROR_BODY, V2_ERROR_BODY
 from service.asgi import ASGIApp, Receive, Scope, Send
 from service.errors import Forbidden, ServiceError, Unauthorized
 
+# Set in the scope of a request to an open path that carried a valid key.
+AUTHENTICATED = "vae.authenticated"
+
 
 def _digest(key: bytes) -> bytes:
     return hashlib.sha256(key).digest()
@@ -64,10 +67,17 @@ class ApiKeyGuard:
         return matched
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.is_open(scope["path"]):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         key = presented_key(scope["headers"])
+        if self.is_open(scope["path"]):
+            # Open to all, but a valid key still counts: /readyz shows such a caller the
+            # reasons behind its states.
+            if key is not None and self.allows(key):
+                scope[AUTHENTICATED] = True
+            await self.app(scope, receive, send)
+            return
         if key is None:
             error: ServiceError = Unauthorized(
                 "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
@@ -76,6 +86,7 @@ class ApiKeyGuard:
         elif not self.allows(key):
             error = Forbidden("the API key is not valid")
         else:
+            scope[AUTHENTICATED] = True
             await self.app(scope, receive, send)
             return
         await _refuse(scope, send, error)

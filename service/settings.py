@@ -6,6 +6,7 @@ never a surprise under load.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Literal
@@ -100,9 +101,50 @@ class ServiceSettings(BaseSettings):
         64, ge=1, description="largest samples K for /reconstruct (413 above)"
     )
     max_body_bytes: int = Field(
-        64 * 1024 * 1024, ge=1024, description="largest request body in bytes (413 above)"
+        64 * 1024 * 1024,
+        ge=1024,
+        description="largest request body in bytes (413 above); each route's own limit is "
+        "lower when its model needs less: batch limit x numbers per item x bytes per number "
+        "(32 in JSON, 8 in npy), plus 64 KiB",
     )
-    max_json_depth: int = Field(32, ge=2, description="deepest JSON nesting accepted (422 above)")
+    max_body_buffer_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024,
+        description="bytes of request bodies one worker holds at once; a request whose body "
+        "would pass it gets 503 with Retry-After (slow uploads cannot add up without bound)",
+    )
+    max_json_depth: int = Field(
+        32, ge=2, le=512, description="deepest JSON nesting accepted (422 above)"
+    )
+    max_header_bytes: int = Field(
+        16 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="request line and headers together, in bytes (431 above; the URL alone: "
+        "414). Checked while they arrive, before authentication",
+    )
+    max_headers: int = Field(100, ge=8, le=10_000, description="header lines (431 above)")
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="a connection must send a whole request head (request line and headers) "
+        "within this many seconds of opening, or of starting the request; else it is "
+        "answered 408 and closed (slow or silent clients)",
+    )
+    keep_alive_timeout_s: int = Field(
+        5,
+        ge=1,
+        le=3600,
+        description="an idle keep-alive connection is closed after this many seconds",
+    )
+    max_connections: int = Field(
+        512,
+        ge=1,
+        le=100_000,
+        description="open connections per worker; one more is answered 503 with Retry-After "
+        "and closed at once",
+    )
     max_image_pixels: int = Field(
         4 * 1024 * 1024,
         ge=1,
@@ -157,6 +199,12 @@ class ServiceSettings(BaseSettings):
         "trailing * matches a prefix (e.g. /docs*); 'none': every path needs a key. The web "
         "page (/ and its files under /ui/) holds no data: it asks for a key to call the API. "
         "/metrics holds counts, never data, and scrapers rarely carry keys",
+    )
+    allow_unauthenticated: bool = Field(
+        False,
+        description="serve without API keys on an address other than loopback (127.0.0.1, "
+        "::1); without it, such a server refuses to start unless keys are set. Logged as a "
+        "warning at every start",
     )
     cors_allow_origins: str = Field(
         "",
@@ -267,6 +315,27 @@ class ServiceSettings(BaseSettings):
         prefixes = tuple(p[:-1] for p in entries if p.endswith("*"))
         return exact, prefixes
 
+    def binds_loopback_only(self) -> bool:
+        """Whether only this machine can reach the server (127.0.0.0/8, ::1, localhost)."""
+        host = self.host.strip().strip("[]")
+        if host.lower() == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False  # a host name may resolve to any address
+
+    def authentication_refusal(self, keys: list[str]) -> str | None:
+        """Why a server with these keys must not start, or None: without keys it runs open, so
+        it binds loopback only unless VAE_ALLOW_UNAUTHENTICATED says otherwise, out loud."""
+        if keys or self.binds_loopback_only() or self.allow_unauthenticated:
+            return None
+        return (
+            f"no API keys (VAE_API_KEYS, VAE_API_KEYS_FILE) and VAE_HOST is {self.host}: every "
+            "route, /admin/reload included, would be open to anyone who reaches it. Set keys, "
+            "or VAE_ALLOW_UNAUTHENTICATED=true to serve openly on purpose"
+        )
+
     def cors_origins(self) -> list[str]:
         return [o.strip() for o in self.cors_allow_origins.split(",") if o.strip()]
 
@@ -280,7 +349,16 @@ class ServiceSettings(BaseSettings):
                 raise ApiKeyError(
                     f"VAE_API_KEYS_FILE {self.api_keys_file}: {error.strerror}"
                 ) from None
-            keys += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+            from_file = [
+                line.strip() for line in lines if line.strip() and not line.startswith("#")
+            ]
+            if not from_file:
+                # Asked for keys and got none (an empty or unmounted secret): fail closed.
+                raise ApiKeyError(
+                    f"VAE_API_KEYS_FILE {self.api_keys_file} holds no keys; refusing to serve "
+                    "without the keys it was meant to hold"
+                )
+            keys += from_file
         for index, key in enumerate(keys, start=1):
             if len(key) < MIN_API_KEY_LENGTH:
                 raise ApiKeyError(

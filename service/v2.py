@@ -23,13 +23,22 @@ import numpy.typing as npt
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from service import api_docs, codecs
-from service.errors import ModelNotFound, ServiceError
-from service.operations import Plan, RawResponse, ServiceState, read_body
+from service import api_docs, codecs, json_body
+from service.body import BodyReader, Receive, array_body_limit
+from service.errors import ModelNotFound, OutOfMemory, ServiceError, excerpt
+from service.json_body import NumberArray
+from service.operations import (
+    INLINE_DECODE_BYTES,
+    Inference,
+    Plan,
+    RawResponse,
+    ServiceState,
+)
 from service.repository import ModelRepository
 from service.request_context import current_request
 from service.responses import json_response
 from service.runtime import ServedModel
+from service.settings import ServiceSettings
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -59,6 +68,8 @@ REFUSED_DTYPES = {
     "BYTES": "BYTES tensors are not numbers this model can take; send FP32",
 }
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+# Axes a tensor may declare: far more than any model of ours has, and a bound on the product.
+MAX_RANK = 32
 
 # Status of a domain error in the v2 protocol: validation failures and operations a model
 # cannot do are both "bad request" there.
@@ -164,7 +175,7 @@ def find_model(repository: ModelRepository, name: str, version: str | None) -> V
         base = name[: -len(suffix)]
         if name.endswith(suffix) and base in repository.models:
             return V2Model(name, base, role, repository.resolve(base, version))
-    raise ModelNotFound(f"unknown model {name!r}")
+    raise ModelNotFound(f"unknown model {excerpt(name)}")
 
 
 # --------------------------------------------------------------------------- request parsing
@@ -186,7 +197,8 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     text = header_length.strip()
     if not (text.isascii() and text.isdigit()):
         raise _bad(
-            f"Inference-Header-Content-Length must be a non-negative integer, got {header_length!r}"
+            "Inference-Header-Content-Length must be a non-negative integer, got "
+            f"{excerpt(header_length)}"
         )
     digits = text.lstrip("0") or "0"
     # More digits than the body's own length has means a longer header than the body; testing
@@ -210,7 +222,7 @@ def _object(value: Any, what: str) -> dict[str, Any]:
 
 def parse_infer_request(body: bytes, header_length: str | None, max_depth: int) -> InferRequest:
     header, binary = split_body(body, header_length)
-    payload = codecs.parse_json_object(header, max_depth=max_depth)
+    payload = json_body.parse_json_object(header, max_depth=max_depth)
     request_id = payload.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise _bad("id must be a string")
@@ -232,22 +244,34 @@ def parse_infer_request(body: bytes, header_length: str | None, max_depth: int) 
 
 
 def _shape(tensor: dict[str, Any], name: str) -> tuple[int, ...]:
+    """The declared shape, checked in rank before anything is computed from it (a shape of
+    32,000 axes once cost seconds of big-integer products on the event loop)."""
     shape = tensor.get("shape")
-    if not isinstance(shape, list) or not all(
-        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
+    if isinstance(shape, NumberArray):
+        if shape.count_values() > MAX_RANK:
+            raise _bad(f"input {excerpt(name)}: shape has more than {MAX_RANK} axes")
+        shape = shape.to_list()
+    if (
+        not isinstance(shape, list)
+        or len(shape) > MAX_RANK
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
     ):
-        raise _bad(f"input {name!r}: shape must be a list of non-negative integers")
+        raise _bad(
+            f"input {excerpt(name)}: shape must be a list of at most {MAX_RANK} non-negative "
+            "integers"
+        )
     return tuple(shape)
 
 
 def _dtype(datatype: Any, name: str) -> np.dtype[Any]:
     if not isinstance(datatype, str):
-        raise _bad(f'input {name!r}: datatype must be a string such as "FP32"')
+        raise _bad(f'input {excerpt(name)}: datatype must be a string such as "FP32"')
     if datatype in REFUSED_DTYPES:
-        raise _bad(f"input {name!r}: {REFUSED_DTYPES[datatype]}")
+        raise _bad(f"input {excerpt(name)}: {REFUSED_DTYPES[datatype]}")
     if datatype not in NUMERIC_DTYPES:
         raise _bad(
-            f"input {name!r}: unknown datatype {datatype!r}; accepted: {sorted(NUMERIC_DTYPES)}"
+            f"input {excerpt(name)}: unknown datatype {excerpt(datatype)}; accepted: "
+            f"{sorted(NUMERIC_DTYPES)}"
         )
     return NUMERIC_DTYPES[datatype]
 
@@ -258,14 +282,16 @@ def _to_float32(values: npt.NDArray[Any], name: str) -> FloatArray:
         finite = np.isfinite(values)
         if not bool(finite.all()):
             index = int(np.flatnonzero(~finite)[0])
-            raise _bad(f"input {name!r}: non-finite value at flat index {index}")
+            raise _bad(f"input {excerpt(name)}: non-finite value at flat index {index}")
     # Only float64 can exceed float32; comparing FP16 with float32's max would cast that max
     # to float16 (inf), with an overflow warning on every FP16 request.
     if values.dtype.kind == "f" and values.dtype.itemsize > 4:
         too_big = np.abs(values) > _FLOAT32_MAX
         if bool(too_big.any()):
             index = int(np.flatnonzero(too_big)[0])
-            raise _bad(f"input {name!r}: value at flat index {index} is outside the float32 range")
+            raise _bad(
+                f"input {excerpt(name)}: value at flat index {index} is outside the float32 range"
+            )
     return np.ascontiguousarray(values, dtype=np.float32)
 
 
@@ -278,27 +304,29 @@ def decode_inputs(request: InferRequest) -> dict[str, FloatArray]:
         if not isinstance(name, str):
             raise _bad(f"inputs[{index}]: name must be a string")
         if name in arrays:
-            raise _bad(f"input {name!r} is given more than once")
+            raise _bad(f"input {excerpt(name)} is given more than once")
         shape = _shape(tensor, name)
         dtype = _dtype(tensor.get("datatype"), name)
-        count = math.prod(shape)
-        parameters = _object(tensor.get("parameters"), f"input {name!r}: parameters")
+        count = math.prod(shape)  # at most MAX_RANK factors below 2**64: bounded
+        parameters = _object(tensor.get("parameters"), f"input {excerpt(name)}: parameters")
         size = parameters.get("binary_data_size")
         if size is not None:
             if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-                raise _bad(f"input {name!r}: binary_data_size must be a non-negative integer")
+                raise _bad(
+                    f"input {excerpt(name)}: binary_data_size must be a non-negative integer"
+                )
             if "data" in tensor:
-                raise _bad(f"input {name!r}: give either data or binary_data_size, not both")
+                raise _bad(f"input {excerpt(name)}: give either data or binary_data_size, not both")
             if count == 0:  # as for JSON data: an empty batch has nothing to compute
-                raise _bad(f"input {name!r}: empty tensor; send at least one item")
+                raise _bad(f"input {excerpt(name)}: empty tensor; send at least one item")
             if size != count * dtype.itemsize:
                 raise _bad(
-                    f"input {name!r}: binary_data_size is {size} bytes but shape {list(shape)} "
-                    f"of {tensor['datatype']} needs {count * dtype.itemsize}"
+                    f"input {excerpt(name)}: binary_data_size is {size} bytes but shape "
+                    f"{list(shape)} of {tensor['datatype']} needs {count * dtype.itemsize}"
                 )
             if offset + size > len(request.binary):
                 raise _bad(
-                    f"input {name!r}: binary data ends after {len(request.binary)} bytes, "
+                    f"input {excerpt(name)}: binary data ends after {len(request.binary)} bytes, "
                     f"{offset + size} needed"
                 )
             raw = np.frombuffer(request.binary, dtype=dtype, count=count, offset=offset)
@@ -310,7 +338,7 @@ def decode_inputs(request: InferRequest) -> dict[str, FloatArray]:
             arrays[name] = values.reshape(shape)
         except ValueError:  # the count fits, the layout does not: more axes than numpy's 64
             raise _bad(
-                f"input {name!r}: shape has {len(shape)} axes, too many for an array"
+                f"input {excerpt(name)}: shape has {len(shape)} axes, too many for an array"
             ) from None
     if offset != len(request.binary):
         raise _bad(
@@ -321,19 +349,27 @@ def decode_inputs(request: InferRequest) -> dict[str, FloatArray]:
 
 
 def _json_data(data: Any, name: str, count: int) -> FloatArray:
-    if not isinstance(data, list):
-        raise _bad(f"input {name!r}: data must be a (flat or nested) list of numbers")
+    if not isinstance(data, list | NumberArray):
+        raise _bad(f"input {excerpt(name)}: data must be a (flat or nested) list of numbers")
     if count == 0:
-        raise _bad(f"input {name!r}: empty tensor; send at least one item")
+        raise _bad(f"input {excerpt(name)}: empty tensor; send at least one item")
+    if isinstance(data, NumberArray) and data.count_values() > count:
+        # Counted on the text: more numbers than the shape holds are refused unparsed.
+        raise _bad(
+            f"input {excerpt(name)}: data has {data.count_values()} values but its shape "
+            f"needs {count}"
+        )
     try:
         # The service's own JSON array reader: refuses booleans, strings, ragged lists,
         # NaN/Inf and values beyond float32, and returns float32.
-        array = codecs.array_field({name: data}, name, min_ndim=1)
+        array = json_body.array_field({"data": data}, "data", min_ndim=1)
     except ServiceError as error:
-        raise _bad(f"input {name!r}: {error.message}") from error
+        raise _bad(f"input {excerpt(name)}: {error.message}") from error
     assert array is not None
     if array.size != count:
-        raise _bad(f"input {name!r}: data has {array.size} values but its shape needs {count}")
+        raise _bad(
+            f"input {excerpt(name)}: data has {array.size} values but its shape needs {count}"
+        )
     return array.ravel()
 
 
@@ -359,13 +395,13 @@ def wanted_outputs(view: V2Model, request: InferRequest) -> list[WantedOutput]:
     for entry in request.outputs:
         name = entry["name"]
         if name not in specs:
-            raise _bad(f"model {view.name!r} has no output {name!r}; outputs: {list(specs)}")
+            raise _bad(f"model {view.name!r} has no output {excerpt(name)}; outputs: {list(specs)}")
         if any(w.spec.name == name for w in chosen):
-            raise _bad(f"output {name!r} is requested more than once")
-        parameters = _object(entry.get("parameters"), f"output {name!r}: parameters")
+            raise _bad(f"output {excerpt(name)} is requested more than once")
+        parameters = _object(entry.get("parameters"), f"output {excerpt(name)}: parameters")
         binary = parameters.get("binary_data", binary_default)
         if not isinstance(binary, bool):
-            raise _bad(f"output {name!r}: binary_data must be true or false")
+            raise _bad(f"output {excerpt(name)}: binary_data must be true or false")
         chosen.append(WantedOutput(specs[name], binary))
     return chosen
 
@@ -374,7 +410,8 @@ def _single_input(view: V2Model, arrays: dict[str, FloatArray]) -> FloatArray:
     expected = view.inputs[0].name
     if set(arrays) != {expected}:
         raise _bad(
-            f"model {view.name!r} takes exactly one input named {expected!r}; got {list(arrays)}"
+            f"model {view.name!r} takes exactly one input named {expected!r}; got "
+            f"{[excerpt(key, 32) for key in list(arrays)[:4]]}"
         )
     array = arrays[expected]
     if array.ndim < 2:
@@ -477,56 +514,86 @@ def match_infer_path(path: str) -> tuple[str, str | None] | None:
     return None
 
 
+def infer_body_limit(settings: ServiceSettings, view: V2Model) -> int:
+    """The largest body this v2 model can need: its batch limit of tensors as JSON numbers
+    (the larger of the two encodings) plus the JSON header's slack (service.body)."""
+    per_item = view.model.latent_dim if view.role == "decoder" else view.model.feature_count
+    numbers = settings.max_batch_size * per_item
+    return min(settings.max_body_bytes, array_body_limit(numbers, "json", 0))
+
+
 async def serve_infer(
-    state: ServiceState, name: str, version: str | None, body: bytes, header_length: str | None
+    state: ServiceState,
+    name: str,
+    version: str | None,
+    header_length: str | None,
+    content_length: str | None,
+    receive: Receive,
 ) -> RawResponse:
-    """One v2 infer request, from raw bytes to raw bytes; errors in the protocol's body."""
+    """One v2 infer request, from its head and body to raw bytes; errors in the protocol's
+    body. The model is resolved before the body is read, so its limit is the model's."""
     record = current_request()
+    reader: BodyReader | None = None
+    response: RawResponse | None = None
+    inference: Inference | None = None
     try:
         repository, inference = state.require_ready()
         view = find_model(repository, name, version)
         record.served_by(view.model.name, view.model.version)
-        began = time.perf_counter()
-        parsed = parse_infer_request(body, header_length, state.settings.max_json_depth)
-        wanted = wanted_outputs(view, parsed)
-        score_type = parsed.parameters.get("score_type")
-        if score_type is not None and not isinstance(score_type, str):
-            raise _bad("parameters: score_type must be a string")
-        items = _single_input(view, decode_inputs(parsed))
-        record.decode_s = time.perf_counter() - began
-        names = [w.spec.name for w in wanted]
+        reader = inference.body_reader(receive, content_length)
+        body = await reader.read(infer_body_limit(state.settings, view))
+        max_depth = state.settings.max_json_depth
+        decoded: list[tuple[InferRequest, list[WantedOutput]]] = []
 
-        def compute(batch: FloatArray) -> dict[str, Any]:
-            return dict(view.compute(batch, names, score_type))
+        def decode() -> Plan:
+            parsed = parse_infer_request(body, header_length, max_depth)
+            wanted = wanted_outputs(view, parsed)
+            score_type = parsed.parameters.get("score_type")
+            if score_type is not None and not isinstance(score_type, str):
+                raise _bad("parameters: score_type must be a string")
+            items = _single_input(view, decode_inputs(parsed))
+            decoded.append((parsed, wanted))
+            names = [w.spec.name for w in wanted]
 
-        plan = Plan(
-            compute=compute,
-            items=items,
-            layout=tuple(items.shape[1:]),
-            batch_key=None,
-            values=len(items) * view.model.feature_count,
-        )
-        results = await inference.run(plan)
-        record.items = len(items)
+            def compute(batch: FloatArray) -> dict[str, Any]:
+                return dict(view.compute(batch, names, score_type))
+
+            return Plan(
+                compute=compute,
+                items=items,
+                layout=tuple(items.shape[1:]),
+                batch_key=None,
+                values=len(items) * view.model.feature_count,
+            )
+
+        results = await inference.run(decode, inline=len(body) <= INLINE_DECODE_BYTES)
+        parsed, wanted = decoded[0]
+        record.items = len(next(iter(results.values()))) if results else None
         began = time.perf_counter()
         response = infer_response(view, parsed, wanted, results)
         record.encode_s = time.perf_counter() - began
         return response
     except (V2Error, ServiceError) as error:
         return raw_error(error)
+    except MemoryError:
+        return raw_error(OutOfMemory("the worker ran out of memory answering; retry later"))
+    finally:
+        if inference is not None:
+            inference.finished(reader, response)
 
 
 async def infer(request: Request, name: str, version: str | None) -> Response:
     """The FastAPI route's way in (VAE_FAST_PATH=false); the fast path calls serve_infer."""
-    state = _state(request)
-    try:
-        body = await read_body(
-            request.receive, request.headers.get("content-length"), state.settings.max_body_bytes
-        )
-    except ServiceError as error:
-        return error_response(error)
-    header_length = request.headers.get(HEADER_LENGTH)
-    return to_response(await serve_infer(state, name, version, body, header_length))
+    headers = request.headers
+    raw = await serve_infer(
+        _state(request),
+        name,
+        version,
+        headers.get(HEADER_LENGTH),
+        headers.get("content-length"),
+        request.receive,
+    )
+    return to_response(raw)
 
 
 def register_v2_routes(app: FastAPI) -> None:

@@ -72,6 +72,18 @@ BREAKAGES = {
         "              path: /healthz\n              port: 9000\n            periodSeconds: 10",
         "livenessProbe asks port 9000",
     ),
+    "optional API key Secret": (
+        "base/deployment.yaml",
+        "                  optional: false",
+        "                  optional: true",
+        "the API key Secret is optional",
+    ),
+    "server allowed to run open": (
+        "base/kustomization.yaml",
+        "VAE_ALLOW_UNAUTHENTICATED=false",
+        "VAE_ALLOW_UNAUTHENTICATED=true",
+        "VAE_ALLOW_UNAUTHENTICATED is on",
+    ),
     "writable model mount": (
         "base/deployment.yaml",
         "              mountPath: /models\n              readOnly: true",

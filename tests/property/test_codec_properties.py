@@ -25,14 +25,13 @@ from service.codecs import (
     JSON_MEDIA_TYPE,
     NPY_MEDIA_TYPE,
     NPZ_MEDIA_TYPE,
-    array_field,
     json_bytes,
-    parse_json_object,
     parse_npy,
     request_format,
     response_format,
 )
 from service.errors import InvalidInput, ServiceError
+from service.json_body import array_field, parse_json_object
 from tests.property.conftest import PROFILE
 
 # Overflow and NaN handling must be silent: reported as errors, never as numpy warnings.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -86,12 +87,14 @@ def test_a_cancelled_waiter_gives_back_its_place_and_any_slot_it_was_handed() ->
     asyncio.run(main())
 
 
-def _slow_plan(seconds: float) -> Plan:
+def _slow_plan(seconds: float) -> Callable[[], Plan]:
+    """A request whose decoding gives a model call of `seconds`, as `Inference.run` takes it."""
+
     def compute(items: Any) -> dict[str, Any]:
         time.sleep(seconds)  # stands for a long onnxruntime call in the executor
         return {"outputs": np.asarray(items)}
 
-    return Plan(compute, np.zeros((1, 4), np.float32), (4,), None, values=4)
+    return lambda: Plan(compute, np.zeros((1, 4), np.float32), (4,), None, values=4)
 
 
 def test_the_timeout_answers_503_and_keeps_the_slot_until_the_call_ends() -> None:

@@ -1,0 +1,270 @@
+"""Limits on HTTP connections, enforced in uvicorn's httptools protocol before the app sees a
+request: what slow, silent or oversized clients cost a worker is bounded here.
+
+- **Head size and count** (VAE_MAX_HEADER_BYTES, VAE_MAX_HEADERS): httptools gathers a header
+  value whole before it calls back, however long it is, so the bytes of a request head are
+  counted as they arrive and the parser is fed no more than the limit: a longer head is
+  answered 431 (a URL alone over it: 414) having cost at most the limit.
+- **Head timeout** (VAE_HEADER_TIMEOUT_S): a connection that opens and sends nothing, or sends
+  its request line and headers a byte at a time, is answered 408 and closed when the timeout
+  passes. It runs from the connection's opening and from the first byte of each request; the
+  idle time between keep-alive requests is uvicorn's keep-alive timeout
+  (VAE_KEEP_ALIVE_TIMEOUT_S).
+- **Connection cap** (VAE_MAX_CONNECTIONS, per worker): one more connection is answered 503
+  with Retry-After and closed at once, so file descriptors and per-connection memory stay
+  bounded while the connections already open are served.
+- **Unread bodies**: an answer sent before its request's body has all arrived closes the
+  connection, so a body trickled after the answer cannot hold it open. Every such close, and
+  every refusal above, lingers: the answer goes out, then the write side is shut (FIN) and what
+  the client still sends is read and dropped for up to `LINGER_S` or `LINGER_MAX_BYTES`, so the
+  close does not reset a connection whose answer the client has not read yet: a close with
+  unread bytes makes the kernel send RST, which can discard the answer still in the send
+  buffer or, on some clients, the one already received (RFC 9112, section 9.6, "the TCP reset
+  problem"). Over loopback the answer survived an immediate close as well
+  (tests/e2e/test_hostile_clients.py reads it either way); across a network it need not.
+
+The body itself is bounded by the app (service.body: its limit, the worker's budget, and the
+request's deadline, which covers reading it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+
+from service.metrics import connection_refused
+from service.one_write import OneWriteHttpToolsProtocol
+from service.settings import ServiceSettings
+
+log = logging.getLogger("vae_service")
+
+# A refused client may still be sending; its bytes are read and dropped this long, at most this
+# many, before the connection closes (nginx lingers similarly: lingering_time, lingering_timeout).
+LINGER_S = 2.0
+LINGER_MAX_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    max_header_bytes: int
+    max_headers: int
+    header_timeout_s: float
+    max_connections: int
+    retry_after_s: int
+
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings) -> ConnectionLimits:
+        return cls(
+            settings.max_header_bytes,
+            settings.max_headers,
+            settings.header_timeout_s,
+            settings.max_connections,
+            settings.retry_after_s,
+        )
+
+
+# Each worker builds its limits from the same environment as its app (service.cli), once.
+_limits: ConnectionLimits | None = None
+
+
+def worker_limits() -> ConnectionLimits:
+    global _limits
+    if _limits is None:
+        _limits = ConnectionLimits.from_settings(ServiceSettings())
+    return _limits
+
+
+class LimitedHttpToolsProtocol(OneWriteHttpToolsProtocol):
+    """uvicorn's httptools protocol (with one-write answers) under `ConnectionLimits`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = worker_limits()
+        self._in_head = True  # the bytes arriving now belong to a request head
+        self._head_bytes = 0
+        self._heads = 0  # request heads parsed on this connection
+        self._header_count = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        # Once refused, the connection is answered and closing: the parser's callbacks for
+        # bytes already fed to it do nothing (raising in one would make uvicorn answer 400).
+        self._refused = False
+        self._lingering: int | None = None  # bytes dropped since the answer, when lingering
+
+    # --- the connection ---
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            self._refuse(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                "too_many_connections",
+                f"this worker has {self.limits.max_connections} connections open "
+                "(VAE_MAX_CONNECTIONS); retry later",
+                retry_after=True,
+            )
+            return
+        self._start_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering is not None:
+            self._lingering += len(data)
+            if self._lingering > LINGER_MAX_BYTES:
+                self.transport.close()
+            return
+        if self._refused:
+            return
+        if self._in_head:
+            room = self.limits.max_header_bytes - self._head_bytes
+            if len(data) > room:
+                # Feed only what the limit allows; a head that has not ended within it is too
+                # long, whatever follows.
+                heads = self._heads
+                self._head_bytes += room
+                super().data_received(data[:room])
+                if self._refused or self.transport.is_closing():
+                    return
+                if self._heads == heads:
+                    self._refuse(
+                        HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        "head_too_large",
+                        "the request line and headers are longer than "
+                        f"{self.limits.max_header_bytes} bytes (VAE_MAX_HEADER_BYTES)",
+                    )
+                    return
+                data = data[room:]
+            else:
+                self._head_bytes += len(data)
+        super().data_received(data)
+
+    # --- parser callbacks ---
+
+    def on_message_begin(self) -> None:
+        if self._refused:
+            return
+        super().on_message_begin()
+        self._header_count = 0
+        if self._head_timer is None:
+            self._start_head_timer()
+
+    def on_url(self, url: bytes) -> None:
+        if self._refused:
+            return
+        super().on_url(url)
+        if len(self.url) > self.limits.max_header_bytes:
+            self._refuse(
+                HTTPStatus.REQUEST_URI_TOO_LONG,
+                "head_too_large",
+                f"the URL is longer than {self.limits.max_header_bytes} bytes "
+                "(VAE_MAX_HEADER_BYTES)",
+            )
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._refused:
+            return
+        self._header_count += 1
+        if self._header_count > self.limits.max_headers:
+            self._refuse(
+                HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "head_too_large",
+                f"the request has more than {self.limits.max_headers} headers (VAE_MAX_HEADERS)",
+            )
+            return
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        if self._refused:
+            return
+        self._in_head = False
+        self._heads += 1
+        self._stop_head_timer()
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._refused:
+            return
+        super().on_message_complete()
+        self._in_head = True  # the next bytes are the next request's
+        self._head_bytes = 0
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._body_unread() and not self.transport.is_closing():
+            # Answered before its body had all arrived: the rest would hold the connection.
+            self._linger()
+
+    def close_after_answer(self) -> None:
+        if self._body_unread():
+            self._linger()
+        else:
+            super().close_after_answer()
+
+    def _body_unread(self) -> bool:
+        cycle = self.cycle  # the answered one, unless a pipelined request is already parsed
+        return cycle is not None and cycle.response_complete and cycle.more_body
+
+    def _linger(self) -> None:
+        """Shut the write side after the answer and drop what still comes, for a while."""
+        if self._lingering is not None or self.transport.is_closing():
+            return
+        self._lingering = 0
+        self._stop_head_timer()
+        self.loop.call_later(LINGER_S, self.transport.close)
+        try:
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+        except (OSError, RuntimeError):
+            self.transport.close()
+
+    # --- helpers ---
+
+    def _start_head_timer(self) -> None:
+        self._stop_head_timer()
+        self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timed_out)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._in_head and not self.transport.is_closing():
+            self._refuse(
+                HTTPStatus.REQUEST_TIMEOUT,
+                "head_timeout",
+                f"no complete request head within {self.limits.header_timeout_s:g} s "
+                "(VAE_HEADER_TIMEOUT_S)",
+            )
+
+    def _refuse(self, status: int, reason: str, message: str, *, retry_after: bool = False) -> None:
+        """Answer with the service's error body and close: nothing more is read."""
+        self._refused = True
+        self._stop_head_timer()
+        connection_refused(reason)  # no ASGI middleware sees these: counted here
+        log.debug("connection refused (%s): %s", reason, message)
+        if self.transport.is_closing():
+            return
+        body = orjson.dumps({"error": {"code": reason, "message": message, "detail": None}})
+        head = [
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+            "content-type: application/json",
+            f"content-length: {len(body)}",
+            "connection: close",
+        ]
+        if retry_after:
+            head.append(f"retry-after: {self.limits.retry_after_s}")
+        self.transport.write("\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body)
+        self._linger()
