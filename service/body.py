@@ -1,17 +1,16 @@
-"""Request bodies: how large one may be, how many bytes of them a worker holds, and reading one
-before its deadline.
+"""Request bodies: how large one may be, how many bytes of them a worker holds, and reading one.
 
 The limit is known before a byte is read: it follows from the model the path names, the route
-and the body's format (`body_limit`), capped by VAE_MAX_BODY_BYTES. A declared Content-Length
-above it is refused at once, a streamed body as soon as it passes it. Every body held at once in
-a worker is charged to one `BodyBudget`, so slow uploads cannot add up to more memory than
-VAE_MAX_BODY_BUFFER_BYTES, and reading shares the request's deadline (VAE_REQUEST_TIMEOUT_S),
-so a body that never finishes is answered 408 and its connection closed.
+and the body's format (`array_body_limit`), capped by VAE_MAX_BODY_BYTES. A declared
+Content-Length above it is refused at once, a streamed body as soon as it passes it. Every body
+held at once in a worker is charged to one `BodyBudget`, so slow uploads cannot add up to more
+memory than VAE_MAX_BODY_BUFFER_BYTES. A body that never finishes is the HTTP protocol's to
+cut off (service.http_limits: 408 once VAE_REQUEST_TIMEOUT_S has passed since its head), where a
+timer costs a microsecond; one here cost 3-7 us a request (bench/HOSTILE.md).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -81,25 +80,22 @@ class BodyBudget:
 
 
 class BodyReader:
-    """One request's body: read once, up to a limit, before a deadline, charged to the
-    worker's budget until `release`."""
+    """One request's body: read once, up to a limit, charged to the worker's budget until
+    `release`. Its time limit is the HTTP protocol's (service.http_limits): a body still
+    arriving VAE_REQUEST_TIMEOUT_S after its head is answered 408 there, and this reader sees
+    the request end early."""
 
     def __init__(
-        self,
-        receive: Receive,
-        content_length: str | None,
-        budget: BodyBudget | None,
-        deadline: float | None,
+        self, receive: Receive, content_length: str | None, budget: BodyBudget | None
     ) -> None:
         self.receive = receive
         self.content_length = content_length
         self.budget = budget
-        self.deadline = deadline  # event-loop time; None: no limit
         self.charged = 0
         self.received = 0
 
     async def read(self, limit: int, what: str = "VAE_MAX_BODY_BYTES") -> bytes:
-        """The whole body, or 413 above `limit`, 408 past the deadline, 503 over budget."""
+        """The whole body, or 413 above `limit`, 503 over budget, 408 when it stops short."""
         declared = self._declared_length()
         if declared is not None and declared > limit:
             raise PayloadTooLarge(
@@ -110,22 +106,17 @@ class BodyReader:
             )
         if declared is not None:
             self._charge(declared)
-        try:
-            async with asyncio.timeout_at(self.deadline):
-                return await self._read(limit, declared)
-        except TimeoutError:
-            raise RequestBodyTimeout(
-                "the request body did not arrive before the request's deadline "
-                "(VAE_REQUEST_TIMEOUT_S)",
-                headers={"Connection": "close"},
-            ) from None
-
-    async def _read(self, limit: int, declared: int | None) -> bytes:
         chunks: list[bytes] = []
         received = 0
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
+                if declared is not None and received < declared:
+                    raise RequestBodyTimeout(
+                        f"the request body stopped after {received} of {declared} bytes: the "
+                        "client went away, or it did not arrive within VAE_REQUEST_TIMEOUT_S",
+                        headers={"Connection": "close"},
+                    )
                 break
             chunk = message.get("body", b"")
             received += len(chunk)

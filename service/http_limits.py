@@ -10,6 +10,10 @@ request: what slow, silent or oversized clients cost a worker is bounded here.
   passes. It runs from the connection's opening and from the first byte of each request; the
   idle time between keep-alive requests is uvicorn's keep-alive timeout
   (VAE_KEEP_ALIVE_TIMEOUT_S).
+- **Body timeout** (VAE_REQUEST_TIMEOUT_S, the request's deadline): a body still arriving that
+  long after its head is answered 408 here and closed; the app, waiting for it, sees the
+  request end (a timer per request costs ~1 us in the protocol, 3-7 us as an asyncio timeout
+  around the app's read).
 - **Connection cap** (VAE_MAX_CONNECTIONS, per worker): one more connection is answered 503
   with Retry-After and closed at once, so file descriptors and per-connection memory stay
   bounded while the connections already open are served.
@@ -56,6 +60,7 @@ class ConnectionLimits:
     header_timeout_s: float
     max_connections: int
     retry_after_s: int
+    body_timeout_s: float | None  # the request's deadline, which covers reading its body
 
     @classmethod
     def from_settings(cls, settings: ServiceSettings) -> ConnectionLimits:
@@ -65,6 +70,7 @@ class ConnectionLimits:
             settings.header_timeout_s,
             settings.max_connections,
             settings.retry_after_s,
+            settings.request_timeout_s or None,
         )
 
 
@@ -90,6 +96,7 @@ class LimitedHttpToolsProtocol(OneWriteHttpToolsProtocol):
         self._heads = 0  # request heads parsed on this connection
         self._header_count = 0
         self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
         # Once refused, the connection is answered and closing: the parser's callbacks for
         # bytes already fed to it do nothing (raising in one would make uvicorn answer 400).
         self._refused = False
@@ -112,6 +119,7 @@ class LimitedHttpToolsProtocol(OneWriteHttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
+        self._stop_body_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -187,6 +195,10 @@ class LimitedHttpToolsProtocol(OneWriteHttpToolsProtocol):
         self._heads += 1
         self._stop_head_timer()
         super().on_headers_complete()
+        if self.limits.body_timeout_s is not None and self._has_body():
+            self._body_timer = self.loop.call_later(
+                self.limits.body_timeout_s, self._body_timed_out
+            )
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:
@@ -195,6 +207,7 @@ class LimitedHttpToolsProtocol(OneWriteHttpToolsProtocol):
     def on_message_complete(self) -> None:
         if self._refused:
             return
+        self._stop_body_timer()
         super().on_message_complete()
         self._in_head = True  # the next bytes are the next request's
         self._head_bytes = 0
@@ -230,6 +243,40 @@ class LimitedHttpToolsProtocol(OneWriteHttpToolsProtocol):
 
     # --- helpers ---
 
+    def _has_body(self) -> bool:
+        for name, value in self.headers:
+            if name == b"content-length":
+                return value.strip() not in (b"", b"0")
+            if name == b"transfer-encoding":
+                return True
+        return False
+
+    def _stop_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_timed_out(self) -> None:
+        """The request's body did not all arrive in time: answer 408 and close, unless the app
+        has answered already; either way the app, waiting for the body, sees the request end
+        (uvicorn then drops whatever it answers)."""
+        self._body_timer = None
+        cycle = self.cycle
+        if cycle is None or not cycle.more_body or self.transport.is_closing():
+            return
+        answered = cycle.response_started
+        cycle.disconnected = True
+        cycle.message_event.set()
+        if answered:
+            self._linger()
+        else:
+            self._refuse(
+                HTTPStatus.REQUEST_TIMEOUT,
+                "body_timeout",
+                f"the request body did not arrive within {self.limits.body_timeout_s:g} s "
+                "(VAE_REQUEST_TIMEOUT_S)",
+            )
+
     def _start_head_timer(self) -> None:
         self._stop_head_timer()
         self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timed_out)
@@ -253,6 +300,7 @@ class LimitedHttpToolsProtocol(OneWriteHttpToolsProtocol):
         """Answer with the service's error body and close: nothing more is read."""
         self._refused = True
         self._stop_head_timer()
+        self._stop_body_timer()
         connection_refused(reason)  # no ASGI middleware sees these: counted here
         log.debug("connection refused (%s): %s", reason, message)
         if self.transport.is_closing():

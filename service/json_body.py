@@ -6,6 +6,9 @@ a list that mixes one long string with numbers, makes a unicode array as wide as
 every element (+244 MiB from a 36 kB body, issue 18). So a body is split before anything is
 built:
 
+0. A body up to `SMALL_BODY_BYTES` is parsed whole by orjson, at a cost bounded by its size,
+   when a count of its quote bytes proves that no string sits in any list (`_parse_small`);
+   numpy may then infer its arrays' dtype as it always did. Every other body takes steps 1-4.
 1. Every string literal is found with one C regex match (`_STRING`), at most `MAX_STRINGS` of
    them, so no byte inside a string is ever taken for structure.
 2. Every value of an object key that is an array of numbers only, that is of bytes from
@@ -19,7 +22,7 @@ built:
    `CHUNK_BYTES`, else in chunks of about that size along its first axis, each chunk checked
    against the numbers its items may hold before orjson sees it, and written into one float32
    array. The transient cost of any body is then a fixed multiple of one chunk, whatever the
-   body's size (measured in tests/property/test_json_body_properties.py).
+   body's size (held to it in tests/property/test_json_body_properties.py).
 
 The cuts never change what a valid document means: strict JSON syntax is orjson's, on the
 envelope and on every array that is read; an array no route reads is never parsed.
@@ -50,6 +53,11 @@ ENVELOPE_MAX_BYTES = 64 * 1024
 # Any request of ours carries fewer than 50 strings (keys included); each costs a regex call on
 # the event loop, so a body may hold at most this many.
 MAX_STRINGS = 1024
+# Bodies up to this size are parsed whole when their lists hold no string (`_parse_small`):
+# what they can cost is bounded by their size, and they take the shortest path. Measured
+# (bench/HOSTILE.md, "Reading a body"): cutting a single item's body costs it ~50% more.
+SMALL_BODY_BYTES = 64 * 1024
+_NOT_MARKS = bytes(c for c in range(256) if c not in b'"[{\\')
 # Number arrays above this are parsed chunk by chunk: orjson's transient cost is ~15-25x the
 # text it parses, so one chunk costs at most a few MiB whatever the body's size.
 CHUNK_BYTES = 256 * 1024
@@ -62,6 +70,8 @@ _STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)
 _ARRAY_VALUE = re.compile(rb"[ \t\n\r]*+:[ \t\n\r]*+\[")
 # The bytes a JSON array of numbers is made of.
 _NUMBER_RUN = re.compile(rb"[0-9eE.+\-,\[\] \t\n\r]*+")
+# The same without the brackets: what `bytes.translate` deletes to leave an array's skeleton.
+_NUMBER_BYTES = b"0123456789eE.+-, \t\n\r"
 # Non-finite numbers as clients write them: Python's json (NaN, Infinity, -Infinity), Jackson
 # and JSON5 (+Infinity), and `str(float)` in Python, numpy or C (nan, inf, -inf). Each means
 # "not a finite number" (422), not "not JSON at all" (400).
@@ -174,7 +184,23 @@ class NumberArray:
 
 
 class JsonObject(dict[str, Any]):
-    """A request body's top-level object; number arrays appear in it as `NumberArray`."""
+    """A request body's top-level object; number arrays appear in it as `NumberArray`, or, in
+    a small body parsed whole, as lists known to hold no string (`lists_hold_no_strings`), so
+    numpy may infer their dtype; `may_contain_booleans` says whether `true` or `false` occur
+    in the body at all."""
+
+    __slots__ = ("lists_hold_no_strings", "may_contain_booleans")
+
+    def __init__(
+        self,
+        value: dict[str, Any],
+        *,
+        lists_hold_no_strings: bool = False,
+        may_contain_booleans: bool = True,
+    ) -> None:
+        super().__init__(value)
+        self.lists_hold_no_strings = lists_hold_no_strings
+        self.may_contain_booleans = may_contain_booleans
 
 
 def parse_json_object(body: bytes, *, max_depth: int = 32) -> JsonObject:
@@ -188,6 +214,10 @@ def parse_json_object(body: bytes, *, max_depth: int = 32) -> JsonObject:
     first = body[start.end() : start.end() + 1] if start is not None else b""
     if first != b"{":
         raise _not_an_object(body, first, max_depth)
+    if len(body) <= SMALL_BODY_BYTES:
+        small = _parse_small(body, max_depth)
+        if small is not None:
+            return small
     cuts, impurity = _find_number_arrays(body)
     envelope, placeholders = _envelope(body, cuts)
     if len(envelope) > ENVELOPE_MAX_BYTES:
@@ -211,6 +241,46 @@ def parse_json_object(body: bytes, *, max_depth: int = 32) -> JsonObject:
     for array in arrays.values():  # the nesting limit holds for the whole document, now
         array.check_depth(max_depth)
     return JsonObject(document)
+
+
+def _parse_small(body: bytes, max_depth: int) -> JsonObject | None:
+    """A small body parsed whole by orjson (at most ~25x SMALL_BODY_BYTES in objects), when its
+    lists provably hold no string; None sends it the long way (`parse_json_object`).
+
+    The proof is a count: every quote byte of the body belongs to a key or a top-level string
+    value (2 each, plus one per quote inside, less one per quote written as \\u0022, which is
+    no quote byte), or else to a string in some list. A top-level value that is an object, or a
+    list of anything but numbers and lists, is left to the long way: its strings are not
+    counted here. With no string in a list, numpy cannot make a unicode array of it, the only
+    way a small body could cost more than its size (+244 MiB from 36 kB, issue 18)."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise _decode_error(exc, max_depth, body, [], []) from exc
+    if not isinstance(value, dict):
+        return None  # `{"a": 1} 2`-like: orjson refused it already; kept for the type checker
+    # One pass keeps the bytes both checks count: quotes, brackets, braces, backslashes.
+    marks = body.translate(None, _NOT_MARKS)
+    if marks.count(b"[") + marks.count(b"{") > max_depth:  # else it cannot nest that deep
+        depth = _json_depth(body)
+        if depth > max_depth:
+            raise _too_deep(depth, max_depth)
+    quotes = 0
+    for key, item in value.items():
+        quotes += 2 + key.count('"')
+        if isinstance(item, str):
+            quotes += 2 + item.count('"')
+        elif isinstance(item, dict):
+            return None
+    if b"\\" in marks:
+        quotes -= body.count(b"\\u0022")
+    if quotes != marks.count(b'"'):
+        return None
+    return JsonObject(
+        value,
+        lists_hold_no_strings=True,
+        may_contain_booleans=b"true" in body or b"false" in body,
+    )
 
 
 def array_field(
@@ -249,11 +319,39 @@ def array_field(
             f"got {json_type(value)}",
             {"field": field},
         )
+    if getattr(payload, "lists_hold_no_strings", False):
+        return _trusted_list_to_float32(payload, value, field, min_ndim, max_items)
     problem = find_problem(value, field)
     if problem is not None:
         raise problem
     # Only ints and floats, in a regular shape: numpy can infer nothing but a number dtype.
     return _list_to_float32(value, field, min_ndim)
+
+
+def _trusted_list_to_float32(
+    payload: dict[str, Any], value: list[Any], field: str, min_ndim: int, max_items: int | None
+) -> F32:
+    """A list from a small body that holds no string (`_parse_small`): numpy infers its dtype
+    in C, and the Python walk runs only to explain what is wrong. Booleans: numpy turns
+    `[1.5, true]` into floats, so a number dtype alone does not prove the data numeric; a bool
+    can only have become exactly 0 or 1, so the walk runs when the body holds `true` or
+    `false` at all and the array holds an exact 0 or 1."""
+    try:
+        array = np.array(value)
+    except (ValueError, TypeError, OverflowError):  # ragged, or deeper than numpy allows
+        raise _explain(value, field, 0) from None
+    if array.dtype.kind not in "iuf":  # booleans only, null, objects: say which and where
+        raise _explain(value, field, 0)
+    if (
+        getattr(payload, "may_contain_booleans", True)
+        and array.size
+        and bool(((array == 0) | (array == 1)).any())
+        and find_problem(value, field) is not None
+    ):
+        raise _explain(value, field, 0)
+    if max_items is not None and array.ndim and len(array) > max_items:
+        raise _too_many_items(field, len(array), max_items)
+    return finish_array(array, field, min_ndim)
 
 
 # --------------------------------------------------------------------------- the split
@@ -296,16 +394,44 @@ def _find_number_arrays(body: bytes) -> tuple[list[tuple[int, int]], _Impurity |
         if value is None:
             continue
         start = value.end() - 1
+        found = _number_array_at(body, start)
+        if found is not None:
+            cuts.append((start, found))
+            position = found
+            continue
+        # Not all numbers, or not closed where expected: where do the numbers stop?
         run_match = _NUMBER_RUN.match(body, start)
         assert run_match is not None  # `*+` matches the empty string at least
         run = run_match.end()
         end = body.rfind(b"]", start, run) + 1
         if end > start and body.count(b"[", start, end) == body.count(b"]", start, end):
-            cuts.append((start, end))
+            cuts.append((start, end))  # numbers, then something invalid: orjson will say
             position = end
         elif impurity is None and run < size:
             impurity = _Impurity(body[quote + 1 : string.end() - 1], run)
     return cuts, impurity
+
+
+def _number_array_at(body: bytes, start: int) -> int | None:
+    """The end of the array of numbers that opens at `start`, or None when it holds more than
+    numbers. The common case, in a few C passes: an array of numbers holds no quote and no
+    brace, so it ends at the last `]` before the next of either; it is one when what lies
+    between holds nothing but number bytes and balanced brackets (measured: 0.7 ns a byte,
+    against 3 for a regex over it and two bracket counts, bench/HOSTILE.md)."""
+    limit = body.find(b'"', start)
+    if limit < 0:
+        limit = len(body)
+    brace = body.find(b"}", start, limit)
+    if brace >= 0:
+        limit = brace
+    end = body.rfind(b"]", start, limit) + 1
+    if end <= start:
+        return None
+    skeleton = body[start:end].translate(None, _NUMBER_BYTES)
+    opens = skeleton.count(b"[")
+    if 2 * opens != len(skeleton) or skeleton.count(b"]") != opens:
+        return None
+    return end
 
 
 def _envelope(body: bytes, cuts: list[tuple[int, int]]) -> tuple[bytes, list[str]]:

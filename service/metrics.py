@@ -63,7 +63,7 @@ STAGE_BUCKETS = (
     1, 2.5, 10,
 )  # fmt: skip
 # Why service.http_limits closed a connection before the app saw a request.
-CONNECTION_REFUSALS = ("too_many_connections", "head_too_large", "head_timeout")
+CONNECTION_REFUSALS = ("too_many_connections", "head_too_large", "head_timeout", "body_timeout")
 # Items per merged onnxruntime call: powers of two up to the largest request (4096 by default).
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 

@@ -422,7 +422,7 @@ class Inference:
         return arrived + self.timeout
 
     def body_reader(self, receive: Receive, content_length: str | None) -> BodyReader:
-        return BodyReader(receive, content_length, self.body_budget, self.deadline())
+        return BodyReader(receive, content_length, self.body_budget)
 
     async def run(self, decode: Callable[[], Plan], *, inline: bool = True) -> dict[str, Any]:
         """Decode the request into a plan and run it. `inline`: decode on the event loop (small

@@ -170,8 +170,9 @@ class ServiceSettings(BaseSettings):
     request_timeout_s: float = Field(
         30.0,
         ge=0,
-        description="longest a request may wait and run before it is answered 503 (0: no "
-        "limit); a model call already running in a thread finishes but its answer is dropped",
+        description="longest a request may take from its arrival, reading its body included, "
+        "before it is answered (408 while the body is still arriving, else 503; 0: no limit); "
+        "a model call already running in a thread finishes but its answer is dropped",
     )
     retry_after_s: int = Field(
         1, ge=0, le=3600, description="Retry-After seconds sent with 503 overload answers"

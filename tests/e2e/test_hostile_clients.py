@@ -561,7 +561,10 @@ def test_slow_and_silent_clients_are_cut_off_while_health_answers_fast(server: S
         stop.set()
         feeder.join()
     assert worst < 0.1, f"/healthz took {worst * 1000:.0f} ms"
-    for group, name in ((trickling, "trickling"), (silent, "silent"), (unfinished, "unfinished")):
+    for connection in unfinished:  # cut off by the protocol's body timer, with its answer
+        assert statuses(read_all(connection, 1)) == [408]
+        connection.close()
+    for group, name in ((trickling, "trickling"), (silent, "silent")):
         closed = sum(is_closed(connection) for connection in group)
         for connection in group:
             connection.close()
@@ -574,6 +577,12 @@ def test_slow_and_silent_clients_are_cut_off_while_health_answers_fast(server: S
         if row.startswith('vae_connections_refused_total{reason="head_timeout"}')
     )
     assert float(line.split()[-1]) >= 205
+    line = next(
+        row
+        for row in scrape.splitlines()
+        if row.startswith('vae_connections_refused_total{reason="body_timeout"}')
+    )
+    assert float(line.split()[-1]) >= 5
 
 
 def test_the_connection_cap_refuses_at_once() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import tracemalloc
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -304,6 +305,21 @@ def test_hostile_npy_headers_only_raise_service_errors(body: bytes) -> None:
         assert_clean_refusal(result)
     else:
         assert_service_array(result)
+
+
+@settings(BASE, max_examples=120)
+@given(st.one_of(npy_headers(), npy_arrays().map(lambda a: npy_body(a, (1, 0)))))
+def test_no_npy_body_costs_more_than_8x_its_size(body: bytes) -> None:
+    """Issue 18: the shape is checked against the data before anything is allocated, so a
+    header claiming a terabyte costs nothing, and the one copy made (float32, at most 4x an
+    int8 body) stays within 8x the body (plus a little for numpy's header parse)."""
+    tracemalloc.start()
+    try:
+        attempt(lambda: parse_npy(body, "inputs"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * len(body) + 256 * 1024, (peak, len(body))
 
 
 @settings(BASE, max_examples=80)

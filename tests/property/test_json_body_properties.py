@@ -65,14 +65,18 @@ def assert_refusal(error: ServiceError) -> None:
 
 
 @contextmanager
-def chunks_of(size: int) -> Iterator[None]:
-    """Read large arrays in chunks of `size` bytes, so small examples take the chunked path."""
-    saved = json_body.CHUNK_BYTES
+def chunks_of(size: int, *, small_bodies_whole: bool = True) -> Iterator[None]:
+    """Read large arrays in chunks of `size` bytes, so small examples take the chunked path;
+    `small_bodies_whole=False` sends small bodies the long way too (cut and envelope), so
+    both ways are held to the same answers."""
+    saved = json_body.CHUNK_BYTES, json_body.SMALL_BODY_BYTES
     json_body.CHUNK_BYTES = size
+    if not small_bodies_whole:
+        json_body.SMALL_BODY_BYTES = -1
     try:
         yield
     finally:
-        json_body.CHUNK_BYTES = saved
+        json_body.CHUNK_BYTES, json_body.SMALL_BODY_BYTES = saved
 
 
 # --------------------------------------------------------------------------- any bytes
@@ -95,14 +99,21 @@ _jsonish = st.lists(_structural, max_size=300).map(lambda parts: "".join(parts).
 @example(b'{"inputs": [[1]] "x": 1}')
 @example(b'{"x": "\\u0000' + b"0" * 16 + b':0", "inputs": [[1]]}')
 def test_any_bytes_give_an_array_or_a_service_refusal(body: bytes) -> None:
-    for chunk in (json_body.CHUNK_BYTES, 8):
-        with chunks_of(chunk):
+    outcomes: list[int | tuple[tuple[int, ...], bytes]] = []
+    for chunk, whole in ((json_body.CHUNK_BYTES, True), (json_body.CHUNK_BYTES, False), (8, False)):
+        with chunks_of(chunk, small_bodies_whole=whole):
             result = read(body)
         if isinstance(result, ServiceError):
             assert_refusal(result)
+            outcomes.append(result.status)
         else:
             assert result.dtype == np.float32
             assert bool(np.isfinite(result).all())
+            outcomes.append((result.shape, result.tobytes()))
+    # Every way of reading gives the same array, or refuses; a refusal may be worded (and, for
+    # bodies that are not JSON at all, coded) differently, but never becomes an array.
+    arrays = [o for o in outcomes if not isinstance(o, int)]
+    assert not arrays or (len(arrays) == len(outcomes) and all(a == arrays[0] for a in arrays))
 
 
 # --------------------------------------------------------------------------- round trip
@@ -134,6 +145,8 @@ def test_any_object_reads_back_as_the_same_document(
 ) -> None:
     body = json.dumps(document, ensure_ascii=ascii_only, **layout).encode()
     assert plain(parse_json_object(body, max_depth=100)) == orjson.loads(body)
+    with chunks_of(json_body.CHUNK_BYTES, small_bodies_whole=False):
+        assert plain(parse_json_object(body, max_depth=100)) == orjson.loads(body)
 
 
 # --------------------------------------------------------------------------- arrays
@@ -201,12 +214,12 @@ def nested_arrays(draw: st.DrawFn) -> Any:
     return array
 
 
-@given(nested_arrays(), st.sampled_from([8, 64, 1 << 20]))
+@given(nested_arrays(), st.sampled_from([8, 64, 1 << 20]), st.booleans())
 @settings(BASE, max_examples=400)
-def test_arrays_are_what_a_strict_reader_makes_of_them(value: Any, chunk: int) -> None:
-    body = json.dumps({"inputs": value, "seed": 1}).encode()
+def test_arrays_are_what_a_strict_reader_makes_of_them(value: Any, chunk: int, whole: bool) -> None:
+    body = json.dumps({"inputs": value, "seed": 1, "score_type": 'a "quoted" \u0022'}).encode()
     expected = reference(value)
-    with chunks_of(chunk):
+    with chunks_of(chunk, small_bodies_whole=whole):
         result = read(body)
     if isinstance(expected, int):
         assert isinstance(result, ServiceError), result
@@ -295,3 +308,36 @@ def test_a_large_body_costs_a_small_multiple_of_its_size() -> None:
     body = b'{"inputs": [' + b",".join([row] * 4096) + b"]}"
     peak = peak_of(lambda: read(body, max_items=4096, max_item_values=500))
     assert peak < 2 * len(body) + CONSTANT, f"{peak / MIB:.1f} MiB for {len(body) / MIB:.1f} MiB"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        # a string in the array, its two quote bytes "paid for" by two \u0022 in another value
+        (rb'{"inputs": [[1, "x"]], "s": "\u0022\u0022"}', 422),
+        (rb'{"inputs": [[1, "x"]], "s\"\u0022": 1}', 422),
+        (
+            rb'{"inputs": [[' + b"1," * 2000 + b'"' + b"x" * 36_000 + rb'"]], "s": "\u0022\u0022"}',
+            422,
+        ),
+        (rb'{"inputs": [[1, 2]], "s": "a\"b\u0022c", "k\"": true}', 200),
+        (rb'{"inputs": [[1, 2]], "note": "\\u0022"}', 200),  # an escaped backslash, then text
+        (rb'{"inputs": [[1, 2]], "o": {"t": "[\"x\"]"}}', 200),
+    ],
+)
+def test_the_quote_count_lets_no_string_into_a_list_numpy_infers(
+    body: bytes, expected: int
+) -> None:
+    """The small-body path parses whole and lets numpy infer a list's dtype only when every
+    quote byte belongs to a key or a top-level string (`json_body._parse_small`); a string in
+    a list, however disguised, is refused where it is, at a fixed cost."""
+    peak = peak_of(lambda: read(body))
+    result = read(body)
+    if expected == 200:
+        assert not isinstance(result, ServiceError), result.message
+        np.testing.assert_array_equal(result, [[1, 2]])
+    else:
+        assert isinstance(result, ServiceError)
+        assert result.status == expected
+        assert "string" in result.message
+    assert peak < 8 * len(body) + MIB
