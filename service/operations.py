@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -33,7 +33,7 @@ from service.errors import (
     ServiceError,
     excerpt,
 )
-from service.memory import MemoryReturn
+from service.memory import TRIM_AFTER_BYTES, MemoryReturn
 from service.metrics import ServiceMetrics
 from service.repository import ModelRepository
 from service.request_context import current_request
@@ -105,9 +105,9 @@ class ParsedRequest:
         return value
 
 
-@dataclass(frozen=True)
-class RequestHead:
-    """What a transport knows of an array request before its body is read."""
+class RequestHead(NamedTuple):
+    """What a transport knows of an array request before its body is read. (Tuples: made for
+    every request, a frozen dataclass cost ~1 us more each.)"""
 
     content_type: str | None
     accept: str | None
@@ -115,8 +115,7 @@ class RequestHead:
     content_length: str | None
 
 
-@dataclass(frozen=True)
-class RawRequest:
+class RawRequest(NamedTuple):
     content_type: str | None
     accept: str | None
     query: Mapping[str, str]
@@ -147,16 +146,22 @@ def route_body_limit(
     return min(settings.max_body_bytes, derived)
 
 
-# Bodies above this are decoded in the executor, under admission control: decoding 64 kB of
-# JSON takes about as long as a thread handoff (~200 us, bench/RESULTS.md), so below it the
-# event loop is held no longer than by the handoff itself.
+# Bodies above these are decoded in the executor, under admission control, so no body holds
+# the event loop longer than a thread handoff would (~200 us, bench/RESULTS.md): 64 kB of
+# JSON takes about that long to parse, 1 MiB of npy (a copy and a finiteness check) no
+# longer. Images are always decoded there.
 INLINE_DECODE_BYTES = 64 * 1024
+INLINE_NPY_BYTES = 1024 * 1024
 
 
 def decodes_inline(raw: RawRequest) -> bool:
-    if len(raw.body) > INLINE_DECODE_BYTES:
-        return False
-    return not codecs.media_type(raw.content_type).startswith(("image/", "multipart/"))
+    size = len(raw.body)
+    if size <= INLINE_DECODE_BYTES:
+        content_type = raw.content_type
+        if content_type is None or content_type.startswith("application/"):
+            return True  # JSON and npy, as clients spell them: no parsing of the header
+        return not codecs.media_type(content_type).startswith(("image/", "multipart/"))
+    return size <= INLINE_NPY_BYTES and codecs.media_type(raw.content_type) == codecs.NPY_MEDIA_TYPE
 
 
 def parse_request(
@@ -431,10 +436,10 @@ class Inference:
         record = current_request()
         entered = time.perf_counter()
         loop = asyncio.get_running_loop()
-        deadline = self.deadline()
         if not self.admission.try_acquire():
             try:
-                await asyncio.wait_for(self.admission.acquire(), _remaining(loop, deadline))
+                remaining = _remaining(loop, self.deadline())
+                await asyncio.wait_for(self.admission.acquire(), remaining)
             except TimeoutError:
                 raise self._timed_out("waiting for a free model slot") from None
             except Overloaded:
@@ -454,7 +459,7 @@ class Inference:
                 decoding = _TimedCall(_decode)
                 pending = loop.run_in_executor(self.executor, decoding, decode)
                 try:
-                    work = await self._within(pending, loop, deadline, "decoding the body")
+                    work = await self._within(pending, loop, "decoding the body")
                 finally:
                     record.decode_s = decoding.seconds
             pending = None
@@ -478,7 +483,7 @@ class Inference:
                 call = _TimedCall(_compute)
                 pending = loop.run_in_executor(self.executor, call, work.compute, work.items)
             if pending is not None:
-                result = await self._within(pending, loop, deadline, "running the model")
+                result = await self._within(pending, loop, "running the model")
                 waited = admitted - entered
                 if ticket is not None:
                     record.queue_s = waited + max(0.0, ticket.started - decoded)
@@ -502,15 +507,12 @@ class Inference:
         return result
 
     async def _within(
-        self,
-        pending: asyncio.Future[Any],
-        loop: asyncio.AbstractEventLoop,
-        deadline: float | None,
-        stage: str,
+        self, pending: asyncio.Future[Any], loop: asyncio.AbstractEventLoop, stage: str
     ) -> Any:
         try:
             # shield: on timeout the work goes on in its thread; see _StillRunning.
-            return await asyncio.wait_for(asyncio.shield(pending), _remaining(loop, deadline))
+            remaining = _remaining(loop, self.deadline())
+            return await asyncio.wait_for(asyncio.shield(pending), remaining)
         except TimeoutError:
             raise _StillRunning(pending, self._timed_out(stage)) from None
 
@@ -534,7 +536,9 @@ class Inference:
         if reader is None:
             return
         reader.release()
-        self.memory.after(max(reader.received, 0 if answer is None else len(answer.body)))
+        size = max(reader.received, 0 if answer is None else len(answer.body))
+        if size >= TRIM_AFTER_BYTES:
+            self.memory.after(size)
 
     def close(self) -> None:
         self.memory.close()
@@ -606,6 +610,21 @@ class ServiceState:
     ready: bool = False
     metrics: ServiceMetrics | None = None  # None: VAE_METRICS=false
     readiness_details_open: bool = False  # /readyz gives refusal reasons without a key
+    # route_body_limit, memoised: the same few (model, route, Content-Type) come again and
+    # again. Holding the model keeps its identity unique; short Content-Types only, and
+    # emptied when it reaches 256 entries (bounded by bytes like service.codecs' caches).
+    _body_limits: dict[tuple[ServedModel, str, str | None], int] = field(default_factory=dict)
+
+    def body_limit(self, model: ServedModel, route: str, content_type: str | None) -> int:
+        key = (model, route, content_type)
+        limit = self._body_limits.get(key)
+        if limit is None:
+            limit = route_body_limit(self.settings, model, route, content_type)
+            if content_type is None or len(content_type) <= codecs.CACHEABLE_BYTES:
+                if len(self._body_limits) >= 256:
+                    self._body_limits.clear()
+                self._body_limits[key] = limit
+        return limit
 
     def require_ready(self) -> tuple[ModelRepository, Inference]:
         if self.repository is None or self.inference is None or not self.ready:
@@ -635,8 +654,7 @@ async def serve_operation(
         record.served_by(model.name, model.version)
         wanted = negotiate(model, route, head.accept)
         reader = inference.body_reader(receive, head.content_length)
-        limit = route_body_limit(state.settings, model, route, head.content_type)
-        body = await reader.read(limit)
+        body = await reader.read(state.body_limit(model, route, head.content_type))
         raw = RawRequest(head.content_type, head.accept, head.query, body)
 
         def decode() -> Plan:

@@ -120,8 +120,8 @@ class ServiceSettings(BaseSettings):
         16 * 1024,
         ge=1024,
         le=1024 * 1024,
-        description="request line and headers together, in bytes (431 above; the URL alone: "
-        "414). Checked while they arrive, before authentication",
+        description="request line and headers together, in bytes (431 above). Counted while "
+        "they arrive, before authentication",
     )
     max_headers: int = Field(100, ge=8, le=10_000, description="header lines (431 above)")
     header_timeout_s: float = Field(

@@ -32,7 +32,7 @@ from service.errors import (
     RequestBodyTimeout,
     excerpt,
 )
-from service.operations import Inference, Plan, route_body_limit
+from service.operations import Inference, Plan, RawRequest, decodes_inline, route_body_limit
 from service.repository import ModelRepository
 from service.settings import ApiKeyError, ServiceSettings
 
@@ -310,3 +310,23 @@ def test_an_oversized_parameter_is_refused_with_a_short_message(client: TestClie
     answer = client.post("/sample", json={"n": "9" * 50_000})
     assert answer.status_code == 422
     assert len(answer.content) < 512
+
+
+@pytest.mark.parametrize(
+    ("content_type", "size", "inline"),
+    [
+        ("application/json", 1_000, True),
+        (None, 1_000, True),
+        ("application/json", 100_000, False),
+        ("application/x-npy", 200_000, True),
+        ("application/x-npy", 2_000_000, False),
+        ("image/png", 1_000, False),
+        ("multipart/form-data; boundary=b", 100_000, False),
+        ("text/plain", 100_000, False),  # refused with 415 when decoded, not here
+    ],
+)
+def test_large_bodies_and_images_are_decoded_off_the_event_loop(
+    content_type: str | None, size: int, inline: bool
+) -> None:
+    raw = RawRequest(content_type, None, {}, b"x" * size)
+    assert decodes_inline(raw) is inline
