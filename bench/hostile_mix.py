@@ -101,10 +101,11 @@ def hostile_requests(model: str, features: int) -> list[HostileRequest]:
         ),
         HostileRequest(
             "hostile-strings",
-            "2,000 keys",
+            # Past the 64 KiB whole-parse size, so the string count is what refuses it.
+            "8,000 keys (87 kB)",
             413,
             "/encode",
-            b"{" + b",".join(b'"k%d": 1' % i for i in range(2000)) + b"}",
+            b"{" + b",".join(b'"k%d": 1' % i for i in range(8000)) + b"}",
         ),
         HostileRequest("hostile-n", "n of a billion", 413, "/sample", b'{"n": 1000000000}'),
         HostileRequest(
