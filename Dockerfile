@@ -2,7 +2,7 @@
 # Two images from one file:
 #   serve (default, last stage): service/ + bundle/ + onnxruntime and the web stack; no torch,
 #          no compilers; the default bundle baked in at /models, a mounted repository replaces it.
-#   train: vae-train with torch 2.13.0 (CPU), for `docker compose --profile train`.
+#   train: vae-train with torch 2.13.0 (CPU), for deploy/compose/docker-compose.train.yml.
 
 # ---------------------------------------------------------------------------------------------
 FROM python:3.11-slim AS serve-deps

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 DEFAULT_BUNDLE := models/digits-vae/1
 
-.PHONY: setup browser-deps test lint check train serve image smoke clean help bench bench-choices profile soak quality k8s-validate replicas-smoke
+.PHONY: setup browser-deps test lint docs-check check train serve image smoke clean help bench bench-choices profile soak quality k8s-validate replicas-smoke
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -31,6 +31,9 @@ lint: setup  ## ruff and mypy, as CI runs them
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy bundle training service tests scripts docker bench
+
+docs-check: setup  ## run every example in README.md against a real server, as a reader would (CI runs it)
+	$(BIN)/python scripts/check_docs.py README.md
 
 check: test lint  ## everything CI runs
 

@@ -13,11 +13,21 @@ base="http://127.0.0.1:$VAE_PUBLISH_PORT"
 down() { compose_down "$project"; }
 trap down EXIT
 
-echo "== ${compose[*]} up (project $project, port $VAE_PUBLISH_PORT)"
-"${compose[@]}" -p "$project" up -d --build vae-service >/tmp/vae-compose-up.log 2>&1 \
+echo "== ${compose[*]} up -d --build, as the README says (project $project, port $VAE_PUBLISH_PORT)"
+data_before=$(test -e data && echo yes || echo no)
+"${compose[@]}" -p "$project" up -d --build >/tmp/vae-compose-up.log 2>&1 \
   || { tail -40 /tmp/vae-compose-up.log; exit 1; }
-container=$("$engine" ps -a --filter "label=com.docker.compose.project=$project" --format '{{.Names}}' | head -1)
-echo "container: $container"
+containers=$("$engine" ps -a --filter "label=com.docker.compose.project=$project" --format '{{.Names}}')
+echo "containers: $containers"
+# issue 19: a plain `up` starts the service alone (no trainer, no torch image built) and
+# leaves no root-owned folder in the checkout
+[ "$(echo "$containers" | wc -l)" = 1 ] || { echo "FAIL: up started more than the service"; exit 1; }
+if grep -qi "vae-service-train\|download.pytorch.org" /tmp/vae-compose-up.log; then
+  echo "FAIL: up built or pulled the training image"; exit 1
+fi
+[ "$data_before" = yes ] || [ ! -e data ] || { echo "FAIL: up created ./data"; exit 1; }
+echo "  ok   one container, no training image, no ./data"
+container=$containers
 for _ in $(seq 1 300); do
   if curl -fsS "$base/readyz" >/dev/null 2>&1; then break; fi
   sleep 0.1

@@ -171,18 +171,13 @@ class ModelRepository:
             # Several models and no choice made: the top-level routes answer 404 with the
             # list, rather than silently serving an arbitrary one.
             self.default_name = None
-            log.warning(
-                "several models and no VAE_DEFAULT_MODEL: top-level routes need "
-                "/models/{name}/...; loaded: %s",
-                sorted(self.models),
-            )
+            log.warning("%s", no_default_model_message(sorted(self.models)))
 
     def resolve(self, name: str | None, version: str | None) -> ServedModel:
         if name is None:
             if self.default_name is None:
                 raise ModelNotFound(
-                    "no default model: set VAE_DEFAULT_MODEL or call /models/{name}/...",
-                    {"models": sorted(self.models)},
+                    no_default_model_message(sorted(self.models)), {"models": sorted(self.models)}
                 )
             name = self.default_name
         versions = self.models.get(name)
@@ -338,3 +333,14 @@ def session_options(settings: ServiceSettings) -> ort.SessionOptions:
     # fast either way (181 us, 332 us, 11-12.6 ms in-process: README, Security and overload).
     options.enable_cpu_mem_arena = False
     return options
+
+
+def no_default_model_message(names: list[str]) -> str:
+    """What the top-level routes answer when several models are served and none is named the
+    default: which ones, and exactly what to set."""
+    shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    return (
+        f"no default model: {len(names)} models are served ({shown}); start the service with "
+        f"VAE_DEFAULT_MODEL={names[0]} (or another of them) for the top-level routes, or call "
+        "/models/{name}/... with the model's name"
+    )

@@ -41,7 +41,9 @@ class ServiceSettings(BaseSettings):
         "(bench/RESULTS.md): equal for single items, twice the throughput for batches",
     )
     default_model: str | None = Field(
-        None, description="model served at the top-level routes; default: the only one"
+        None,
+        description="model served at the top-level routes; unset ('none'): the only model "
+        "in the repository, and with several the top-level routes answer 404 naming them",
     )
     pinned_versions: str = Field(
         "",
@@ -244,9 +246,9 @@ class ServiceSettings(BaseSettings):
         # 'none' spells "empty" for environments (compose files) that cannot leave it empty.
         return "" if isinstance(value, str) and value.strip().lower() == "none" else value
 
-    @field_validator("api_keys_file", mode="before")
+    @field_validator("api_keys_file", "default_model", mode="before")
     @classmethod
-    def _no_keys_file(cls, value: object) -> object:
+    def _none_means_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value
 
     @field_validator("providers")

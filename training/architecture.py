@@ -92,7 +92,7 @@ def fit_best_architecture(
     best: FittedModel | None = None
     kept = pool[0]
     search: list[dict[str, Any]] = []
-    for candidate in pool:
+    for number, candidate in enumerate(pool, start=1):
         chosen = dataclasses.replace(
             config, hidden=candidate.hidden, lr=candidate.lr, latent_dim=candidate.latent_dim
         )
@@ -109,6 +109,9 @@ def fit_best_architecture(
             chosen,
             metrics_path=None if report_dir is None else report_dir / log_name,
             show_progress=show_progress,
+            progress_label=(
+                "train" if len(pool) == 1 else f"candidate {number}/{len(pool)} {candidate.name}"
+            ),
             replicas=replicas,
         )
         search.append(

@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             **{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainingConfig)}
         )
         # Imported here so `vae-train --help` and `evaluate` answer without loading torch.
-        from training.pipeline import manifest_summary, run_training_replica
+        from training.pipeline import outcome_summary, run_training_replica
         from training.train import TrainingDiverged
 
         try:
@@ -180,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except TrainingDiverged as error:
             raise ValueError(str(error)) from error
         if outcome is not None and not args.quiet:
-            print(json.dumps(manifest_summary(outcome.manifest), indent=2))
+            print(json.dumps(outcome_summary(outcome), indent=2))
             print(f"bundle written to {outcome.bundle_dir}", file=sys.stderr)
         return 0
     except USER_ERRORS as error:

@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from bundle.manifest import ScoreType
 from bundle.scoring import anomaly_scores
@@ -102,6 +103,7 @@ def cross_fitted_scores(
     device: torch.device,
     *,
     refit_epochs: int | None = None,
+    show_progress: bool | None = False,
 ) -> dict[ScoreType, npt.NDArray[np.float64]]:
     """One out-of-fold score per item of `x_fit` (model space) and score type.
 
@@ -118,7 +120,9 @@ def cross_fitted_scores(
         )
     assignment = fold_assignment(len(x_fit), folds, config.seed)
     scores = {score_type: np.empty(len(x_fit), dtype=np.float64) for score_type in score_types}
-    for fold in range(folds):
+    # One bar over the folds (tqdm hides it off a terminal when show_progress is None).
+    quiet = None if show_progress is None else not show_progress
+    for fold in tqdm(range(folds), desc="calibration folds", unit="fold", disable=quiet):
         fold_seed = config.seed + FOLD_SEED_OFFSET + 1 + fold
         fold_config = dataclasses.replace(config, seed=fold_seed, plots=False)
         held_out = assignment == fold

@@ -10,7 +10,7 @@ import os
 import platform
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -53,6 +53,7 @@ from training.factory import (
 )
 from training.model_rows import SplitRows, batch_rows, model_rows, select_rows, torch_rows
 from training.models import VAE, Autoencoder, Likelihood
+from training.progress import RunProgress
 from training.refit import RefitModel, refit_on_all_rows, uses_refit
 from training.report_writer import write_report
 from training.streamed_data import StreamedSplits, report_sample, row_chunks, split_for_training
@@ -68,6 +69,8 @@ class TrainingOutcome:
     bundle_dir: Path
     manifest: ModelManifest
     result: TrainingResult
+    total_seconds: float = 0.0  # the whole run, data to plots (result.seconds: the loop alone)
+    phase_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def choose_preprocessing(
@@ -172,6 +175,8 @@ def run_training_replica(
             f"{out_dir} already holds files; pick a new --version or pass --overwrite"
         )
     memory_budget = memory_budget_bytes(config.memory_budget_mb)
+    progress = RunProgress(show_progress)
+    progress.begin("load data", str(config.dataset))
     data = load_dataset(
         config.dataset,
         image_size=config.image_size_hw(),
@@ -192,12 +197,14 @@ def run_training_replica(
 
     replicas = join_replicas(config.distributed, resolve_device(config.device), config.batch_size)
     device = replicas.device
+    progress.show = progress.show and replicas.is_writer  # one voice among replicas
 
     staging = _new_staging_folder(out_dir) if replicas.is_writer else None
     try:
         report_dir = None if staging is None else staging / "report"
         if report_dir is not None:
             report_dir.mkdir()
+        progress.begin("architecture search")
         with replicas.process_group():
             fitted = fit_best_architecture(
                 config,
@@ -223,7 +230,10 @@ def run_training_replica(
             assert isinstance(x_train, np.ndarray)  # _cross_fits refuses streamed data
             assert isinstance(x_val, np.ndarray)
             every_row = torch.from_numpy(np.concatenate([x_train, x_val])).to(device)
-            refit = refit_on_all_rows(config, shape, likelihood, every_row, result.best_epoch)
+            progress.begin("refit", f"all {len(every_row)} rows, {result.best_epoch} epochs")
+            refit = refit_on_all_rows(
+                config, shape, likelihood, every_row, result.best_epoch, show_progress=show_progress
+            )
         model = early_stopped if refit is None else refit.model.to("cpu")
         assert isinstance(model, VAE | Autoencoder)
         # Held-out figures need rows the model never trained on. Without a test split the
@@ -233,11 +243,17 @@ def run_training_replica(
         if refit is not None and heldout_name == "validation":
             measured = early_stopped
             heldout_name = "validation (early-stopped model: the refit trained on these rows)"
+        progress.begin("held-out metrics", f"{config.iwae_samples}-sample importance-weighted ELBO")
         likelihood_metrics = heldout_likelihood_metrics(
             measured, torch_rows(heldout, torch.device("cpu")), iwae_samples=config.iwae_samples
         )
         likelihood_metrics["split"] = heldout_name  # type: ignore[assignment]
+        progress.begin("export", "ONNX encoder and decoder, parity check")
         exported = export_model(model, shape.shape, staging, opset=config.opset, seed=config.seed)
+        progress.begin(
+            "calibration",
+            f"cross-fitting {config.calibration_folds} fold models" if cross_fit else "validation",
+        )
 
         graphs = OnnxGraphs(staging, variational=isinstance(model, VAE))
         sigma = model.output.sigma()
@@ -263,6 +279,7 @@ def run_training_replica(
             device,
             cross_fit,
             refit_epochs=None if refit is None else refit.epochs,
+            show_progress=show_progress,
         )
         for score_type in score_types:
             calibrations[score_type] = calibrate_threshold(
@@ -278,6 +295,7 @@ def run_training_replica(
                     calibrations[score_type].threshold,
                 )
 
+        progress.begin("verify bundle")
         manifest = ModelManifest(
             name=config.name or _bundle_name(out_dir),
             version=config.version or out_dir.name,
@@ -330,6 +348,8 @@ def run_training_replica(
                 "stop_reason": result.stop_reason,
                 "seconds": round(result.seconds, 2),
                 "cpu_seconds": round(result.cpu_seconds, 2),
+                # wall-clock seconds of each phase up to calibration (the plots come after)
+                "phase_seconds": progress.rounded(),
                 "refit": None if refit is None else _refit_record(refit),
                 "architecture_search": fitted.search,
                 "search_cpu_seconds": round(total_cpu_seconds(fitted.search), 2),
@@ -339,6 +359,7 @@ def run_training_replica(
         manifest.write(staging)
         _verify_bundle(staging, splits, val_scores)
         if config.plots:
+            progress.begin("plots", "report/*.png")
             shown_scores = test_scores.get(default_score)
             if isinstance(splits, StreamedSplits):
                 # The plots show a sample of the held-out items: all of them may not fit.
@@ -368,7 +389,14 @@ def run_training_replica(
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
         raise
-    return TrainingOutcome(bundle_dir=out_dir, manifest=manifest, result=result)
+    progress.end()
+    return TrainingOutcome(
+        bundle_dir=out_dir,
+        manifest=manifest,
+        result=result,
+        total_seconds=round(progress.total_seconds(), 2),
+        phase_seconds=progress.rounded(),
+    )
 
 
 def _cross_fits(config: TrainingConfig, x_train: SplitRows, x_val: SplitRows) -> bool:
@@ -411,6 +439,7 @@ def _calibration_scores(
     cross_fit: bool,
     *,
     refit_epochs: int | None,
+    show_progress: bool | None = False,
 ) -> tuple[dict[ScoreType, npt.NDArray[np.float64]], str]:
     """The scores each threshold is a percentile of, and a sentence saying where they came from.
 
@@ -437,6 +466,7 @@ def _calibration_scores(
         epsilon,
         device,
         refit_epochs=refit_epochs,
+        show_progress=show_progress,
     )
     trained = (
         f", trained like the final model: on all its rows for the {refit_epochs} epochs early "
@@ -496,8 +526,16 @@ def _verify_bundle(
             )
 
 
-def manifest_summary(manifest: ModelManifest) -> dict[str, Any]:
+def outcome_summary(outcome: TrainingOutcome) -> dict[str, Any]:
     """The figures a person wants after a run, small enough to print."""
+    summary = manifest_summary(outcome.manifest)
+    summary["total_seconds"] = outcome.total_seconds
+    summary["phase_seconds"] = outcome.phase_seconds
+    return summary
+
+
+def manifest_summary(manifest: ModelManifest) -> dict[str, Any]:
+    """A bundle's figures, from its model.json."""
     return {
         "bundle": f"{manifest.name}/{manifest.version}",
         "kind": manifest.kind,
@@ -505,6 +543,6 @@ def manifest_summary(manifest: ModelManifest) -> dict[str, Any]:
         "thresholds": {k: v.threshold for k, v in manifest.anomaly.scores.items()},
         "anomaly_detection": manifest.metrics["anomaly_detection"],
         "epochs_run": manifest.training["epochs_run"],
-        "seconds": manifest.training["seconds"],
+        "training_loop_seconds": manifest.training["seconds"],
         "parity_max_abs_error": manifest.onnx.parity_max_abs_error,
     }

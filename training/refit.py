@@ -50,6 +50,8 @@ def refit_on_all_rows(
     likelihood: Likelihood,
     rows: torch.Tensor,
     epochs: int,
+    *,
+    show_progress: bool | None = False,
 ) -> RefitModel:
     """Train a fresh model of `config` (the kept candidate's) on `rows` for `epochs` epochs.
 
@@ -59,5 +61,8 @@ def refit_on_all_rows(
     fixed = dataclasses.replace(config, epochs=epochs)
     torch.manual_seed(config.seed)
     model = build_model(fixed, shape, likelihood).to(rows.device)
-    result = train_model(model, build_objective(fixed), rows, None, fixed, show_progress=False)
+    objective = build_objective(fixed)
+    result = train_model(
+        model, objective, rows, None, fixed, show_progress=show_progress, progress_label="refit"
+    )
     return RefitModel(model=model, result=result, rows=len(rows), epochs=epochs)

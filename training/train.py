@@ -120,6 +120,7 @@ def train_model(
     *,
     metrics_path: Path | None = None,
     show_progress: bool | None = None,
+    progress_label: str = "train",
     replicas: Replicas | None = None,
 ) -> TrainingResult:
     """Train in place; on return the model holds the weights of the best validation epoch.
@@ -158,7 +159,7 @@ def train_model(
     quiet = None if show_progress is None else not show_progress
     bar = tqdm(
         range(1, config.epochs + 1),
-        desc="train",
+        desc=progress_label,
         unit="epoch",
         disable=quiet if replicas.is_writer else True,
     )

@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.bundles import committed_repository
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STARTUP_SECONDS = 60
 
@@ -55,10 +57,11 @@ def wait_ready(base: str, process: subprocess.Popen[str]) -> None:
 
 @contextmanager
 def running_server(
-    env: dict[str, str], repository: str | Path = "models"
+    env: dict[str, str], repository: Path | None = None
 ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """A ready server (base URL, process) on a free port; SIGTERM and reaped afterwards."""
     port = free_port()
+    repository = committed_repository() if repository is None else repository
     process = serve("--model-repository", str(repository), "--port", str(port), env=env)
     base = f"http://127.0.0.1:{port}"
     try:

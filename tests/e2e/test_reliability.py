@@ -15,6 +15,7 @@ import numpy as np
 import orjson
 from sklearn.datasets import load_digits
 
+from tests.bundles import committed_repository
 from tests.e2e.processes import free_port, running_server, serve
 
 DIGITS = load_digits().data.astype(np.float32)
@@ -148,7 +149,7 @@ def test_api_keys_over_tcp_and_never_in_the_logs() -> None:
 
 def test_a_weak_key_stops_start_up_without_printing_it() -> None:
     process = serve(
-        "--model-repository", "models", "--port", str(free_port()),
+        "--model-repository", str(committed_repository()), "--port", str(free_port()),
         env={"VAE_API_KEYS": f"{KEY_A},hunter2"},
     )  # fmt: skip
     output, _ = process.communicate(timeout=60)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+from tests.bundles import committed_repository
 from tests.e2e.processes import close_output
 from tests.e2e.processes import free_port as _free_port
 from tests.e2e.processes import serve as _serve
@@ -26,7 +27,7 @@ def server() -> Iterator[tuple[str, subprocess.Popen[str]]]:
     # Flags and VAE_* variables both reach the workers; use one of each.
     process = _serve(
         "--model-repository",
-        "models",
+        str(committed_repository()),
         "--host",
         "127.0.0.1",
         "--port",
@@ -107,7 +108,9 @@ def test_a_repository_with_nothing_servable_fails_loudly(tmp_path: Path) -> None
 
 
 def test_a_bad_setting_fails_before_serving(tmp_path: Path) -> None:
-    process = _serve("--model-repository", "models", env={"VAE_MAX_BATCH_SIZE": "0"})
+    process = _serve(
+        "--model-repository", str(committed_repository()), env={"VAE_MAX_BATCH_SIZE": "0"}
+    )
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 2
     assert "max_batch_size" in output
@@ -117,7 +120,7 @@ def test_concurrent_requests_with_batching_get_what_they_would_alone() -> None:
     port = _free_port()
     process = _serve(
         "--model-repository",
-        "models",
+        str(committed_repository()),
         "--port",
         str(port),
         env={

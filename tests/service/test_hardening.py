@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service import images, memory
+from service import images, memory, v2
 from service.app import create_app
 from service.body import (
     BODY_SLACK_BYTES,
@@ -35,6 +35,7 @@ from service.errors import (
 from service.operations import Inference, Plan, RawRequest, decodes_inline, route_body_limit
 from service.repository import ModelRepository
 from service.settings import ApiKeyError, ServiceSettings
+from tests.bundles import committed_repository
 
 KEY = "hardening-test-key-5e8a1c"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -60,7 +61,7 @@ def _receive(*chunks: bytes, then_wait: bool = False) -> Any:
 
 def test_each_route_s_limit_follows_from_its_model() -> None:
     settings = ServiceSettings(
-        model_repository=REPO_ROOT / "models", max_body_bytes=1 << 30, max_batch_size=4096
+        model_repository=committed_repository(), max_body_bytes=1 << 30, max_batch_size=4096
     )
     model = ModelRepository.load(settings).resolve("digits-vae", None)
     json_limit = route_body_limit(settings, model, "anomaly-score", "application/json")
@@ -330,3 +331,22 @@ def test_large_bodies_and_images_are_decoded_off_the_event_loop(
 ) -> None:
     raw = RawRequest(content_type, None, {}, b"x" * size)
     assert decodes_inline(raw) is inline
+
+
+@pytest.mark.parametrize(
+    ("header_length", "size", "inline"),
+    [
+        (None, 1_000, True),
+        (None, 100_000, False),  # all JSON: parsed in the executor
+        ("200", 200_000, True),  # binary tensors behind a short header: a copy
+        (" 200 ", 200_000, True),
+        ("200", 2_000_000, False),
+        ("90000", 200_000, False),  # a long JSON header is parsed in the executor
+        ("9" * 50, 200_000, False),
+        ("-1", 200_000, False),  # refused with 400 when decoded, not here
+    ],
+)
+def test_v2_binary_bodies_up_to_a_mebibyte_decode_inline(
+    header_length: str | None, size: int, inline: bool
+) -> None:
+    assert v2._decodes_inline(b"x" * size, header_length) is inline

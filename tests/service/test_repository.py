@@ -229,7 +229,9 @@ def test_no_default_with_several_models_top_level_is_404(
         response = client.post("/encode", json=ONE_ITEM)
         assert response.status_code == 404
         error = response.json()["error"]
-        assert "VAE_DEFAULT_MODEL" in error["message"]
+        # what to set, exactly, and the names to choose from (issue 19)
+        assert "VAE_DEFAULT_MODEL=tiny-ae" in error["message"]
+        assert "2 models are served (tiny-ae, tiny-vae)" in error["message"]
         assert error["detail"]["models"] == ["tiny-ae", "tiny-vae"]
         assert client.post("/sample", json={}).status_code == 404
         assert client.get("/models").json()["default_model"] is None
@@ -244,6 +246,16 @@ def test_single_model_becomes_the_default(model_repository: Path, tmp_path: Path
         assert response.status_code == 200
         assert response.json()["model"] == {"name": "tiny-ae", "version": "1"}
         assert client.get("/readyz").json()["default_model"] == "tiny-ae"
+
+
+@pytest.mark.parametrize("spelled", ["none", "None", ""])
+def test_default_model_none_means_the_rule(
+    model_repository: Path, tmp_path: Path, spelled: str
+) -> None:
+    """Compose and Kubernetes spell "unset" as `none`: the same rule as `make serve`."""
+    copy_bundle(model_repository, "tiny-ae/1", tmp_path, "tiny-ae/1")
+    repository = ModelRepository.load(settings_for(tmp_path, default_model=spelled))
+    assert repository.default_name == "tiny-ae"
 
 
 def test_default_model_that_did_not_load_fails(model_repository: Path, tmp_path: Path) -> None:

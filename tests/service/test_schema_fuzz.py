@@ -28,6 +28,7 @@ from service.api_docs import OPERATION_DOCS
 from service.app import create_app
 from service.asgi import ASGIApp
 from service.settings import ServiceSettings
+from tests.bundles import committed_repository
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BUNDLE = REPO_ROOT / "models" / "digits-vae" / "1"
@@ -84,7 +85,7 @@ CONFIG: dict[str, Any] = {
 def served_openapi() -> dict[str, Any]:
     """The schema exactly as a client fetches it. Without the lifespan no model loads, so
     collecting this module stays cheap; the schema does not depend on the models."""
-    app = create_app(ServiceSettings(model_repository=REPO_ROOT / "models"))
+    app = create_app(ServiceSettings(model_repository=committed_repository()))
     document: dict[str, Any] = TestClient(app).get("/openapi.json").json()
     return document
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import os
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +84,47 @@ def test_train_from_the_command_line_writes_a_bundle(tmp_path: Path) -> None:
     assert summary["bundle"] == "bc/2"
     assert (out / "model.json").is_file()
     assert not (out / "report" / "loss_curves.png").exists()  # --no-plots
+    # The loop's time apart from the whole run's, and each phase's (issue 19).
+    phases = summary["phase_seconds"]
+    assert {"load data", "architecture search", "export", "calibration"} <= set(phases)
+    assert summary["training_loop_seconds"] <= phases["architecture search"]
+    assert sum(phases.values()) <= summary["total_seconds"]
+    written = json.loads((out / "model.json").read_text())["training"]["phase_seconds"]
+    assert written["architecture search"] == phases["architecture search"]
+    # stderr is a pipe here, as in CI: no phase lines, no progress bars
+    assert "vae-train: " not in result.stderr
+    assert "epoch" not in result.stderr
+
+
+def test_a_terminal_sees_each_phase_and_the_progress_bar(tmp_path: Path) -> None:
+    """On a real pseudo-terminal, 100 columns wide, as a person at a shell would run it."""
+    controller, terminal = os.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    args = ["--dataset", "breast-cancer", "--out", str(tmp_path / "bc" / "1"), "--epochs", "3"]
+    process = subprocess.Popen(
+        [*VAE_TRAIN, *args, "--hidden", "8", "--no-plots"],
+        stdout=subprocess.DEVNULL,
+        stderr=terminal,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    os.close(terminal)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the terminal closed: the process is gone
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(controller)
+    assert process.wait(timeout=300) == 0
+    text = seen.decode(errors="replace")
+    for phase in ("load data", "architecture search", "export", "calibration"):
+        assert f"vae-train: {phase}" in text, phase
+    assert "epoch" in text  # the training loop's bar, with its loss
+    assert "loss" in text
+    assert "calibration folds" in text  # the fold models' bar
 
 
 def test_bad_data_is_one_clear_line_and_exit_2(tmp_path: Path) -> None:
