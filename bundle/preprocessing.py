@@ -53,7 +53,7 @@ class Preprocessing:
         x = np.asarray(x, dtype=np.float32)
         # The same float32 operations as `(x - offset) / scale` then a clip, bit for bit, on
         # one new array: 4.6 us against 6.5 for a digit (64 values), on every request.
-        out = np.subtract(x, self._broadcastable(self.offset, x))
+        out: FloatArray = np.subtract(x, self._broadcastable(self.offset, x))
         np.divide(out, self._broadcastable(self.scale, x), out=out)
         if self.clip is not None:
             np.maximum(out, self.clip[0], out=out)  # np.clip's Python wrapper costs more
@@ -63,7 +63,7 @@ class Preprocessing:
     def invert(self, x_model: npt.NDArray[Any]) -> FloatArray:
         """Model outputs (B, *shape) -> the user's units (float32)."""
         x_model = np.asarray(x_model, dtype=np.float32)
-        out = np.multiply(x_model, self._broadcastable(self.scale, x_model))
+        out: FloatArray = np.multiply(x_model, self._broadcastable(self.scale, x_model))
         out += self._broadcastable(self.offset, x_model)
         return out
 
