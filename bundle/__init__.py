@@ -1,1 +1,3 @@
-"""The model-bundle contract shared by training/ and service/: numpy and pydantic only."""
+"""The model-bundle contract shared by training/ and service/: numpy, pydantic and onnxruntime
+(the core dependencies), and Pillow for image models (`bundle.images`), which both the train
+and the serve extras install."""
