@@ -3,26 +3,15 @@ block as a reader does and fail on an output that differs, or it proves nothing.
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
-from types import ModuleType
+
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("check_docs", ROOT / "scripts" / "check_docs.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["check_docs"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-docs = _load()
+docs = load_script("check_docs")
 
 
 def _blocks(tmp_path: Path, text: str) -> list:  # type: ignore[type-arg]

@@ -3,7 +3,6 @@ their own old leftovers (a killed CI run's replicas once held 18082 and failed t
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import socket
 import subprocess
@@ -12,25 +11,16 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "smoke_hygiene.py"
 
 
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("smoke_hygiene", SCRIPT)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["smoke_hygiene"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-hygiene = load_script()
+hygiene = load_script("smoke_hygiene")
 
 
 def script(*args: str) -> subprocess.CompletedProcess[str]:
