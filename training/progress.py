@@ -1,7 +1,7 @@
 """What a training run tells the person watching it, and how long each part took.
 
-Most of a run is not the training loop: with the defaults on 500 records the loop took 4 s of
-a 60 s run, the rest architecture search, cross-fitted calibration and export. So each phase
+Most of a run is not the training loop: on the README's 303-row CSV (2 cores, defaults) the
+kept model's loop took 20 s of an 82 s run, the calibration's five fold models 40 s. So each phase
 is named on stderr as it starts and timed when it ends, beside the loop's own progress bar
 (training.train, tqdm). Like that bar, the lines show only on a terminal, never in CI logs or
 with `--quiet`; the timings always reach the summary and model.json.
