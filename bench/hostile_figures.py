@@ -25,6 +25,7 @@ import httpx
 import numpy as np
 import orjson
 
+from bench.protocol_cost import protocol_section
 from service import json_body
 from service.body import BodyReader
 from tests.e2e.hostile import MIB, can_reset_peaks, measured, worker_pids
@@ -197,6 +198,7 @@ def main() -> int:
         "",
     ]
     lines += in_process_section()
+    lines += protocol_section()
     text = "\n".join(lines)
     (ROOT / "bench" / "HOSTILE.md").write_text(text)
     print(text)

@@ -106,6 +106,8 @@ class LimitedHttpToolsProtocol(OneWriteHttpToolsProtocol):
         # bytes already fed to it do nothing (raising in one would make uvicorn answer 400).
         self._refused = False
         self._lingering: int | None = None  # bytes dropped since the answer, when lingering
+        # A refusal of a pipelined request's head waits for the earlier request's answer.
+        self._refusal_waiting: bytes | None = None
 
     # --- the connection ---
 
@@ -128,37 +130,46 @@ class LimitedHttpToolsProtocol(OneWriteHttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._lingering is not None:
-            self._lingering += len(data)
-            if self._lingering > LINGER_MAX_BYTES:
-                self.transport.close()
-            return
-        if self._refused:
+        # The common case first: this runs for every read of every request.
+        if self._refused or self._lingering is not None:
+            self._after_answer(data)
             return
         if self._in_head:
             if self._head_since is None:  # the first byte of a request head
                 self._head_since = self.loop.time()
-            room = self.limits.max_header_bytes - self._head_bytes
-            if len(data) > room:
-                # Feed only what the limit allows; a head that has not ended within it is too
-                # long, whatever follows.
-                heads = self._heads
-                self._head_bytes += room
-                super().data_received(data[:room])
-                if self._refused or self.transport.is_closing():
-                    return
-                if self._heads == heads:
-                    self._refuse(
-                        HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
-                        "head_too_large",
-                        "the request line and headers are longer than "
-                        f"{self.limits.max_header_bytes} bytes (VAE_MAX_HEADER_BYTES)",
-                    )
-                    return
-                data = data[room:]
-            else:
-                self._head_bytes += len(data)
+            head_bytes = self._head_bytes + len(data)
+            if head_bytes > self.limits.max_header_bytes:
+                self._past_head_limit(data)
+                return
+            self._head_bytes = head_bytes
         super().data_received(data)
+
+    def _after_answer(self, data: bytes) -> None:
+        if self._lingering is not None:
+            self._lingering += len(data)
+            if self._lingering > LINGER_MAX_BYTES:
+                self.transport.close()
+        # Refused: nothing more is read.
+
+    def _past_head_limit(self, data: bytes) -> None:
+        """Feed only what the head limit allows; a head that has not ended within it is too
+        long, whatever follows."""
+        room = self.limits.max_header_bytes - self._head_bytes
+        heads = self._heads
+        self._head_bytes += room
+        super().data_received(data[:room])
+        if self._refused or self.transport.is_closing():
+            return
+        if self._heads == heads:
+            self._refuse(
+                HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "head_too_large",
+                "the request line and headers are longer than "
+                f"{self.limits.max_header_bytes} bytes (VAE_MAX_HEADER_BYTES)",
+            )
+            return
+        # The head ended inside the limit: the rest is its body, or the next request.
+        self.data_received(data[room:])
 
     # --- parser callbacks ---
 
@@ -193,6 +204,11 @@ class LimitedHttpToolsProtocol(OneWriteHttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        refusal = self._refusal_waiting
+        if refusal is not None:
+            self._refusal_waiting = None
+            self._send_refusal(refusal)
+            return
         if self._body_unread() and not self.transport.is_closing():
             # Answered before its body had all arrived: the rest would hold the connection.
             self._linger()
@@ -281,8 +297,20 @@ class LimitedHttpToolsProtocol(OneWriteHttpToolsProtocol):
         ]
         if retry_after:
             head.append(f"retry-after: {self.limits.retry_after_s}")
-        self.transport.write("\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body)
-        self._linger()
+        answer = "\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body
+        earlier = self.cycle
+        if self._in_head and earlier is not None and not earlier.response_complete:
+            # The refused head is a pipelined request's, and the one before it is still being
+            # answered: answers go out in the order of their requests (RFC 9112, 9.3.2), so
+            # this one follows that answer (on_response_complete).
+            self._refusal_waiting = answer
+            return
+        self._send_refusal(answer)
+
+    def _send_refusal(self, answer: bytes) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(answer)
+            self._linger()
 
 
 # One sweep per worker, twice a second, in place of two timers armed and cancelled for every

@@ -110,11 +110,22 @@ def read_all(connection: socket.socket, timeout: float) -> bytes:
 
 
 def statuses(raw: bytes) -> list[int]:
-    """The status of every response in a raw byte stream, in order."""
+    """The status of every response in a raw byte stream, in order: each head is read, and
+    its Content-Length says where the next response starts."""
     found = []
-    for line in raw.split(b"\r\n"):
-        if line.startswith(b"HTTP/1.1 ") and line[9:12].isdigit():
-            found.append(int(line[9:12]))
+    position = 0
+    while raw.startswith(b"HTTP/1.1 ", position):
+        end = raw.find(b"\r\n\r\n", position)
+        if end < 0:
+            break
+        lines = raw[position:end].split(b"\r\n")
+        found.append(int(lines[0][9:12]))
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        position = end + 4 + length
     return found
 
 

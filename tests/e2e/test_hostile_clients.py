@@ -373,6 +373,17 @@ def test_a_1_mib_header_on_an_open_path_is_refused_before_authentication(server:
     assert_peak_within(cost, FLOOR)
 
 
+def test_a_long_head_behind_a_short_request_in_one_read_is_refused(server: Server) -> None:
+    """Two pipelined requests in one send: the first is answered, and the second's 1 MiB head,
+    arriving in the same reads, is still counted against the head limit."""
+    first = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    second = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * MIB + b"\r\n\r\n"
+    answer, cost = measured(server.pids, lambda: exchange(server.port, first + second))
+    assert statuses(answer) == [200, 431]
+    assert cost.seconds < WALL_SECONDS
+    assert_peak_within(cost, FLOOR)
+
+
 def test_20000_header_lines_are_refused(server: Server) -> None:
     lines = b"".join(b"X-H%d: 1\r\n" % i for i in range(20_000))
     answer, cost = measured(
