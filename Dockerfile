@@ -58,6 +58,6 @@ COPY models/digits-vae /models/digits-vae
 USER vae
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-  CMD ["python", "-m", "service.healthcheck", "/healthz"]
+  CMD ["python", "-m", "service.server.healthcheck", "/healthz"]
 # Exec form: python is PID 1 and receives SIGTERM, so uvicorn drains and exits cleanly.
-CMD ["python", "-m", "service.cli"]
+CMD ["python", "-m", "service.server.cli"]

@@ -50,7 +50,7 @@ VARIANTS = [
         "uvicorn without uvloop and httptools",
         {},
         [
-            str(VENV_BIN / "python"), "-m", "uvicorn", "service.cli:app_from_environment",
+            str(VENV_BIN / "python"), "-m", "uvicorn", "service.server.cli:app_from_environment",
             "--factory", "--host", "127.0.0.1", "--port", "{port}", "--workers", "2",
             "--loop", "asyncio", "--http", "h11", "--no-access-log", "--log-level", "warning",
         ],

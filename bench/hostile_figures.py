@@ -26,8 +26,8 @@ import numpy as np
 import orjson
 
 from bench.protocol_cost import protocol_section
-from service import json_body
-from service.body import BodyReader
+from service.codecs import json_read
+from service.dataplane.body import BodyReader
 from tests.e2e.hostile import MIB, can_reset_peaks, measured, worker_pids
 from tests.e2e.processes import running_server
 from tests.e2e.test_hostile_clients import ATTACKS, AUTH, ENV, Attack
@@ -64,7 +64,7 @@ def in_process_section() -> list[str]:
         "",
         "JSON bodies of random values in 0..16 (orjson's output), one call at a time in this "
         "process. `whole`: parsed whole by orjson, the path of bodies up to "
-        f"{json_body.SMALL_BODY_BYTES // 1024} kB whose quotes prove no string sits in a list; "
+        f"{json_read.SMALL_BODY_BYTES // 1024} kB whose quotes prove no string sits in a list; "
         "`cut`: number arrays cut out and parsed in chunks, the path of every other body. Peak: "
         "tracemalloc's, over the body's size.",
         "",
@@ -76,27 +76,27 @@ def in_process_section() -> list[str]:
         body = orjson.dumps({"inputs": values.tolist()})
 
         def read(body: bytes = body) -> object:
-            return json_body.array_field(json_body.parse_json_object(body), "inputs")
+            return json_read.array_field(json_read.parse_json_object(body), "inputs")
 
         cells = []
-        for small in (json_body.SMALL_BODY_BYTES, -1):
-            saved, json_body.SMALL_BODY_BYTES = json_body.SMALL_BODY_BYTES, small
+        for small in (json_read.SMALL_BODY_BYTES, -1):
+            saved, json_read.SMALL_BODY_BYTES = json_read.SMALL_BODY_BYTES, small
             try:
                 if small < 0 or len(body) <= saved:
                     cells += [f"{per_call_us(read):,.1f}", f"{peak_bytes(read) / len(body):.1f}x"]
                 else:
                     cells += ["(cut)", ""]
             finally:
-                json_body.SMALL_BODY_BYTES = saved
+                json_read.SMALL_BODY_BYTES = saved
         rows.append(f"| {items} x {features} | {len(body):,} | " + " | ".join(cells) + " |")
     span = b'{"inputs": ' + orjson.dumps((rng.random((4096, 64)) * 16).tolist()) + b"}"
     start = span.index(b"[")
 
     def scan() -> object:
-        return json_body._number_array_at(span, start)
+        return json_read._number_array_at(span, start)
 
     def regex() -> object:
-        run = json_body._NUMBER_RUN.match(span, start)
+        run = json_read._NUMBER_RUN.match(span, start)
         assert run is not None
         end = span.rfind(b"]", start, run.end()) + 1
         return span.count(b"[", start, end) == span.count(b"]", start, end)
@@ -149,7 +149,7 @@ def reader_costs() -> list[str]:
     return [
         f"Reading a 1.2 kB body that has arrived: {plain:.1f} us; inside `asyncio.timeout_at` "
         f"{timed:.1f} us. The body's deadline is therefore a timer in the HTTP protocol "
-        "(service.http_limits), not an asyncio timeout around the read."
+        "(service.server.http_limits), not an asyncio timeout around the read."
     ]
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bundle.runtime import OnnxBundle
-from service.repository import session_options
+from service.models.repository import session_options
 from service.settings import ServiceSettings
 
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
+
+from bundle.arrays import FloatArray
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -24,8 +25,6 @@ DATA_28 = BENCH / "models" / "data" / "digits28.npy"
 REPO_28 = BENCH / "models" / "repo"
 BUNDLE_28 = REPO_28 / "digits28-vae" / "1"
 REPO_DEFAULT = BENCH / "models" / "repo-default"  # holds a copy of the default bundle only
-
-FloatArray = npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,12 @@ from pyinstrument import Profiler
 
 from bench.bodies import write_bodies
 from bench.models import load_model
-from service import codecs, json_body
-from service.operations import Inference, RequestHead, ServiceState, serve_operation
-from service.repository import ModelRepository
-from service.runtime import ServedModel
+from service.codecs import formats, json_read
+from service.dataplane.inference import Inference
+from service.dataplane.operations import RequestHead, serve_operation
+from service.dataplane.state import ServiceState
+from service.models.repository import ModelRepository
+from service.models.served_model import ServedModel
 from service.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,14 +55,14 @@ def profile_one(
         for _ in range(count):
             await serve_operation(state, "reconstruct", None, None, head, receive)
 
-    x = json_body.array_field(json_body.parse_json_object(body), "inputs")
+    x = json_read.array_field(json_read.parse_json_object(body), "inputs")
     assert x is not None
     model_x = served.model_input(x)
     result = served.reconstruct(x, samples=None, seed=None)
     parts: dict[str, Callable[[], object]] = {
         "orjson.loads of the body": lambda: orjson.loads(body),
-        "JSON body -> float32 array (json_body)": lambda: json_body.array_field(
-            json_body.parse_json_object(body), "inputs"
+        "JSON body -> float32 array (json_body)": lambda: json_read.array_field(
+            json_read.parse_json_object(body), "inputs"
         ),
         "onnxruntime encoder + decoder": lambda: served.bundle.decode_model(
             served.bundle.encode_model(model_x).mu
@@ -68,7 +70,7 @@ def profile_one(
         "reconstruct operation (model + preprocessing)": lambda: served.reconstruct(
             x, samples=None, seed=None
         ),
-        "response -> JSON bytes": lambda: codecs.json_bytes(result),
+        "response -> JSON bytes": lambda: formats.json_bytes(result),
     }
     whole = per_call_us(lambda: asyncio.run(serve_many(200))) / 200
     lines = [f"## {label} ({len(body):,} bytes of JSON)", "", "| part | us per call |", "|---|---|"]

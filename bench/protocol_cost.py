@@ -5,7 +5,8 @@
 One keep-alive connection on uvloop with a transport that discards what it is given; the same
 1.2 kB JSON request (the S1 body of `make bench`) is fed to the protocol again and again and a
 do-nothing ASGI app answers it. Compared: uvicorn's own httptools protocol, ours with one-write
-answers (service.one_write) and ours under the connection limits (service.http_limits, what
+answers (service.server.one_write) and ours under the connection limits
+(service.server.http_limits, what
 vae-serve runs). CPU time per request, best of five rounds of 20,000.
 """
 
@@ -21,8 +22,8 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from service.http_limits import LimitedHttpToolsProtocol
-from service.one_write import OneWriteHttpToolsProtocol
+from service.server.http_limits import LimitedHttpToolsProtocol
+from service.server.one_write import OneWriteHttpToolsProtocol
 
 ROUNDS, REQUESTS = 5, 20_000
 BODY = b'{"inputs": [[' + b", ".join(b"%.15f" % (i / 7) for i in range(64)) + b"]]}"
@@ -91,8 +92,8 @@ async def _per_request_us(protocol_class: type[HttpToolsProtocol]) -> float:
 
 CANDIDATES: dict[str, type[HttpToolsProtocol]] = {
     "uvicorn's httptools protocol": HttpToolsProtocol,
-    "one-write answers (service.one_write)": OneWriteHttpToolsProtocol,
-    "under the connection limits (service.http_limits: what vae-serve runs)": (
+    "one-write answers (service.server.one_write)": OneWriteHttpToolsProtocol,
+    "under the connection limits (service.server.http_limits: what vae-serve runs)": (
         LimitedHttpToolsProtocol
     ),
 }
@@ -100,7 +101,7 @@ CANDIDATES: dict[str, type[HttpToolsProtocol]] = {
 
 def protocol_section() -> list[str]:
     figures = {name: uvloop.run(_per_request_us(cls)) for name, cls in CANDIDATES.items()}
-    base = figures["one-write answers (service.one_write)"]
+    base = figures["one-write answers (service.server.one_write)"]
     rows = [
         "## The HTTP protocol's own cost, in-process",
         "",

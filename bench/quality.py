@@ -43,12 +43,11 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from bench.reference_vae import BATCH_SIZE, HIDDEN, LATENT, LEARNING_RATE, train_reference
+from bundle.arrays import Float64Array
 from bundle.runtime import OnnxBundle
 from training.config import TrainingConfig
 from training.data import DataSplits, LoadedData, load_dataset, split_dataset
 from training.pipeline import run_training
-
-FloatArray = npt.NDArray[np.float64]
 
 BENCH_DIR = Path(__file__).resolve().parent
 DIGITS_HOLDOUTS = [f"digits:holdout={k}" for k in range(10)]
@@ -98,7 +97,7 @@ def train_part(splits: DataSplits) -> npt.NDArray[np.float32]:
     return np.concatenate([splits.train, splits.validation])
 
 
-def peer_inputs(data: LoadedData, splits: DataSplits) -> tuple[FloatArray, FloatArray]:
+def peer_inputs(data: LoadedData, splits: DataSplits) -> tuple[Float64Array, Float64Array]:
     """Flat (N, D) float64 rows for the peers: the train part and the test part.
 
     Two fixes any user would have to make, applied to every peer alike:
@@ -127,7 +126,7 @@ def architecture_name(config: dict[str, Any]) -> str:
     return "linear" if hidden == "none" else f"mlp {hidden}"
 
 
-def auroc(is_anomaly: npt.NDArray[np.bool_], scores: FloatArray) -> float:
+def auroc(is_anomaly: npt.NDArray[np.bool_], scores: Float64Array) -> float:
     return float(roc_auc_score(is_anomaly, scores))
 
 
@@ -136,13 +135,13 @@ def auroc(is_anomaly: npt.NDArray[np.bool_], scores: FloatArray) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
-def _numerical_rank(x: FloatArray) -> int:
+def _numerical_rank(x: Float64Array) -> int:
     standardised = (x - x.mean(axis=0)) / x.std(axis=0)
     singular = np.linalg.svd(standardised, compute_uv=False)
     return int(np.sum(singular > singular[0] * max(x.shape) * np.finfo(np.float64).eps))
 
 
-def peer_factories(seed: int, train: FloatArray) -> dict[str, Callable[[], Any]]:
+def peer_factories(seed: int, train: Float64Array) -> dict[str, Callable[[], Any]]:
     # Imported here: pyod is the `quality` extra only, and importing it costs seconds.
     from pyod.models.auto_encoder import AutoEncoder
     from pyod.models.iforest import IForest
@@ -163,7 +162,7 @@ def peer_factories(seed: int, train: FloatArray) -> dict[str, Callable[[], Any]]
 
 
 def run_peers(
-    train: FloatArray, test: FloatArray, is_anomaly: npt.NDArray[np.bool_], seed: int
+    train: Float64Array, test: Float64Array, is_anomaly: npt.NDArray[np.bool_], seed: int
 ) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     for name, factory in peer_factories(seed, train).items():

@@ -4,13 +4,12 @@ bodies, so a picture reaches the model as the same numbers either way."""
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
 from PIL import Image
 
-F32 = npt.NDArray[np.float32]
+from bundle.arrays import FloatArray
 
 
-def resize_chw(image: F32, size: tuple[int, int]) -> F32:
+def resize_chw(image: FloatArray, size: tuple[int, int]) -> FloatArray:
     """Bilinear resize of one (C, H, W) image to size (H, W), per channel on float32 planes
     (Pillow mode F), so no precision is lost to 8-bit rounding. No crop, no padding."""
     height, width = size

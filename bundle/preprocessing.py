@@ -14,9 +14,9 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-PreprocessingKind = Literal["minmax", "standard", "none"]
+from bundle.arrays import FloatArray
 
-FloatArray = npt.NDArray[np.float32]
+PreprocessingKind = Literal["minmax", "standard", "none"]
 
 
 # eq=False: fields are arrays, whose == is elementwise; compare with to_manifest() instead.

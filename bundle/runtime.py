@@ -16,11 +16,10 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from bundle.arrays import FloatArray
 from bundle.manifest import GraphSpec, ModelManifest, ScoreType, sha256_of
 from bundle.preprocessing import Preprocessing
 from bundle.scoring import anomaly_scores, fixed_epsilon
-
-FloatArray = npt.NDArray[np.float32]
 
 
 class BundleError(ValueError):

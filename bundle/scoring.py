@@ -13,14 +13,10 @@ scoring a batch equals scoring its items one by one.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float32]
-AnyFloatArray = npt.NDArray[np.floating[Any]]  # inputs: float32 from graphs, float64 from math
-Float64Array = npt.NDArray[np.float64]
+from bundle.arrays import AnyFloatArray, Float64Array, FloatArray
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 # Decoder means of a Bernoulli model come through a float32 sigmoid, which saturates to exactly

@@ -43,7 +43,7 @@ containers() {  # the containers of one service of this project, by name
     --filter "label=com.docker.compose.service=$1" --format '{{.Names}}' | sort
 }
 address() { "$engine" inspect "$1" --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}'; }
-ready() { "$engine" exec "$1" python -m service.healthcheck /readyz >/dev/null 2>&1; }
+ready() { "$engine" exec "$1" python -m service.server.healthcheck /readyz >/dev/null 2>&1; }
 wait_ready() {  # every replica named answers /readyz, within 60 s
   for _ in $(seq 1 120); do
     local all=1

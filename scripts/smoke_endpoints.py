@@ -156,7 +156,7 @@ def main(base: str) -> int:
     check("bad shape -> 422 error body", status == 422 and "inputs" in body["error"]["message"])
     status, body = call(base, "/models/nope/encode", {"inputs": [DIGIT]})
     check("unknown model -> 404", status == 404)
-    # The web page and its files ship in the image (service/static/).
+    # The web page and its files ship in the image (service/api/static/).
     page_status, page_type, page = fetch(base, "/")
     check(
         "GET / -> the web page",

@@ -10,13 +10,10 @@ calls are the very same ones.
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
 
+from bundle.arrays import Float64Array, FloatArray
 from bundle.preprocessing import Preprocessing, PreprocessingKind
 from training.data.mapped_rows import MappedRows
-
-FloatArray = npt.NDArray[np.float32]
-Float64Array = npt.NDArray[np.float64]
 
 
 def value_range(x: FloatArray | MappedRows) -> tuple[float, float]:

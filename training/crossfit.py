@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from bundle.arrays import FloatArray
 from bundle.manifest import ScoreType
 from bundle.scoring import anomaly_scores
 from training.config import TrainingConfig
@@ -37,8 +38,6 @@ from training.factory import ModelInput, build_model, build_objective
 from training.models import VAE, Autoencoder, Likelihood
 from training.refit import refit_on_all_rows
 from training.train import train_model
-
-FloatArray = npt.NDArray[np.float32]
 
 # Cross-fit when fewer validation scores than this are expected above the threshold: with one
 # or none, the threshold is (nearly) the largest score and the false-alarm rate is a guess.

@@ -14,18 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 import onnxruntime as ort
 import torch
 from torch import nn
 
+from bundle.arrays import FloatArray
 from bundle.manifest import DECODER_FILENAME, ENCODER_FILENAME, GraphSpec, TensorSpec, sha256_of
 from training.models import VAE, Autoencoder
 
 PARITY_TOLERANCE = 1e-4
 PARITY_BATCH_SIZES = (1, 17)  # one item, and an odd batch that no kernel tiles evenly
-
-FloatArray = npt.NDArray[np.float32]
 
 
 class ExportParityError(RuntimeError):

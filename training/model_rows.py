@@ -13,10 +13,10 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from bundle.arrays import FloatArray
 from bundle.preprocessing import Preprocessing
 from training.data.mapped_rows import MappedRows
 
-FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 

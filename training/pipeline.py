@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from bundle.arrays import FloatArray
 from bundle.manifest import (
     AnomalySpec,
     InputSpec,
@@ -44,13 +45,7 @@ from training.data.mapped_rows import MappedRows
 from training.distributed import check_launch, join_replicas
 from training.evaluate import detection_metrics, heldout_likelihood_metrics
 from training.export import OnnxGraphs, export_model
-from training.factory import (
-    BUNDLE_KIND,
-    ModelInput,
-    model_input,
-    resolve_likelihood,
-    resolve_score,
-)
+from training.factory import BUNDLE_KIND, ModelInput, model_input, resolve_likelihood, resolve_score
 from training.model_rows import SplitRows, batch_rows, model_rows, select_rows, torch_rows
 from training.models import VAE, Autoencoder, Likelihood
 from training.progress import RunProgress
@@ -59,7 +54,6 @@ from training.report_writer import write_report
 from training.streamed_data import StreamedSplits, report_sample, row_chunks, split_for_training
 from training.train import TrainingResult, resolve_device
 
-FloatArray = npt.NDArray[np.float32]
 SCORE_BATCH = 1024  # items per onnxruntime call while scoring whole splits
 ELBO_SEED = 0  # the fixed epsilon of neg_elbo; recorded in the bundle
 

@@ -23,6 +23,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from bundle.arrays import Float64Array
+
 __all__ = [
     "plot_latent_space",
     "plot_loss_curves",
@@ -34,7 +36,6 @@ __all__ = [
 ]
 
 ImageShape = tuple[int, int, int]
-FloatArray = npt.NDArray[np.float64]
 
 _DPI = 100
 _GRID_COLUMNS = 8
@@ -59,7 +60,7 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def _as_float_2d(array: npt.ArrayLike, name: str) -> FloatArray:
+def _as_float_2d(array: npt.ArrayLike, name: str) -> Float64Array:
     arr = np.asarray(array, dtype=np.float64)
     if arr.ndim == 0:
         raise ValueError(f"{name} must have at least one dimension, got a scalar")
@@ -70,7 +71,7 @@ def _as_float_2d(array: npt.ArrayLike, name: str) -> FloatArray:
     return arr.reshape(arr.shape[0], -1)
 
 
-def _as_images(array: npt.ArrayLike, image_shape: ImageShape, name: str) -> FloatArray:
+def _as_images(array: npt.ArrayLike, image_shape: ImageShape, name: str) -> Float64Array:
     arr = np.asarray(array, dtype=np.float64)
     c, h, w = image_shape
     if arr.ndim == 0 or arr.size % (c * h * w) != 0 or arr[0].size != c * h * w:
@@ -80,7 +81,7 @@ def _as_images(array: npt.ArrayLike, image_shape: ImageShape, name: str) -> Floa
     return arr.reshape(arr.shape[0], c, h, w)
 
 
-def _minmax(x: FloatArray) -> FloatArray:
+def _minmax(x: Float64Array) -> Float64Array:
     lo, hi = float(np.nanmin(x)), float(np.nanmax(x))
     if not math.isfinite(lo) or not math.isfinite(hi) or hi <= lo:
         # A constant (or all-NaN) image has no contrast to stretch; mid-grey reads as "flat".
@@ -88,13 +89,13 @@ def _minmax(x: FloatArray) -> FloatArray:
     return np.clip((x - lo) / (hi - lo), 0.0, 1.0)
 
 
-def _channels_side_by_side(img: FloatArray) -> FloatArray:
+def _channels_side_by_side(img: Float64Array) -> Float64Array:
     """(C, H, W) -> (H, C*W): used when C is neither 1 nor 3 and so has no natural colour."""
     c, h, w = img.shape
     return img.transpose(1, 0, 2).reshape(h, c * w)
 
 
-def _display_tile(img: FloatArray, *, signed: bool) -> FloatArray:
+def _display_tile(img: Float64Array, *, signed: bool) -> Float64Array:
     """Map one (C, H, W) image to an RGB tile (H, W', 3) with values in [0, 1].
 
     ``signed`` keeps 0 at mid-grey and scales by the largest magnitude (for weights);
@@ -113,7 +114,7 @@ def _display_tile(img: FloatArray, *, signed: bool) -> FloatArray:
     return np.repeat(plane[:, :, np.newaxis], 3, axis=2)
 
 
-def _mosaic(tiles: list[FloatArray], cols: int) -> tuple[FloatArray, int]:
+def _mosaic(tiles: list[Float64Array], cols: int) -> tuple[Float64Array, int]:
     """Pack equally sized RGB tiles row-major into one image; returns it and the pad width.
 
     One ``imshow`` of a mosaic renders an order of magnitude faster than one axes per tile,
@@ -132,7 +133,7 @@ def _mosaic(tiles: list[FloatArray], cols: int) -> tuple[FloatArray, int]:
 
 
 def _mosaic_figure(
-    canvas: FloatArray, title: str, row_labels: list[tuple[float, str]] | None = None
+    canvas: Float64Array, title: str, row_labels: list[tuple[float, str]] | None = None
 ) -> Figure:
     height_px, width_px, _ = canvas.shape
     # Small tiles (8x8 digits) are upscaled so that single pixels stay visible.
@@ -171,11 +172,11 @@ def _empty_figure(path: Path, title: str, message: str) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
-def _series(history: list[dict[str, float]], key: str) -> FloatArray:
+def _series(history: list[dict[str, float]], key: str) -> Float64Array:
     return np.array([float(h.get(key, np.nan)) for h in history], dtype=np.float64)
 
 
-def _has(series: FloatArray) -> bool:
+def _has(series: Float64Array) -> bool:
     return bool(np.isfinite(series).any())
 
 
@@ -278,7 +279,7 @@ def plot_loss_curves(
     return _save(fig, path)
 
 
-def _maybe_log_y(ax: Axes, values: FloatArray) -> None:
+def _maybe_log_y(ax: Axes, values: Float64Array) -> None:
     finite = values[np.isfinite(values)]
     # The first epochs of a VAE often sit orders of magnitude above the plateau; a log axis keeps
     # the plateau readable. It is only possible when every value is positive (Gaussian
@@ -319,7 +320,7 @@ def plot_reconstructions(
         x = _as_images(inputs[:n], image_shape, "inputs")
         r = _as_images(reconstructions[:n], image_shape, "reconstructions")
         cols = _grid_columns(n)
-        tiles: list[FloatArray] = []
+        tiles: list[Float64Array] = []
         # Each chunk of ``cols`` items becomes an input row followed by its reconstruction row.
         for start in range(0, n, cols):
             stop = min(start + cols, n)
@@ -419,7 +420,7 @@ def plot_samples(
 # --------------------------------------------------------------------------------------------
 
 
-def _project_2d(latents: FloatArray) -> tuple[FloatArray, str, str, str]:
+def _project_2d(latents: Float64Array) -> tuple[Float64Array, str, str, str]:
     """Return (N, 2) coordinates, the two axis labels and the projection's name."""
     n, d = latents.shape
     if d == 1:
@@ -622,7 +623,7 @@ def plot_score_histogram(
 # --------------------------------------------------------------------------------------------
 
 
-def unit_preferred_inputs(weights: npt.NDArray[Any]) -> FloatArray:
+def unit_preferred_inputs(weights: npt.NDArray[Any]) -> Float64Array:
     """Norm-bounded input that maximally activates each first-layer hidden unit.
 
     For unit ``i`` with pre-activation ``W_i . x`` (bias ignored) and the constraint

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from bundle.arrays import FloatArray
 from training.config import TrainingConfig
 from training.data import DataSplits, LoadedData, split_dataset
 from training.data.budget import rows_per_chunk
 from training.data.dataset import split_indices
 from training.data.mapped_rows import MappedRows
 
-FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 from sklearn.datasets import load_digits
 
+from bundle.arrays import Float64Array
 from bundle.manifest import (
     DECODER_FILENAME,
     ENCODER_FILENAME,
@@ -25,13 +25,11 @@ from bundle.runtime import BundleError, OnnxBundle
 from bundle.scoring import anomaly_scores, fixed_epsilon
 from training.pipeline import TrainingOutcome
 
-F64 = npt.NDArray[np.float64]
-
 
 @pytest.fixture(scope="module")
-def digits_x() -> F64:
+def digits_x() -> Float64Array:
     """Raw digits in the user's units (0..16), flat (B, 64)."""
-    data: F64 = load_digits().data[:40].astype(np.float64)
+    data: Float64Array = load_digits().data[:40].astype(np.float64)
     return data
 
 
@@ -61,7 +59,7 @@ def test_bundle_loads_and_describes_itself(loaded: OnnxBundle, digits_vae: Train
 
 @pytest.mark.parametrize("score_type", [None, "recon_mse", "neg_elbo"])
 def test_scores_shape_and_finite(
-    loaded: OnnxBundle, digits_x: F64, score_type: ScoreType | None
+    loaded: OnnxBundle, digits_x: Float64Array, score_type: ScoreType | None
 ) -> None:
     scores = loaded.scores(digits_x, score_type)
     assert scores.shape == (len(digits_x),)
@@ -71,23 +69,25 @@ def test_scores_shape_and_finite(
         assert np.all(scores >= 0.0)
 
 
-def test_default_score_is_the_manifest_default(loaded: OnnxBundle, digits_x: F64) -> None:
+def test_default_score_is_the_manifest_default(loaded: OnnxBundle, digits_x: Float64Array) -> None:
     default = loaded.manifest.anomaly.default_score
     np.testing.assert_array_equal(loaded.scores(digits_x), loaded.scores(digits_x, default))
 
 
-def test_score_types_differ(loaded: OnnxBundle, digits_x: F64) -> None:
+def test_score_types_differ(loaded: OnnxBundle, digits_x: Float64Array) -> None:
     mse = loaded.scores(digits_x, "recon_mse")
     elbo = loaded.scores(digits_x, "neg_elbo")
     assert not np.allclose(mse, elbo)
 
 
-def test_unknown_score_type_is_a_bundle_error(loaded: OnnxBundle, digits_x: F64) -> None:
+def test_unknown_score_type_is_a_bundle_error(loaded: OnnxBundle, digits_x: Float64Array) -> None:
     with pytest.raises(BundleError, match="unknown score type"):
         loaded.scores(digits_x[:2], "iwae")  # type: ignore[arg-type]
 
 
-def test_to_model_input_accepts_flat_and_image_shaped(loaded: OnnxBundle, digits_x: F64) -> None:
+def test_to_model_input_accepts_flat_and_image_shaped(
+    loaded: OnnxBundle, digits_x: Float64Array
+) -> None:
     flat = loaded.to_model_input(digits_x)
     image = loaded.to_model_input(digits_x.reshape(-1, 1, 8, 8))
     assert flat.shape == (len(digits_x), 64)
@@ -100,7 +100,7 @@ def test_to_model_input_accepts_flat_and_image_shaped(loaded: OnnxBundle, digits
     np.testing.assert_allclose(flat, digits_x / 16.0, rtol=1e-6)
 
 
-def test_scores_flat_equal_image_shaped(loaded: OnnxBundle, digits_x: F64) -> None:
+def test_scores_flat_equal_image_shaped(loaded: OnnxBundle, digits_x: Float64Array) -> None:
     for score_type in ("recon_mse", "neg_elbo"):
         np.testing.assert_array_equal(
             loaded.scores(digits_x, score_type),
@@ -108,13 +108,13 @@ def test_scores_flat_equal_image_shaped(loaded: OnnxBundle, digits_x: F64) -> No
         )
 
 
-def test_out_of_range_inputs_are_clipped(loaded: OnnxBundle, digits_x: F64) -> None:
+def test_out_of_range_inputs_are_clipped(loaded: OnnxBundle, digits_x: Float64Array) -> None:
     x = digits_x[:3].copy()
     louder = x * 10.0 + 16.0  # every pixel far above the training max
     np.testing.assert_array_equal(loaded.to_model_input(louder), np.ones((3, 64), np.float32))
 
 
-def test_encode_model_shapes(loaded: OnnxBundle, digits_x: F64) -> None:
+def test_encode_model_shapes(loaded: OnnxBundle, digits_x: Float64Array) -> None:
     encoding = loaded.encode_model(loaded.to_model_input(digits_x))
     assert encoding.mu.shape == (len(digits_x), 2)
     assert encoding.logvar is not None
@@ -131,7 +131,7 @@ def test_decode_model_gives_bernoulli_means(loaded: OnnxBundle) -> None:
     assert np.all((means >= 0.0) & (means <= 1.0))
 
 
-def test_scores_equal_scoring_on_graph_outputs(loaded: OnnxBundle, digits_x: F64) -> None:
+def test_scores_equal_scoring_on_graph_outputs(loaded: OnnxBundle, digits_x: Float64Array) -> None:
     x_model = loaded.to_model_input(digits_x)
     encoding = loaded.encode_model(x_model)
     anomaly = loaded.manifest.anomaly
@@ -151,7 +151,7 @@ def test_scores_equal_scoring_on_graph_outputs(loaded: OnnxBundle, digits_x: F64
 
 @pytest.mark.parametrize("score_type", ["recon_mse", "neg_elbo"])
 def test_batch_scores_equal_one_by_one(
-    loaded: OnnxBundle, digits_x: F64, score_type: ScoreType
+    loaded: OnnxBundle, digits_x: Float64Array, score_type: ScoreType
 ) -> None:
     batch = loaded.scores(digits_x, score_type)
     one_by_one = np.concatenate(
@@ -160,13 +160,13 @@ def test_batch_scores_equal_one_by_one(
     np.testing.assert_array_equal(batch, one_by_one)
 
 
-def test_two_loads_score_identically(digits_vae: TrainingOutcome, digits_x: F64) -> None:
+def test_two_loads_score_identically(digits_vae: TrainingOutcome, digits_x: Float64Array) -> None:
     first = OnnxBundle(digits_vae.bundle_dir).scores(digits_x, "neg_elbo")
     second = OnnxBundle(digits_vae.bundle_dir).scores(digits_x, "neg_elbo")
     np.testing.assert_array_equal(first, second)
 
 
-def test_calibration_matches_the_served_scores(loaded: OnnxBundle, digits_x: F64) -> None:
+def test_calibration_matches_the_served_scores(loaded: OnnxBundle, digits_x: Float64Array) -> None:
     # Normal digits score in the range the calibration saw: stored quantiles are in score units.
     for score_type in ("recon_mse", "neg_elbo"):
         calibration = loaded.manifest.anomaly.scores[score_type]

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from bundle.arrays import Float64Array, FloatArray
 from bundle.scoring import (
     BERNOULLI_EPS,
     LOG_2PI,
@@ -28,9 +29,7 @@ from bundle.scoring import (
 )
 from training import models
 
-F64 = npt.NDArray[np.float64]
-F32 = npt.NDArray[np.float32]
-Decode = Callable[[F32], F32]
+Decode = Callable[[FloatArray], FloatArray]
 
 
 def _rng(seed: int = 7) -> np.random.Generator:
@@ -54,7 +53,7 @@ def linear_decoder(latent: int, features: int, *, bernoulli: bool, seed: int = 3
         weight *= np.float32(0.2)
         bias = (np.float32(0.5) + np.float32(0.3) * np.tanh(bias)).astype(np.float32)
 
-    def decode(z: F32) -> F32:
+    def decode(z: FloatArray) -> FloatArray:
         out = np.broadcast_to(bias, (len(z), features)).copy()
         for k in range(latent):
             out += z[:, k : k + 1] * weight[k]
@@ -236,7 +235,7 @@ def test_fixed_epsilon_is_standard_normal() -> None:
 
 def _elbo_inputs(
     batch: int, latent: int, features: int, seed: int = 0
-) -> tuple[F32, F32, F32, F32]:
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
     rng = _rng(seed)
     x = rng.uniform(size=(batch, features)).astype(np.float32)
     mu = rng.normal(size=(batch, latent)).astype(np.float32)
@@ -391,7 +390,7 @@ _logvar = st.floats(
 
 
 @st.composite
-def _scoring_case(draw: st.DrawFn) -> tuple[F32, F32, F32, str, float | None]:
+def _scoring_case(draw: st.DrawFn) -> tuple[FloatArray, FloatArray, FloatArray, str, float | None]:
     batch = draw(st.integers(1, 6))
     latent = draw(st.integers(1, 3))
     features = draw(st.integers(1, 10))
@@ -407,7 +406,7 @@ def _scoring_case(draw: st.DrawFn) -> tuple[F32, F32, F32, str, float | None]:
 @settings(max_examples=60, deadline=None, derandomize=True)
 @given(_scoring_case(), st.sampled_from(["recon_mse", "neg_elbo"]))
 def test_scores_are_finite_and_per_item(
-    case: tuple[F32, F32, F32, str, float | None], score_type: str
+    case: tuple[FloatArray, FloatArray, FloatArray, str, float | None], score_type: str
 ) -> None:
     x, mu, logvar, likelihood, sigma = case
     latent, features = mu.shape[1], x.shape[1]
@@ -439,7 +438,9 @@ def test_scores_are_finite_and_per_item(
     arrays(np.float64, st.tuples(st.integers(1, 5), st.integers(1, 12)), elements=_unit),
     arrays(np.float64, st.tuples(st.integers(1, 5), st.integers(1, 12)), elements=_unit),
 )
-def test_bernoulli_nll_is_finite_and_non_negative_for_any_probability(x: F64, p: F64) -> None:
+def test_bernoulli_nll_is_finite_and_non_negative_for_any_probability(
+    x: Float64Array, p: Float64Array
+) -> None:
     rows, cols = min(len(x), len(p)), min(x.shape[1], p.shape[1])
     x, p = x[:rows, :cols], p[:rows, :cols]
     nll = bernoulli_nll(x, p)
@@ -455,7 +456,7 @@ def test_bernoulli_nll_is_finite_and_non_negative_for_any_probability(x: F64, p:
     arrays(np.float64, st.integers(1, 20), elements=st.floats(-1e4, 1e4)),
 )
 def test_tail_probability_is_a_probability_and_monotone(
-    quantiles: list[float], scores: F64
+    quantiles: list[float], scores: Float64Array
 ) -> None:
     probs = tail_probability(scores, quantiles)
     assert np.all((probs >= 0.0) & (probs <= 1.0))

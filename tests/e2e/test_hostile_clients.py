@@ -51,7 +51,7 @@ ENV = {
     "VAE_REQUEST_TIMEOUT_S": str(REQUEST_TIMEOUT_S),
 }
 # What any request may cost a worker on top of 8x its size: interpreter and allocator noise, and
-# the fixed-size chunks a large body is parsed in (service/json_body.py). Before issue 18, a
+# the fixed-size chunks a large body is parsed in (service/codecs/json_read.py). Before issue 18, a
 # 36 kB body cost +244 MiB and 8 MB of short floats ~15x: both far above.
 FLOOR = 16 * MIB
 # The bounds the issue sets.
@@ -505,7 +505,7 @@ def test_duplicate_key_headers_use_the_first(server: Server) -> None:
 
 def test_caches_keyed_by_headers_stay_small(server: Server) -> None:
     """300 requests with distinct 8 kB Content-Type and Accept values (under the head limit):
-    the memoised parsers keep none of them (service.codecs keeps short values only)."""
+    the memoised parsers keep none of them (service.codecs.formats keeps short values only)."""
     rows = {"inputs": digits_rows(1)}
 
     def burst() -> list[int]:
@@ -583,7 +583,7 @@ def test_slow_and_silent_clients_are_cut_off_while_health_answers_fast(server: S
         for connection in group:
             connection.close()
         assert closed == len(group), f"{name}: {closed} of {len(group)} cut off"
-    # Refused before any request existed, yet counted (service.metrics).
+    # Refused before any request existed, yet counted (service.observability.metrics).
     scrape = server.client.get(server.base + "/metrics").text
     line = next(
         row

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from bundle.runtime import OnnxBundle
-from service.runtime import Limits, ServedModel
+from service.models.served_model import Limits, ServedModel
 from tests.bundles import BundleFactory
 
 PROFILE = "vae-property"

@@ -1,4 +1,4 @@
-"""Properties of service.codecs: what a client sends either comes back as the same float32
+"""Properties of service.codecs.formats: what a client sends either comes back as the same float32
 values, or is refused with one of the service's own 4xx errors; nothing else ever escapes.
 
 Any other exception reaching the handler is a 500, which DESIGN.md calls a bug, so every test
@@ -22,7 +22,8 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from service.codecs import (
+from bundle.arrays import FloatArray
+from service.codecs.formats import (
     JSON_MEDIA_TYPE,
     NPY_MEDIA_TYPE,
     NPZ_MEDIA_TYPE,
@@ -31,14 +32,13 @@ from service.codecs import (
     request_format,
     response_format,
 )
+from service.codecs.json_read import array_field, parse_json_object
 from service.errors import InvalidInput, ServiceError
-from service.json_body import array_field, parse_json_object
 from tests.property.conftest import PROFILE
 
 # Overflow and NaN handling must be silent: reported as errors, never as numpy warnings.
 pytestmark = pytest.mark.filterwarnings("error")
 
-F32 = npt.NDArray[np.float32]
 T = TypeVar("T")
 BASE = settings.get_profile(PROFILE)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -46,7 +46,7 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 DEFAULT_DEPTH = 32
 
 
-def parse_inputs(body: bytes, *, max_depth: int = DEFAULT_DEPTH, min_ndim: int = 2) -> F32:
+def parse_inputs(body: bytes, *, max_depth: int = DEFAULT_DEPTH, min_ndim: int = 2) -> FloatArray:
     """The service's JSON path for an array field: parse_json_object, then array_field."""
     result = array_field(parse_json_object(body, max_depth=max_depth), "inputs", min_ndim=min_ndim)
     assert result is not None
@@ -67,7 +67,7 @@ def assert_clean_refusal(error: ServiceError) -> None:
     assert error.message
 
 
-def assert_service_array(array: F32) -> None:
+def assert_service_array(array: FloatArray) -> None:
     """What the codecs promise the runtime: fresh, C-contiguous, finite float32, no empty axes."""
     assert array.dtype == np.float32
     assert array.flags.c_contiguous
@@ -122,7 +122,7 @@ def _integral_as_int(value: np.float32) -> str:
     return str(int(number)) if number.is_integer() else repr(number)
 
 
-JSON_WRITERS: dict[str, Callable[[F32], bytes]] = {
+JSON_WRITERS: dict[str, Callable[[FloatArray], bytes]] = {
     # the service's own writer: orjson's native numpy support, float32 shortest repr
     "service": lambda a: json_bytes({"inputs": a}),
     # float64 shortest repr of each float32 value (longer, e.g. 0.10000000149011612)
@@ -139,7 +139,7 @@ JSON_WRITERS: dict[str, Callable[[F32], bytes]] = {
 @given(float32_arrays, st.sampled_from(sorted(JSON_WRITERS)))
 @example(np.array([[FLOAT32_MAX, -FLOAT32_MAX, 1e-45, -0.0]], dtype=np.float32), "python-json")
 @example(np.array([[FLOAT32_MAX, 2.0**64, 3.0, 0.5]], dtype=np.float32), "integers")
-def test_json_round_trip_gives_the_same_float32_values(array: F32, writer: str) -> None:
+def test_json_round_trip_gives_the_same_float32_values(array: FloatArray, writer: str) -> None:
     # A float32 is exact in float64, and any decimal that reads back as that float64 (or, for
     # the float32 repr, as a float64 within half a float32 ulp) rounds to the same float32.
     result = parse_inputs(JSON_WRITERS[writer](array))
@@ -560,7 +560,7 @@ NON_FINITE_TOKENS = [
 @example(np.zeros((1, 2), np.float32), "nan", 1)
 @example(np.zeros((1, 2), np.float32), "+Infinity", 0)
 def test_non_finite_numbers_in_any_form_are_refused_with_422(
-    array: F32, token: str, position: int
+    array: FloatArray, token: str, position: int
 ) -> None:
     tokens = [repr(float(v)) for v in array.ravel()]
     tokens[position % array.size] = token

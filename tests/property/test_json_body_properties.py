@@ -1,4 +1,4 @@
-"""Properties of service.json_body, the JSON request reader whose cost is bounded before the
+"""Properties of service.codecs.json_read, the JSON request reader whose cost is bounded before the
 work (issue 18).
 
 - Nothing a client sends makes it raise anything but the service's own 4xx errors.
@@ -20,21 +20,20 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import orjson
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from service import json_body
+from bundle.arrays import FloatArray
+from service.codecs import json_read
+from service.codecs.json_read import NumberArray, array_field, parse_json_object
 from service.errors import ServiceError
-from service.json_body import NumberArray, array_field, parse_json_object
 from tests.property.conftest import PROFILE
 
 pytestmark = pytest.mark.filterwarnings("error")
 
 BASE = settings.get_profile(PROFILE)
-F32 = npt.NDArray[np.float32]
 
 
 def plain(value: Any) -> Any:
@@ -48,7 +47,7 @@ def plain(value: Any) -> Any:
     return value
 
 
-def read(body: bytes, **limits: Any) -> F32 | ServiceError:
+def read(body: bytes, **limits: Any) -> FloatArray | ServiceError:
     """The service's JSON path for `inputs`, or the error it refused with; anything else
     propagates (and fails the test)."""
     try:
@@ -69,14 +68,14 @@ def chunks_of(size: int, *, small_bodies_whole: bool = True) -> Iterator[None]:
     """Read large arrays in chunks of `size` bytes, so small examples take the chunked path;
     `small_bodies_whole=False` sends small bodies the long way too (cut and envelope), so
     both ways are held to the same answers."""
-    saved = json_body.CHUNK_BYTES, json_body.SMALL_BODY_BYTES
-    json_body.CHUNK_BYTES = size
+    saved = json_read.CHUNK_BYTES, json_read.SMALL_BODY_BYTES
+    json_read.CHUNK_BYTES = size
     if not small_bodies_whole:
-        json_body.SMALL_BODY_BYTES = -1
+        json_read.SMALL_BODY_BYTES = -1
     try:
         yield
     finally:
-        json_body.CHUNK_BYTES, json_body.SMALL_BODY_BYTES = saved
+        json_read.CHUNK_BYTES, json_read.SMALL_BODY_BYTES = saved
 
 
 # --------------------------------------------------------------------------- any bytes
@@ -100,7 +99,7 @@ _jsonish = st.lists(_structural, max_size=300).map(lambda parts: "".join(parts).
 @example(b'{"x": "\\u0000' + b"0" * 16 + b':0", "inputs": [[1]]}')
 def test_any_bytes_give_an_array_or_a_service_refusal(body: bytes) -> None:
     outcomes: list[int | tuple[tuple[int, ...], bytes]] = []
-    for chunk, whole in ((json_body.CHUNK_BYTES, True), (json_body.CHUNK_BYTES, False), (8, False)):
+    for chunk, whole in ((json_read.CHUNK_BYTES, True), (json_read.CHUNK_BYTES, False), (8, False)):
         with chunks_of(chunk, small_bodies_whole=whole):
             result = read(body)
         if isinstance(result, ServiceError):
@@ -145,14 +144,14 @@ def test_any_object_reads_back_as_the_same_document(
 ) -> None:
     body = json.dumps(document, ensure_ascii=ascii_only, **layout).encode()
     assert plain(parse_json_object(body, max_depth=100)) == orjson.loads(body)
-    with chunks_of(json_body.CHUNK_BYTES, small_bodies_whole=False):
+    with chunks_of(json_read.CHUNK_BYTES, small_bodies_whole=False):
         assert plain(parse_json_object(body, max_depth=100)) == orjson.loads(body)
 
 
 # --------------------------------------------------------------------------- arrays
 
 
-def reference(value: Any, min_ndim: int = 2) -> F32 | int:
+def reference(value: Any, min_ndim: int = 2) -> FloatArray | int:
     """What a strict reader makes of a decoded `inputs` value: the float32 array, or the status
     of its refusal (written independently of the service: a plain Python walk)."""
     if not isinstance(value, list):
@@ -336,7 +335,7 @@ def test_the_quote_count_lets_no_string_into_a_list_numpy_infers(
     body: bytes, expected: int
 ) -> None:
     """The small-body path parses whole and lets numpy infer a list's dtype only when every
-    quote byte belongs to a key or a top-level string (`json_body._parse_small`); a string in
+    quote byte belongs to a key or a top-level string (`json_read._parse_small`); a string in
     a list, however disguised, is refused where it is, at a fixed cost."""
     peak = peak_of(lambda: read(body))
     result = read(body)

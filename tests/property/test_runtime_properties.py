@@ -1,4 +1,5 @@
-"""Properties of the served maths (service.runtime.ServedModel on real onnxruntime bundles, and
+"""Properties of the served maths (service.models.served_model.ServedModel on real onnxruntime
+bundles, and
 bundle.scoring): finite answers or a clear 4xx for any finite input, batches that equal their
 items one by one, and anomaly flags and tail probabilities consistent with the scores.
 
@@ -14,22 +15,20 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from bundle.arrays import Float64Array, FloatArray
 from bundle.scoring import tail_probability
 from service.errors import ServiceError
-from service.runtime import ServedModel
+from service.models.served_model import ServedModel
 from tests.property.conftest import PROFILE
 
 # Overflow in extreme inputs must be reported as a 4xx, never surface as a numpy warning.
 pytestmark = pytest.mark.filterwarnings("error")
 
-F32 = npt.NDArray[np.float32]
-F64 = npt.NDArray[np.float64]
 BASE = settings.get_profile(PROFILE)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -54,7 +53,7 @@ extreme_float32 = st.one_of(
 
 
 @st.composite
-def raw_batches(draw: st.DrawFn, model: ServedModel) -> tuple[F32, bool]:
+def raw_batches(draw: st.DrawFn, model: ServedModel) -> tuple[FloatArray, bool]:
     """A batch in one of the model's accepted layouts, in user units, and whether any value
     was replaced by an extreme one.
 
@@ -184,13 +183,13 @@ def test_decode_is_finite_for_any_finite_latents_or_refused(
 
 
 def one_by_one(
-    operation: Callable[[F32], dict[str, Any]], x: F32
+    operation: Callable[[FloatArray], dict[str, Any]], x: FloatArray
 ) -> list[dict[str, Any] | ServiceError]:
     return [call_or_refusal(functools.partial(operation, x[i : i + 1])) for i in range(len(x))]
 
 
 def assert_batch_equals_items(
-    operation: Callable[[F32], dict[str, Any]], x: F32, keys: tuple[str, ...]
+    operation: Callable[[FloatArray], dict[str, Any]], x: FloatArray, keys: tuple[str, ...]
 ) -> None:
     """Every per-item output of the batch call equals, bit for bit, the same call on that item
     alone; and the batch is refused exactly when one of its items is."""
@@ -269,7 +268,7 @@ def quantile_lists(draw: st.DrawFn) -> list[float]:
 # Found by this test: (s - q_lower) / (q_upper - q_lower) was inf / inf = NaN.
 @example([-1e308] + [1e308] * 100, np.array([9e307]))
 def test_tail_probability_is_a_probability_monotone_in_the_score(
-    quantiles: list[float], scores: F64
+    quantiles: list[float], scores: Float64Array
 ) -> None:
     tail = tail_probability(scores, quantiles)
     assert tail.dtype == np.float32
@@ -291,7 +290,7 @@ def test_tail_probability_is_a_probability_monotone_in_the_score(
     ids=["encode", "reconstruct", "score", "decode"],
 )
 def test_an_empty_batch_is_refused_with_422(
-    bernoulli_model: ServedModel, operation: Callable[[ServedModel, F32], dict[str, Any]]
+    bernoulli_model: ServedModel, operation: Callable[[ServedModel, FloatArray], dict[str, Any]]
 ) -> None:
     # Found through v2's binary path, which let a (0, 64) tensor through: scoring it raised
     # "cannot reshape array of size 0" (a 500). The codecs refuse empty batches; the domain

@@ -21,9 +21,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from service.errors import ServiceError
-from service.runtime import ServedModel
-from service.v2 import (
+from service.api.v2 import (
     NUMERIC_DTYPES,
     InferRequest,
     V2Error,
@@ -35,6 +33,8 @@ from service.v2 import (
     split_body,
     wanted_outputs,
 )
+from service.errors import ServiceError
+from service.models.served_model import ServedModel
 from tests.property.conftest import PROFILE
 
 # A numpy warning on a request path is noise in the server log for every such request.

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
+from service.api.app import create_app
 from service.settings import ServiceSettings
 from tests.bundles import TINY
 from training.config import TrainingConfig

@@ -88,7 +88,8 @@ def test_train_from_the_command_line_writes_a_bundle(tmp_path: Path) -> None:
     phases = summary["phase_seconds"]
     assert {"load data", "architecture search", "export", "calibration"} <= set(phases)
     assert summary["training_loop_seconds"] <= phases["architecture search"]
-    assert sum(phases.values()) <= summary["total_seconds"]
+    # Each figure is rounded to 10 ms, so their sum may pass the total by half of that each.
+    assert sum(phases.values()) <= summary["total_seconds"] + 0.005 * len(phases)
     written = json.loads((out / "model.json").read_text())["training"]["phase_seconds"]
     assert written["architecture search"] == phases["architecture search"]
     # stderr is a pipe here, as in CI: no phase lines, no progress bars

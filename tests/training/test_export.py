@@ -12,12 +12,7 @@ import torch
 
 from bundle.manifest import DECODER_FILENAME, ENCODER_FILENAME
 from training.config import TrainingConfig
-from training.export import (
-    PARITY_TOLERANCE,
-    ExportParityError,
-    check_parity,
-    export_model,
-)
+from training.export import PARITY_TOLERANCE, ExportParityError, check_parity, export_model
 from training.factory import ModelInput, build_model
 from training.models import VAE, Autoencoder
 

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.data._arrays import BoolArray, FloatArray, IntArray
+from bundle.arrays import FloatArray
+from training.data._arrays import BoolArray, IntArray
 from training.data.errors import DataError
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from bundle.arrays import FloatArray
 from bundle.images import resize_chw
-from training.data._arrays import FloatArray, RawData
+from training.data._arrays import RawData
 from training.data.errors import DataError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})

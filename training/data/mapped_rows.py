@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from training.data._arrays import BoolArray, FloatArray, IntArray
+from bundle.arrays import FloatArray
+from training.data._arrays import BoolArray, IntArray
 
 
 class MappedRows:

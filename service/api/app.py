@@ -1,0 +1,307 @@
+"""The app: `create_app(settings)`, models loaded in the lifespan, thin routes.
+
+The array routes are answered by `service.api.fastpath` in front of FastAPI; the FastAPI routes
+declared here carry their OpenAPI documentation and serve them when VAE_FAST_PATH is off. Both
+call `service.dataplane.operations.serve_operation`, which decides where the work runs (inline when
+small, a thread pool or the dynamic batcher otherwise). Every route exists at the top level
+(default model), under `/models/{name}` and under `/models/{name}/versions/{version}`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+
+from service.api import openapi
+from service.api.admin import register_reload_routes
+from service.api.deps import ReadyRepository, ServedState, served_state
+from service.api.fastpath import FastPath
+from service.api.openapi import OPERATION_DOCS, OperationDoc
+from service.api.pages import register_pages
+from service.api.responses import json_response
+from service.api.security import AUTHENTICATED, ApiKeyGuard, document_api_keys
+from service.api.v2 import register_v2_routes
+from service.asgi import ASGIApp
+from service.dataplane.inference import Inference
+from service.dataplane.operations import RawResponse, RequestHead, serve_operation
+from service.dataplane.state import ServiceState
+from service.errors import InvalidInput, ServiceError
+from service.models.repository import ModelRepository
+from service.observability.metrics import (
+    ServiceMetrics,
+    count_connection_refusals,
+    register_metrics_route,
+)
+from service.observability.observe import RequestObserver
+from service.observability.request_context import current_request
+from service.settings import ServiceSettings
+
+log = logging.getLogger("vae_service")
+
+
+def _handler(route: str) -> Callable[[Request, str | None, str | None], Awaitable[Response]]:
+    async def handle(request: Request, name: str | None, version: str | None) -> Response:
+        headers = request.headers
+        head = RequestHead(
+            headers.get("content-type"),
+            headers.get("accept"),
+            dict(request.query_params),
+            headers.get("content-length"),
+        )
+        raw = await serve_operation(
+            served_state(request), route, name, version, head, request.receive
+        )
+        return _to_response(raw)
+
+    return handle
+
+
+def _to_response(raw: RawResponse) -> Response:
+    return Response(
+        raw.body, status_code=raw.status, media_type=raw.media_type, headers=raw.headers
+    )
+
+
+def _register(app: FastAPI, route: str, doc: OperationDoc) -> None:
+    handle = _handler(route)
+
+    async def default_model(request: Request) -> Response:
+        return await handle(request, None, None)
+
+    async def named_model(request: Request, name: str) -> Response:
+        return await handle(request, name, None)
+
+    async def versioned_model(request: Request, name: str, version: str) -> Response:
+        return await handle(request, name, version)
+
+    for prefix, endpoint, suffix in (
+        ("", default_model, "default model"),
+        ("/models/{name}", named_model, "named model, served version"),
+        ("/models/{name}/versions/{version}", versioned_model, "exact version"),
+    ):
+        app.add_api_route(
+            f"{prefix}/{route}",
+            endpoint,
+            methods=["POST"],
+            summary=f"{doc.summary} ({suffix})",
+            description=doc.description,
+            operation_id=f"{route.replace('-', '_')}_{suffix.split(',')[0].replace(' ', '_')}",
+            tags=[route],
+            openapi_extra=doc.openapi_extra(),
+            responses=doc.responses(path_parameters=bool(prefix)),
+            response_class=Response,
+        )
+
+
+def create_app(
+    settings: ServiceSettings | None = None, *, reload_dir: Path | None = None
+) -> ASGIApp:
+    """The ASGI app to serve, outside in: the request observer (request ids, metrics, request
+    log lines), CORS (when origins are set), the API key guard (when keys are set), the fast
+    path, and the FastAPI app (all other routes, the OpenAPI docs, the lifespan that loads
+    models). Raises ApiKeyError for an unusable key. `reload_dir`: the folder through which
+    the server's workers signal each other to reload (`service.dataplane.reload`)."""
+    settings = settings or ServiceSettings()
+    metrics = ServiceMetrics() if settings.metrics else None
+    # The connection limits refuse before any request exists; this counts what they refuse.
+    count_connection_refusals(metrics)
+    state = ServiceState(settings, metrics=metrics)
+    keys = settings.api_key_list()
+    state.readiness_details_open = not keys and settings.binds_loopback_only()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Announced before loading: a reload signalled meanwhile is not missed.
+        generation = reloader.announce()
+        try:
+            state.repository = await run_in_threadpool(ModelRepository.load, settings)
+            state.inference = Inference(settings, metrics)
+            if metrics is not None:
+                metrics.models_loaded(state.repository)
+        except BaseException:
+            await reloader.stop()  # a worker that fails to start leaves no report behind
+            raise
+        state.ready = True  # every bundle loaded and ran its warm-up batch
+        await reloader.start(generation)
+        if metrics is not None:
+            metrics.start()
+        try:
+            yield
+        finally:
+            await reloader.stop()
+            state.ready = False
+            state.inference.close()
+            if metrics is not None:
+                await metrics.stop()
+
+    app = FastAPI(
+        title="vae-service",
+        version="0.1.0",
+        description=(
+            "Embeddings, generations, reconstructions and calibrated anomaly scores from "
+            "variational autoencoders, served from ONNX bundles. Arrays travel as nested JSON "
+            "lists with a leading batch axis, or as application/x-npy."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.service = state
+
+    for route, doc in OPERATION_DOCS.items():
+        _register(app, route, doc)
+    _register_metadata_routes(app)
+    register_pages(app)  # the web page at / and the report plots it shows
+    register_v2_routes(app)
+    reloader = register_reload_routes(app, state, reload_dir)
+    if metrics is not None:
+        register_metrics_route(app, metrics)
+    _register_error_handlers(app)
+    # The fast path sits outside even FastAPI's own middleware: measured, Starlette's stack
+    # costs as much per request as a single-item model call (bench/RESULTS.md).
+    served: ASGIApp = FastPath(app, state)
+    if keys:
+        open_paths, open_prefixes = settings.open_paths()
+        guard = ApiKeyGuard(served, keys, open_paths, open_prefixes)
+        document_api_keys(app, guard)
+        served = guard
+    origins = settings.cors_origins()
+    if origins:
+        # Outside the key guard: a browser's preflight (OPTIONS) never carries the key.
+        served = CORSMiddleware(
+            served,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=CORS_REQUEST_HEADERS,
+            expose_headers=CORS_EXPOSED_HEADERS,
+            max_age=600,
+        )
+    # Outermost: refusals, preflights and errors get a request id, a count and a log line too.
+    return RequestObserver(
+        served, app.router.routes, metrics, log_requests=settings.log_format == "json"
+    )
+
+
+# What a browser client may send across origins.
+CORS_REQUEST_HEADERS = [
+    "Authorization",
+    "X-API-Key",
+    "Content-Type",
+    "Accept",
+    "Inference-Header-Content-Length",
+    "X-Request-ID",
+]
+# "*": the X-* headers that carry a response's scalars, whichever the route sends; valid
+# because no credentials mode is allowed.
+CORS_EXPOSED_HEADERS = ["*"]
+
+
+def _register_metadata_routes(app: FastAPI) -> None:
+    @app.get(
+        "/healthz",
+        tags=["health"],
+        summary="Liveness: the process answers",
+        responses=openapi.health_responses(),
+    )
+    async def healthz() -> Response:
+        return json_response({"status": "ok"})
+
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="Readiness: every model loaded and warmed up",
+        responses=openapi.ready_responses(),
+    )
+    async def readyz(request: Request, state: ServedState) -> Response:
+        repository = state.repository
+        if repository is None or not state.ready:
+            return json_response({"status": "loading"}, 503, {"Retry-After": "1"})
+        # The reasons name files on the server: only for a caller with a key, or anyone when
+        # the server runs keyless on loopback (a developer's own machine).
+        reasons = state.readiness_details_open or bool(request.scope.get(AUTHENTICATED))
+        refused = (
+            repository.refused
+            if reasons
+            else dict.fromkeys(repository.refused, "refused (the reason is shown with an API key)")
+        )
+        return json_response(
+            {
+                "status": "ready",
+                "models": {n: repository.served_version[n] for n in sorted(repository.models)},
+                "default_model": repository.default_name,
+                "refused": refused,
+            }
+        )
+
+    @app.get(
+        "/models",
+        tags=["models"],
+        summary="Every loaded model and its served version",
+        responses=openapi.models_responses(),
+    )
+    async def list_models(repository: ReadyRepository) -> Response:
+        return json_response(
+            {
+                "default_model": repository.default_name,
+                "models": [
+                    {
+                        **repository.resolve(name, None).public_metadata(),
+                        "versions": repository.versions_of(name),
+                    }
+                    for name in sorted(repository.models)
+                ],
+            }
+        )
+
+    @app.get(
+        "/models/{name}",
+        tags=["models"],
+        summary="One model's metadata (served version)",
+        responses=openapi.model_responses(),
+    )
+    async def model_metadata(name: str, repository: ReadyRepository) -> Response:
+        model = repository.resolve(name, None)
+        current_request().served_by(model.name, model.version)
+        return json_response({**model.public_metadata(), "versions": repository.versions_of(name)})
+
+    @app.get(
+        "/models/{name}/versions/{version}",
+        tags=["models"],
+        summary="One model version's metadata",
+        responses=openapi.model_responses(),
+    )
+    async def version_metadata(name: str, version: str, repository: ReadyRepository) -> Response:
+        model = repository.resolve(name, version)
+        current_request().served_by(model.name, model.version)
+        return json_response({**model.public_metadata(), "versions": repository.versions_of(name)})
+
+
+def _register_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, error: ServiceError) -> Response:
+        return json_response(error.body(), error.status, error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError) -> Response:
+        body = InvalidInput("request does not match the route", error.errors()).body()
+        return json_response(body, 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        body = {"error": {"code": code, "message": str(error.detail), "detail": None}}
+        return json_response(body, error.status_code, dict(error.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> Response:
+        # A 500 is always a bug: log it whole, tell the client nothing internal.
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        body = {"error": {"code": "internal_error", "message": "internal error", "detail": None}}
+        return json_response(body, 500)

@@ -1,0 +1,157 @@
+"""The hot path: POSTs to the array routes answered straight from ASGI, before any routing.
+
+Starlette's router, FastAPI's request objects and its exception middleware cost more per
+request than the model does for one item. This middleware recognises the five array routes by
+splitting the path, reads the body from `receive`, calls `serve_operation` (the same code the
+FastAPI routes call) and writes the bytes. Everything else (GET routes, /docs, unknown paths,
+other methods) goes on to the FastAPI app untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import parse_qsl
+
+from service.api import v2
+from service.asgi import ASGIApp, Receive, Scope, Send
+from service.dataplane.operations import (
+    ARRAY_FIELD,
+    RawResponse,
+    RequestHead,
+    error_response,
+    serve_operation,
+)
+from service.dataplane.state import ServiceState
+from service.errors import ServiceError
+from service.observability.request_context import current_request
+
+log = logging.getLogger("vae_service")
+_HEADER_LENGTH = v2.HEADER_LENGTH.encode("latin-1")
+
+# The route templates FastAPI declares for the same routes: metrics and logs name a route by
+# its template, whichever transport answered it.
+ROUTE_TEMPLATES = {
+    route: (
+        f"/{route}",
+        f"/models/{{name}}/{route}",
+        f"/models/{{name}}/versions/{{version}}/{route}",
+    )
+    for route in ARRAY_FIELD
+}
+
+
+def match_route(path: str) -> tuple[str, str | None, str | None] | None:
+    """`/encode`, `/models/N/encode`, `/models/N/versions/V/encode` -> (route, N, V)."""
+    parts = path.split("/")
+    # ["", "encode"] | ["", "models", N, "encode"] | ["", "models", N, "versions", V, "encode"]
+    route = parts[-1]
+    if route not in ARRAY_FIELD or parts[0] != "":
+        return None
+    if len(parts) == 2:
+        return route, None, None
+    if len(parts) == 4 and parts[1] == "models" and parts[2]:
+        return route, parts[2], None
+    if (
+        len(parts) == 6
+        and parts[1] == "models"
+        and parts[3] == "versions"
+        and parts[2]
+        and parts[4]
+    ):
+        return route, parts[2], parts[4]
+    return None
+
+
+class FastPath:
+    def __init__(self, app: ASGIApp, state: ServiceState):
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            # HEAD is GET without the body (RFC 9110): the routes answer it as a GET and
+            # uvicorn, which still sees HEAD in its own scope, leaves the body out.
+            await self.app({**scope, "method": "GET"}, receive, send)
+            return
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or not self.state.settings.fast_path
+        ):
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if path.startswith("/v2/"):
+            await self._v2(scope, receive, send, path)
+            return
+        matched = match_route(path)
+        if matched is None:
+            await self.app(scope, receive, send)
+            return
+        route, name, version = matched
+        current_request().route = ROUTE_TEMPLATES[route][
+            0 if name is None else 1 if version is None else 2
+        ]
+        try:
+            response = await self._serve(scope, receive, route, name, version)
+        except ServiceError as error:
+            response = error_response(error)
+        except Exception:
+            # A 500 is always a bug: log it whole, tell the client nothing internal.
+            log.exception("unhandled error on POST %s", path)
+            response = error_response(ServiceError("internal error"))
+        await _send(send, response)
+
+    async def _v2(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        """The Open Inference Protocol's infer, the one v2 route that carries tensors."""
+        matched = v2.match_infer_path(path)
+        if matched is None:
+            await self.app(scope, receive, send)
+            return
+        name, version = matched
+        current_request().route = v2.INFER_TEMPLATES[version is not None]
+        try:
+            content_length = header_length = None
+            for key, value in scope["headers"]:
+                if key == b"content-length":
+                    content_length = value.decode("latin-1")
+                elif key == _HEADER_LENGTH:
+                    header_length = value.decode("latin-1")
+            response = await v2.serve_infer(
+                self.state, name, version, header_length, content_length, receive
+            )
+        except ServiceError as error:
+            response = v2.raw_error(error)
+        except Exception:
+            log.exception("unhandled error on POST %s", path)
+            response = v2.raw_error(ServiceError("internal error"))
+        await _send(send, response)
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, route: str, name: str | None, version: str | None
+    ) -> RawResponse:
+        content_type = accept = content_length = None
+        for key, value in scope["headers"]:
+            if key == b"content-type":
+                content_type = value.decode("latin-1")
+            elif key == b"accept":
+                accept = value.decode("latin-1")
+            elif key == b"content-length":
+                content_length = value.decode("latin-1")
+        query_string = scope.get("query_string", b"")
+        query = dict(parse_qsl(query_string.decode("latin-1"))) if query_string else {}
+        head = RequestHead(content_type, accept, query, content_length)
+        return await serve_operation(self.state, route, name, version, head, receive)
+
+
+async def _send(send: Send, response: RawResponse) -> None:
+    headers = [
+        (b"content-type", response.media_type.encode("latin-1")),
+        (b"content-length", str(len(response.body)).encode("latin-1")),
+    ]
+    headers.extend(
+        (key.lower().encode("latin-1"), value.encode("latin-1"))
+        for key, value in response.headers.items()
+    )
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})

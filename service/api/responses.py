@@ -1,0 +1,23 @@
+"""JSON responses for the FastAPI routes (metadata, health, errors, the v2 protocol)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi.responses import Response
+
+from service.codecs import formats
+
+
+def json_response(
+    payload: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    # default=str keeps odd detail values (e.g. exceptions inside validation errors) from
+    # turning an error response into a 500; numpy arrays are written natively.
+    return Response(
+        orjson.dumps(payload, default=str, option=orjson.OPT_SERIALIZE_NUMPY),
+        status_code=status,
+        media_type=formats.JSON_MEDIA_TYPE,
+        headers=headers,
+    )

@@ -1,0 +1,716 @@
+"""The Open Inference Protocol (KServe "v2" REST predict protocol) over the loaded bundles.
+
+Each bundle `<name>` is offered as three v2 models: `<name>-encoder` (x -> mu, logvar; a plain
+AE: x -> z), `<name>-decoder` (z -> x_hat) and `<name>` (x -> reconstruction, anomaly_score).
+All numbers come from `ServedModel`; this module only translates tensors in and out, including
+the binary tensor data extension (raw little-endian bytes after a JSON header whose length is
+given by the `Inference-Header-Content-Length` header).
+
+Errors use the protocol's own body, `{"error": "<message>"}`, not the DESIGN.md error body.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from bundle.arrays import FloatArray
+from service.api import openapi
+from service.api.deps import ServedState, served_state
+from service.api.responses import json_response
+from service.codecs import formats, json_read
+from service.codecs.json_read import NumberArray
+from service.dataplane.body import BodyReader, Receive, array_body_limit
+from service.dataplane.inference import Inference, Plan
+from service.dataplane.operations import INLINE_DECODE_BYTES, INLINE_NPY_BYTES, RawResponse
+from service.dataplane.state import ServiceState
+from service.errors import ModelNotFound, OutOfMemory, ServiceError, excerpt
+from service.models.repository import ModelRepository
+from service.models.served_model import ServedModel
+from service.observability.request_context import current_request
+from service.settings import ServiceSettings
+
+TAG = "open inference protocol"
+HEADER_LENGTH = "inference-header-content-length"
+ENCODER_SUFFIX = "-encoder"
+DECODER_SUFFIX = "-decoder"
+
+# Datatypes accepted for inputs (converted to float32), as little-endian numpy dtypes.
+NUMERIC_DTYPES: dict[str, np.dtype[Any]] = {
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+    "INT8": np.dtype("i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "UINT8": np.dtype("u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+}
+OUTPUT_DTYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+# Known to the protocol, refused here with a reason rather than "unknown".
+REFUSED_DTYPES = {
+    "BOOL": "BOOL tensors are not numbers this model can take; send FP32",
+    "BYTES": "BYTES tensors are not numbers this model can take; send FP32",
+}
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+# Axes a tensor may declare: far more than any model of ours has, and a bound on the product.
+MAX_RANK = 32
+
+# Status of a domain error in the v2 protocol: validation failures and operations a model
+# cannot do are both "bad request" there.
+_V2_STATUS = {422: 400, 409: 400}
+
+
+class V2Error(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def _bad(message: str) -> V2Error:
+    return V2Error(400, message)
+
+
+# --------------------------------------------------------------------------- model views
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]  # -1 for the batch axis
+
+    def metadata(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class V2Model:
+    """One bundle version seen as a v2 model: the whole VAE, its encoder or its decoder."""
+
+    name: str
+    base: str
+    role: str  # "model", "encoder" or "decoder"
+    model: ServedModel
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        m = self.model
+        if self.role == "decoder":
+            return (TensorSpec("z", "FP32", (-1, m.latent_dim)),)
+        return (TensorSpec("x", "FP32", (-1, *m.input_shape)),)
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        m = self.model
+        x_shape = (-1, *m.input_shape)
+        if self.role == "encoder":
+            if m.kind != "vae":
+                return (TensorSpec("z", "FP32", (-1, m.latent_dim)),)
+            return (
+                TensorSpec("mu", "FP32", (-1, m.latent_dim)),
+                TensorSpec("logvar", "FP32", (-1, m.latent_dim)),
+            )
+        if self.role == "decoder":
+            return (TensorSpec("x_hat", "FP32", x_shape),)
+        return (
+            TensorSpec("reconstruction", "FP32", x_shape),
+            TensorSpec("anomaly_score", "FP64", (-1,)),
+        )
+
+    def compute(
+        self, items: FloatArray, wanted: Sequence[str], score_type: str | None
+    ) -> dict[str, npt.NDArray[Any]]:
+        """The wanted outputs for a validated batch, each shaped as its metadata says."""
+        m, batch = self.model, len(items)
+        if self.role == "encoder":
+            encoding = m.encode(items, sample=False, seed=None)
+            if m.kind != "vae":
+                return {"z": encoding["z"]}
+            return {"mu": encoding["mu"], "logvar": encoding["logvar"]}
+        if self.role == "decoder":
+            decoded = m.decode(items)["outputs"]
+            return {"x_hat": decoded.reshape((batch, *m.input_shape))}
+        result: dict[str, npt.NDArray[Any]] = {}
+        if "reconstruction" in wanted:
+            outputs = m.reconstruct(items, samples=None, seed=None)["outputs"]
+            result["reconstruction"] = outputs.reshape((batch, *m.input_shape))
+        if "anomaly_score" in wanted:
+            scores = m.score(items, score_type=score_type, per_feature=False)["scores"]
+            result["anomaly_score"] = np.asarray(scores, dtype=np.float64)
+        return result
+
+    def metadata(self, versions: list[str]) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "versions": versions,
+            "platform": "onnxruntime",
+            "inputs": [spec.metadata() for spec in self.inputs],
+            "outputs": [spec.metadata() for spec in self.outputs],
+        }
+
+
+def find_model(repository: ModelRepository, name: str, version: str | None) -> V2Model:
+    """`<name>`, `<name>-encoder` or `<name>-decoder`; a loaded name always wins as itself."""
+    if name in repository.models:
+        return V2Model(name, name, "model", repository.resolve(name, version))
+    for suffix, role in ((ENCODER_SUFFIX, "encoder"), (DECODER_SUFFIX, "decoder")):
+        base = name[: -len(suffix)]
+        if name.endswith(suffix) and base in repository.models:
+            return V2Model(name, base, role, repository.resolve(base, version))
+    raise ModelNotFound(f"unknown model {excerpt(name)}")
+
+
+# --------------------------------------------------------------------------- request parsing
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    id: str | None
+    parameters: dict[str, Any]
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]] | None
+    binary: bytes  # the bytes after the JSON header (empty without the extension)
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """(JSON header, binary tail) by the Inference-Header-Content-Length header."""
+    if header_length is None:
+        return body, b""
+    text = header_length.strip()
+    if not (text.isascii() and text.isdigit()):
+        raise _bad(
+            "Inference-Header-Content-Length must be a non-negative integer, got "
+            f"{excerpt(header_length)}"
+        )
+    digits = text.lstrip("0") or "0"
+    # More digits than the body's own length has means a longer header than the body; testing
+    # that first also keeps int() clear of Python's 4300-digit limit (a ValueError, a 500).
+    if len(digits) > len(str(len(body))) or int(digits) > len(body):
+        shown = digits if len(digits) <= 24 else f"{digits[:12]}...({len(digits)} digits)"
+        raise _bad(
+            f"Inference-Header-Content-Length is {shown} but the body has only {len(body)} bytes"
+        )
+    length = int(digits)
+    return body[:length], body[length:]
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _bad(f"{what} must be a JSON object")
+    return value
+
+
+def _decodes_inline(body: bytes, header_length: str | None) -> bool:
+    """Small bodies decode on the event loop (service.dataplane.operations.decodes_inline):
+    JSON up to
+    64 kB, and binary tensors up to 1 MiB behind a short JSON header, which cost a copy and a
+    finiteness check, as npy does. Measured on 784-input S5 (64 items a request): 1,101 req/s
+    when these decoded in the executor (`make bench`), 1,229 inline (`python -m
+    bench.http_bench --scenarios S5 --models 784`)."""
+    if len(body) <= INLINE_DECODE_BYTES:
+        return True
+    if header_length is None or len(body) > INLINE_NPY_BYTES:
+        return False
+    length = header_length.strip()
+    return length.isdigit() and len(length) <= 6 and int(length) <= INLINE_DECODE_BYTES
+
+
+def parse_infer_request(body: bytes, header_length: str | None, max_depth: int) -> InferRequest:
+    header, binary = split_body(body, header_length)
+    payload = json_read.parse_json_object(header, max_depth=max_depth)
+    request_id = payload.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise _bad("id must be a string")
+    parameters = _object(payload.get("parameters"), "parameters")
+    inputs = payload.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise _bad("inputs is required: a non-empty list of input tensors")
+    for index, tensor in enumerate(inputs):
+        if not isinstance(tensor, dict):
+            raise _bad(f"inputs[{index}] must be a JSON object")
+    outputs = payload.get("outputs")
+    if outputs is not None:
+        if not isinstance(outputs, list):
+            raise _bad("outputs must be a list of requested outputs")
+        for index, wanted in enumerate(outputs):
+            if not isinstance(wanted, dict) or not isinstance(wanted.get("name"), str):
+                raise _bad(f"outputs[{index}] must be an object with a string name")
+    return InferRequest(request_id, parameters, inputs, outputs, binary)
+
+
+def _shape(tensor: dict[str, Any], name: str) -> tuple[int, ...]:
+    """The declared shape, checked in rank before anything is computed from it (a shape of
+    32,000 axes once cost seconds of big-integer products on the event loop)."""
+    shape = tensor.get("shape")
+    if isinstance(shape, NumberArray):
+        if shape.count_values() > MAX_RANK:
+            raise _bad(f"input {excerpt(name)}: shape has more than {MAX_RANK} axes")
+        shape = shape.to_list()
+    if (
+        not isinstance(shape, list)
+        or len(shape) > MAX_RANK
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+    ):
+        raise _bad(
+            f"input {excerpt(name)}: shape must be a list of at most {MAX_RANK} non-negative "
+            "integers"
+        )
+    return tuple(shape)
+
+
+def _dtype(datatype: Any, name: str) -> np.dtype[Any]:
+    if not isinstance(datatype, str):
+        raise _bad(f'input {excerpt(name)}: datatype must be a string such as "FP32"')
+    if datatype in REFUSED_DTYPES:
+        raise _bad(f"input {excerpt(name)}: {REFUSED_DTYPES[datatype]}")
+    if datatype not in NUMERIC_DTYPES:
+        raise _bad(
+            f"input {excerpt(name)}: unknown datatype {excerpt(datatype)}; accepted: "
+            f"{sorted(NUMERIC_DTYPES)}"
+        )
+    return NUMERIC_DTYPES[datatype]
+
+
+def _to_float32(values: npt.NDArray[Any], name: str) -> FloatArray:
+    """Any numeric array as float32, refusing NaN/Inf and values beyond the float32 range."""
+    if values.dtype.kind == "f":
+        finite = np.isfinite(values)
+        if not bool(finite.all()):
+            index = int(np.flatnonzero(~finite)[0])
+            raise _bad(f"input {excerpt(name)}: non-finite value at flat index {index}")
+    # Only float64 can exceed float32; comparing FP16 with float32's max would cast that max
+    # to float16 (inf), with an overflow warning on every FP16 request.
+    if values.dtype.kind == "f" and values.dtype.itemsize > 4:
+        too_big = np.abs(values) > _FLOAT32_MAX
+        if bool(too_big.any()):
+            index = int(np.flatnonzero(too_big)[0])
+            raise _bad(
+                f"input {excerpt(name)}: value at flat index {index} is outside the float32 range"
+            )
+    return np.ascontiguousarray(values, dtype=np.float32)
+
+
+def decode_inputs(request: InferRequest) -> dict[str, FloatArray]:
+    """Every input tensor as a float32 array of its declared shape."""
+    arrays: dict[str, FloatArray] = {}
+    offset = 0
+    for index, tensor in enumerate(request.inputs):
+        name = tensor.get("name")
+        if not isinstance(name, str):
+            raise _bad(f"inputs[{index}]: name must be a string")
+        if name in arrays:
+            raise _bad(f"input {excerpt(name)} is given more than once")
+        shape = _shape(tensor, name)
+        dtype = _dtype(tensor.get("datatype"), name)
+        count = math.prod(shape)  # at most MAX_RANK factors below 2**64: bounded
+        parameters = _object(tensor.get("parameters"), f"input {excerpt(name)}: parameters")
+        size = parameters.get("binary_data_size")
+        if size is not None:
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise _bad(
+                    f"input {excerpt(name)}: binary_data_size must be a non-negative integer"
+                )
+            if "data" in tensor:
+                raise _bad(f"input {excerpt(name)}: give either data or binary_data_size, not both")
+            if count == 0:  # as for JSON data: an empty batch has nothing to compute
+                raise _bad(f"input {excerpt(name)}: empty tensor; send at least one item")
+            if size != count * dtype.itemsize:
+                raise _bad(
+                    f"input {excerpt(name)}: binary_data_size is {size} bytes but shape "
+                    f"{list(shape)} of {tensor['datatype']} needs {count * dtype.itemsize}"
+                )
+            if offset + size > len(request.binary):
+                raise _bad(
+                    f"input {excerpt(name)}: binary data ends after {len(request.binary)} bytes, "
+                    f"{offset + size} needed"
+                )
+            raw = np.frombuffer(request.binary, dtype=dtype, count=count, offset=offset)
+            offset += size
+            values = _to_float32(raw, name)
+        else:
+            values = _json_data(tensor.get("data"), name, count)
+        try:
+            arrays[name] = values.reshape(shape)
+        except ValueError:  # the count fits, the layout does not: more axes than numpy's 64
+            raise _bad(
+                f"input {excerpt(name)}: shape has {len(shape)} axes, too many for an array"
+            ) from None
+    if offset != len(request.binary):
+        raise _bad(
+            f"binary data is {len(request.binary)} bytes but the inputs' binary_data_size "
+            f"add up to {offset}"
+        )
+    return arrays
+
+
+def _json_data(data: Any, name: str, count: int) -> FloatArray:
+    if not isinstance(data, list | NumberArray):
+        raise _bad(f"input {excerpt(name)}: data must be a (flat or nested) list of numbers")
+    if count == 0:
+        raise _bad(f"input {excerpt(name)}: empty tensor; send at least one item")
+    if isinstance(data, NumberArray) and data.count_values() > count:
+        # Counted on the text: more numbers than the shape holds are refused unparsed.
+        raise _bad(
+            f"input {excerpt(name)}: data has {data.count_values()} values but its shape "
+            f"needs {count}"
+        )
+    try:
+        # The service's own JSON array reader: refuses booleans, strings, ragged lists,
+        # NaN/Inf and values beyond float32, and returns float32.
+        array = json_read.array_field({"data": data}, "data", min_ndim=1)
+    except ServiceError as error:
+        raise _bad(f"input {excerpt(name)}: {error.message}") from error
+    assert array is not None
+    if array.size != count:
+        raise _bad(
+            f"input {excerpt(name)}: data has {array.size} values but its shape needs {count}"
+        )
+    return array.ravel()
+
+
+def _flag(parameters: dict[str, Any], key: str, what: str) -> bool:
+    value = parameters.get(key, False)
+    if not isinstance(value, bool):
+        raise _bad(f"{what}: {key} must be true or false")
+    return value
+
+
+@dataclass(frozen=True)
+class WantedOutput:
+    spec: TensorSpec
+    binary: bool
+
+
+def wanted_outputs(view: V2Model, request: InferRequest) -> list[WantedOutput]:
+    specs = {spec.name: spec for spec in view.outputs}
+    binary_default = _flag(request.parameters, "binary_data_output", "parameters")
+    if request.outputs is None:
+        return [WantedOutput(spec, binary_default) for spec in view.outputs]
+    chosen: list[WantedOutput] = []
+    for entry in request.outputs:
+        name = entry["name"]
+        if name not in specs:
+            raise _bad(f"model {view.name!r} has no output {excerpt(name)}; outputs: {list(specs)}")
+        if any(w.spec.name == name for w in chosen):
+            raise _bad(f"output {excerpt(name)} is requested more than once")
+        parameters = _object(entry.get("parameters"), f"output {excerpt(name)}: parameters")
+        binary = parameters.get("binary_data", binary_default)
+        if not isinstance(binary, bool):
+            raise _bad(f"output {excerpt(name)}: binary_data must be true or false")
+        chosen.append(WantedOutput(specs[name], binary))
+    return chosen
+
+
+def _single_input(view: V2Model, arrays: dict[str, FloatArray]) -> FloatArray:
+    expected = view.inputs[0].name
+    if set(arrays) != {expected}:
+        raise _bad(
+            f"model {view.name!r} takes exactly one input named {expected!r}; got "
+            f"{[excerpt(key, 32) for key in list(arrays)[:4]]}"
+        )
+    array = arrays[expected]
+    if array.ndim < 2:
+        raise _bad(
+            f"input {expected!r}: shape needs a leading batch axis, expected "
+            f"{list(view.inputs[0].shape)}, got {list(array.shape)}"
+        )
+    if view.role == "decoder":
+        return view.model.check_latents(array, field=expected)
+    return view.model.check_inputs(array, field=expected)
+
+
+# --------------------------------------------------------------------------- responses
+
+
+def raw_error(error: V2Error | ServiceError) -> RawResponse:
+    if isinstance(error, ServiceError):
+        error = V2Error(_V2_STATUS.get(error.status, error.status), error.message, error.headers)
+    body = formats.json_bytes({"error": error.message})
+    return RawResponse(error.status, formats.JSON_MEDIA_TYPE, body, dict(error.headers))
+
+
+def error_response(error: V2Error | ServiceError) -> Response:
+    return to_response(raw_error(error))
+
+
+def to_response(raw: RawResponse) -> Response:
+    return Response(
+        raw.body, status_code=raw.status, media_type=raw.media_type, headers=raw.headers
+    )
+
+
+def infer_response(
+    view: V2Model,
+    request: InferRequest,
+    wanted: list[WantedOutput],
+    results: dict[str, npt.NDArray[Any]],
+) -> RawResponse:
+    outputs: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    for output in wanted:
+        spec = output.spec
+        array = np.ascontiguousarray(results[spec.name], dtype=OUTPUT_DTYPES[spec.datatype])
+        entry: dict[str, Any] = {
+            "name": spec.name,
+            "datatype": spec.datatype,
+            "shape": list(array.shape),
+        }
+        if output.binary:
+            raw = array.tobytes(order="C")
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            entry["data"] = array.ravel()
+        outputs.append(entry)
+    payload: dict[str, Any] = {"model_name": view.name, "model_version": view.model.version}
+    if request.id is not None:
+        payload["id"] = request.id
+    payload["outputs"] = outputs
+    header = formats.json_bytes(payload)
+    if not chunks:
+        return RawResponse(200, formats.JSON_MEDIA_TYPE, header)
+    return RawResponse(
+        200,
+        "application/octet-stream",
+        b"".join([header, *chunks]),
+        {"Inference-Header-Content-Length": str(len(header))},
+    )
+
+
+# --------------------------------------------------------------------------- routes
+
+
+def _server_version() -> str:
+    try:
+        return importlib.metadata.version("vae-service")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.1.0"
+
+
+# Indexed by "a version was named": the templates of the two infer routes below.
+INFER_TEMPLATES = ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")
+
+
+def match_infer_path(path: str) -> tuple[str, str | None] | None:
+    """`/v2/models/N/infer` -> (N, None); `/v2/models/N/versions/V/infer` -> (N, V)."""
+    parts = path.split("/")
+    # ["", "v2", "models", N, "infer"] | ["", "v2", "models", N, "versions", V, "infer"]
+    if parts[-1] != "infer" or parts[:3] != ["", "v2", "models"]:
+        return None
+    if len(parts) == 5 and parts[3]:
+        return parts[3], None
+    if len(parts) == 7 and parts[3] and parts[4] == "versions" and parts[5]:
+        return parts[3], parts[5]
+    return None
+
+
+def infer_body_limit(settings: ServiceSettings, view: V2Model) -> int:
+    """The largest body this v2 model can need: its batch limit of tensors as JSON numbers
+    (the larger of the two encodings) plus the JSON header's slack (service.dataplane.body)."""
+    per_item = view.model.latent_dim if view.role == "decoder" else view.model.feature_count
+    numbers = settings.max_batch_size * per_item
+    return min(settings.max_body_bytes, array_body_limit(numbers, "json", 0))
+
+
+async def serve_infer(
+    state: ServiceState,
+    name: str,
+    version: str | None,
+    header_length: str | None,
+    content_length: str | None,
+    receive: Receive,
+) -> RawResponse:
+    """One v2 infer request, from its head and body to raw bytes; errors in the protocol's
+    body. The model is resolved before the body is read, so its limit is the model's."""
+    record = current_request()
+    reader: BodyReader | None = None
+    response: RawResponse | None = None
+    inference: Inference | None = None
+    try:
+        repository, inference = state.require_ready()
+        view = find_model(repository, name, version)
+        record.served_by(view.model.name, view.model.version)
+        reader = inference.body_reader(receive, content_length)
+        body = await reader.read(infer_body_limit(state.settings, view))
+        max_depth = state.settings.max_json_depth
+        decoded: list[tuple[InferRequest, list[WantedOutput]]] = []
+
+        def decode() -> Plan:
+            parsed = parse_infer_request(body, header_length, max_depth)
+            wanted = wanted_outputs(view, parsed)
+            score_type = parsed.parameters.get("score_type")
+            if score_type is not None and not isinstance(score_type, str):
+                raise _bad("parameters: score_type must be a string")
+            items = _single_input(view, decode_inputs(parsed))
+            decoded.append((parsed, wanted))
+            names = [w.spec.name for w in wanted]
+
+            def compute(batch: FloatArray) -> dict[str, Any]:
+                return dict(view.compute(batch, names, score_type))
+
+            return Plan(
+                compute=compute,
+                items=items,
+                layout=tuple(items.shape[1:]),
+                batch_key=None,
+                values=len(items) * view.model.feature_count,
+            )
+
+        results = await inference.run(decode, inline=_decodes_inline(body, header_length))
+        parsed, wanted = decoded[0]
+        record.items = len(next(iter(results.values()))) if results else None
+        began = time.perf_counter()
+        response = infer_response(view, parsed, wanted, results)
+        record.encode_s = time.perf_counter() - began
+        return response
+    except (V2Error, ServiceError) as error:
+        return raw_error(error)
+    except MemoryError:
+        return raw_error(OutOfMemory("the worker ran out of memory answering; retry later"))
+    finally:
+        if inference is not None:
+            inference.finished(reader, 0 if response is None else len(response.body))
+
+
+async def infer(request: Request, name: str, version: str | None) -> Response:
+    """The FastAPI route's way in (VAE_FAST_PATH=false); the fast path calls serve_infer."""
+    headers = request.headers
+    raw = await serve_infer(
+        served_state(request),
+        name,
+        version,
+        headers.get(HEADER_LENGTH),
+        headers.get("content-length"),
+        request.receive,
+    )
+    return to_response(raw)
+
+
+def register_v2_routes(app: FastAPI) -> None:
+    """The v2 endpoints, documented under the "open inference protocol" tag."""
+
+    @app.get(
+        "/v2",
+        tags=[TAG],
+        summary="Server metadata",
+        responses={200: openapi.json_body("the server", openapi.V2_SERVER_METADATA)},
+    )
+    async def server_metadata() -> Response:
+        return json_response(
+            {
+                "name": "vae-service",
+                "version": _server_version(),
+                "extensions": ["binary_tensor_data"],
+            }
+        )
+
+    @app.get(
+        "/v2/health/live",
+        tags=[TAG],
+        summary="Server liveness",
+        responses={200: openapi.json_body("the process answers", openapi.V2_LIVE)},
+    )
+    async def server_live() -> Response:
+        return json_response({"live": True})
+
+    @app.get(
+        "/v2/health/ready",
+        tags=[TAG],
+        summary="Server readiness",
+        responses=openapi.v2_ready_responses(),
+    )
+    async def server_ready(state: ServedState) -> Response:
+        if state.repository is None or not state.ready:
+            return json_response({"ready": False}, 503, {"Retry-After": "1"})
+        return json_response({"ready": True})
+
+    async def metadata(request: Request, name: str, version: str | None) -> Response:
+        try:
+            repository = served_state(request).require_ready()[0]
+            view = find_model(repository, name, version)
+            current_request().served_by(view.model.name, view.model.version)
+            return json_response(view.metadata(repository.versions_of(view.base)))
+        except ServiceError as error:
+            return error_response(error)
+
+    async def ready(request: Request, name: str, version: str | None) -> Response:
+        try:
+            repository = served_state(request).require_ready()[0]
+            view = find_model(repository, name, version)
+            current_request().served_by(view.model.name, view.model.version)
+            return json_response({"name": view.name, "ready": True})
+        except ServiceError as error:
+            return error_response(error)
+
+    @app.get(
+        "/v2/models/{name}",
+        tags=[TAG],
+        summary="Model metadata (served version)",
+        responses=openapi.v2_model_responses(openapi.V2_MODEL_METADATA),
+    )
+    async def model_metadata(request: Request, name: str) -> Response:
+        return await metadata(request, name, None)
+
+    @app.get(
+        "/v2/models/{name}/versions/{version}",
+        tags=[TAG],
+        summary="Model version metadata",
+        responses=openapi.v2_model_responses(openapi.V2_MODEL_METADATA),
+    )
+    async def version_metadata(request: Request, name: str, version: str) -> Response:
+        return await metadata(request, name, version)
+
+    @app.get(
+        "/v2/models/{name}/ready",
+        tags=[TAG],
+        summary="Model readiness (served version)",
+        responses=openapi.v2_model_responses(openapi.V2_MODEL_READY),
+    )
+    async def model_ready(request: Request, name: str) -> Response:
+        return await ready(request, name, None)
+
+    @app.get(
+        "/v2/models/{name}/versions/{version}/ready",
+        tags=[TAG],
+        summary="Model version readiness",
+        responses=openapi.v2_model_responses(openapi.V2_MODEL_READY),
+    )
+    async def version_ready(request: Request, name: str, version: str) -> Response:
+        return await ready(request, name, version)
+
+    @app.post(
+        "/v2/models/{name}/infer",
+        tags=[TAG],
+        summary="Inference (served version)",
+        openapi_extra=openapi.v2_infer_openapi_extra(),
+        responses=openapi.v2_infer_responses(),
+    )
+    async def model_infer(request: Request, name: str) -> Response:
+        return await infer(request, name, None)
+
+    @app.post(
+        "/v2/models/{name}/versions/{version}/infer",
+        tags=[TAG],
+        summary="Inference (exact version)",
+        openapi_extra=openapi.v2_infer_openapi_extra(),
+        responses=openapi.v2_infer_responses(),
+    )
+    async def version_infer(request: Request, name: str, version: str) -> Response:
+        return await infer(request, name, version)

@@ -1,0 +1,125 @@
+"""How `vae-serve` logs: JSON lines (VAE_LOG_FORMAT=json, the default) or plain text.
+
+JSON: every record, the service's and uvicorn's alike, is one JSON object on one line of stdout
+(python-json-logger, written with orjson), with the id of the request it was logged for; and
+each request gets one line of its own (`log_request`) in place of uvicorn's access log. Text:
+plain lines and uvicorn's own access log, as a person at a terminal reads them.
+
+The same configuration is applied in `vae-serve`'s process and, by uvicorn, in each worker.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.orjson import OrjsonFormatter
+from uvicorn.config import LOGGING_CONFIG
+
+from service.asgi import Scope
+from service.observability.request_context import RequestRecord, current_request_id
+from service.settings import ServiceSettings
+
+ACCESS_LOGGER = "vae_service.access"
+access_log = logging.getLogger(ACCESS_LOGGER)
+
+# Today's text format of the service's own lines (uvicorn keeps its own).
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def json_formatter() -> logging.Formatter:
+    """One JSON object per record: level, logger, pid, message, the record's extra fields
+    (a request line's, a request id), a traceback when there is one, and the time (UTC)."""
+    return OrjsonFormatter(
+        "%(levelname)s %(name)s %(process)d %(message)s",
+        rename_fields={"levelname": "level", "name": "logger", "process": "pid"},
+        # uvicorn adds a coloured copy of some messages for terminals; a log collector wants
+        # the message once.
+        reserved_attrs=[*RESERVED_ATTRS, "color_message", "taskName"],
+        timestamp="time",
+    )
+
+
+class RequestIdFilter(logging.Filter):
+    """Gives every record logged while a request is answered that request's id, so a client's
+    X-Request-ID finds the warnings and errors of its request too."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            request_id = current_request_id()
+            if request_id is not None:
+                record.request_id = request_id
+        return True
+
+
+def logging_config(settings: ServiceSettings) -> dict[str, Any]:
+    """A `logging.config.dictConfig` for `vae-serve` and its workers (uvicorn's log_config)."""
+    level = settings.log_level.upper()
+    if settings.log_format == "text":
+        # uvicorn's own configuration, plus the service's lines in every worker (a spawned
+        # worker starts with a bare root logger).
+        config = copy.deepcopy(LOGGING_CONFIG)
+        config["formatters"]["plain"] = {"format": TEXT_FORMAT}
+        config["handlers"]["plain"] = {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "stream": "ext://sys.stderr",
+        }
+        config["root"] = {"handlers": ["plain"], "level": level}
+        return config
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "service.observability.logs.json_formatter"}},
+        "filters": {"request_id": {"()": "service.observability.logs.RequestIdFilter"}},
+        "handlers": {
+            "stdout": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "filters": ["request_id"],
+                "stream": "ext://sys.stdout",
+            }
+        },
+        "root": {"handlers": ["stdout"], "level": level},
+        "loggers": {
+            # uvicorn's loggers write through the root handler, as JSON like the rest.
+            "uvicorn": {"handlers": [], "propagate": True, "level": level},
+            "uvicorn.access": {"handlers": [], "propagate": True, "level": level},
+        },
+    }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+def log_request(scope: Scope, record: RequestRecord, route: str, seconds: float) -> None:
+    """The request's line: who asked what, what answered, how long each stage took. Never a
+    header's value (API keys), the query string or a body."""
+    method, path, status = scope["method"], scope["path"], record.status or 500
+    client = scope.get("client")
+    # The fields as the message itself, not as `extra`: measured, python-json-logger then
+    # formats the line in two thirds of the time, as fast as uvicorn's own access line.
+    access_log.info(
+        {
+            "message": f"{method} {path} {status}",
+            "request_id": record.request_id,
+            "method": method,
+            "route": route,
+            "path": path,
+            "status": status,
+            "latency_ms": round(seconds * 1000, 3),
+            "model": record.model,
+            "version": record.version,
+            "items": record.items,
+            # Items of the onnxruntime call: the request's own unless a dynamic batch merged it.
+            "batch_size": record.items if record.batch_size is None else record.batch_size,
+            "queue_ms": _ms(record.queue_s),
+            "inference_ms": _ms(record.inference_s),
+            "decode_ms": _ms(record.decode_s),
+            "encode_ms": _ms(record.encode_s),
+            "client": client[0] if client else None,
+        }
+    )
