@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 DEFAULT_BUNDLE := models/digits-vae/1
 
-.PHONY: setup browser-deps test lint docs-check check train serve image smoke clean help bench bench-choices profile soak quality k8s-validate replicas-smoke
+.PHONY: setup browser-deps test lint docs docs-serve docs-check check train serve image smoke clean help bench bench-choices profile soak quality k8s-validate replicas-smoke
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -32,8 +32,14 @@ lint: setup  ## ruff and mypy, as CI runs them
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy bundle training service tests scripts docker bench
 
-docs-check: setup  ## run every example in README.md against a real server, as a reader would (CI runs it)
-	$(BIN)/python scripts/check_docs.py README.md
+docs: setup  ## build the documentation site (docs/, MkDocs) into site/; a broken link fails it (CI runs it)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-serve: setup  ## serve the documentation site on http://127.0.0.1:8001 while you edit it
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
+
+docs-check: setup  ## run every example in README.md and docs/ against a real server, as a reader would (CI runs it)
+	$(BIN)/python scripts/check_docs.py
 
 check: test lint  ## everything CI runs
 

@@ -14,7 +14,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import httpx
 
 from bench import inprocess, memory, report, servers, wrk
 from bench.bodies import Body, write_bodies
+from bench.machine import machine
 from bench.models import ROOT, BenchModel, load_model
 
 BENCH = ROOT / "bench"
@@ -349,35 +349,14 @@ def run_memory(model: BenchModel, options: Options) -> dict[str, Any]:
     }
 
 
-def machine() -> dict[str, Any]:
-    cpu = "unknown"
+def wrk_version() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        wrk_version = subprocess.run(
+        first = subprocess.run(
             [wrk.WRK, "--version"], capture_output=True, text=True, timeout=10
         ).stdout.splitlines()[0]
     except (OSError, subprocess.SubprocessError, IndexError):
-        wrk_version = "unknown"
-    from importlib.metadata import version
-
-    packages = {
-        name: version(name)
-        for name in ("fastapi", "starlette", "uvicorn", "onnxruntime", "numpy", "pydantic")
-    }
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": cpu,
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "wrk": wrk_version.split(" Copyright")[0].strip(),
-        "packages": packages,
-    }
+        return "unknown"
+    return first.split(" Copyright")[0].strip()
 
 
 def parse_args(argv: Sequence[str] | None) -> Options:
@@ -437,7 +416,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": command,
-        "machine": machine(),
+        "machine": machine(
+            ("fastapi", "starlette", "uvicorn", "onnxruntime", "numpy", "pydantic"),
+            wrk=wrk_version(),
+        ),
         "options": {
             "duration_s": options.duration,
             "warmup_s": options.warmup,

@@ -21,7 +21,7 @@ from pyinstrument import Profiler
 
 from bench.bodies import write_bodies
 from bench.models import load_model
-from service.codecs import formats, json_read
+from service.codecs import json_read, json_write
 from service.dataplane.inference import Inference
 from service.dataplane.operations import RequestHead, serve_operation
 from service.dataplane.state import ServiceState
@@ -70,7 +70,7 @@ def profile_one(
         "reconstruct operation (model + preprocessing)": lambda: served.reconstruct(
             x, samples=None, seed=None
         ),
-        "response -> JSON bytes": lambda: formats.json_bytes(result),
+        "response -> JSON bytes": lambda: json_write.json_bytes(result),
     }
     whole = per_call_us(lambda: asyncio.run(serve_many(200))) / 200
     lines = [f"## {label} ({len(body):,} bytes of JSON)", "", "| part | us per call |", "|---|---|"]

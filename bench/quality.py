@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import shutil
 import sys
 import time
@@ -33,7 +31,6 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +39,7 @@ import numpy.typing as npt
 import torch
 from sklearn.metrics import roc_auc_score
 
+from bench.machine import machine
 from bench.reference_vae import BATCH_SIZE, HIDDEN, LATENT, LEARNING_RATE, train_reference
 from bundle.arrays import Float64Array
 from bundle.runtime import OnnxBundle
@@ -967,31 +965,6 @@ def plot(results: dict[str, Any], path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def machine() -> dict[str, Any]:
-    cpu_model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    packages = {}
-    for package in ("torch", "numpy", "scikit-learn", "pyod", "onnxruntime"):
-        try:
-            packages[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            packages[package] = "not installed"
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "packages": packages,
-        "load_average": " ".join(f"{v:.2f}" for v in os.getloadavg()),
-    }
-
-
 def run_task(task: str, options: Options) -> dict[str, Any]:
     validation_fraction = TrainingConfig().validation_fraction
     data, splits = benchmark_split(task, options.seed, validation_fraction)
@@ -1033,7 +1006,7 @@ def run(options: Options) -> dict[str, Any]:
         "seed": options.seed,
         "threads": options.threads,
         "validation_fraction": TrainingConfig().validation_fraction,
-        "machine": machine(),
+        "machine": machine(("torch", "numpy", "scikit-learn", "pyod", "onnxruntime")),
         "tasks": {},
     }
     for task in options.tasks:

@@ -64,7 +64,7 @@ class Kind:
 
     key: str
     title: str
-    status: int  # the documented status (README "Statuses", DESIGN.md section 3)
+    status: int  # the documented status (README "Call it", Statuses)
     method: str
     path: str
     headers: dict[str, str] = field(default_factory=dict)

@@ -1,6 +1,8 @@
-"""Run the shell examples of README.md against a real server, the way a reader would.
+"""Run the shell examples of README.md and docs/ against a real server, the way a reader would.
 
-Every fenced `console` and `sh` block is run, in order, by one bash session in a scratch folder
+README.md comes first, then the documentation site's pages in the order of mkdocs.yml's `nav`
+(a reader goes on from the README's tour to the pages). Every fenced `console` and `sh` block
+is run, in order, by one bash session in a scratch folder
 that holds a copy of the committed model repository (`models/digits-vae/1`), with the project's
 virtual environment activated, as the README tells a reader to do once. A server started like
 `make serve` (vae-serve on 127.0.0.1:8000, or on a free port written into the commands where
@@ -14,7 +16,8 @@ virtual environment activated, as the README tells a reader to do once. A server
 - A block whose fence follows a line `<!-- docs: not run (why) -->` is skipped, with the why
   printed: blocks that start servers, containers or clusters of their own.
 
-Usage: `python scripts/check_docs.py [README.md ...]`; exit 1 on any failure (CI runs it).
+Usage: `python scripts/check_docs.py [FILE.md ...]` (no files: README.md and every page); exit 1
+on any failure (CI runs it).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -256,11 +260,19 @@ def _indent(text: str) -> str:
     return "\n".join("    " + line for line in text.strip().splitlines()[-20:])
 
 
+def documentation_files() -> list[Path]:
+    """README.md, then every page of the site in the order of mkdocs.yml's `nav`."""
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+    pages = [page for entry in config["nav"] for page in entry.values()]
+    return [ROOT / "README.md", *(ROOT / config["docs_dir"] / page for page in pages)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("files", nargs="*", type=Path, default=[ROOT / "README.md"])
+    parser.add_argument("files", nargs="*", type=Path)
     options = parser.parse_args()
-    blocks = [block for path in options.files for block in blocks_of(path)]
+    files = options.files or documentation_files()
+    blocks = [block for path in files for block in blocks_of(path)]
     examples = [example for block in blocks for example in block.examples]
     for block in blocks:
         if block.skipped is not None:

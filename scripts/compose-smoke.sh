@@ -13,7 +13,7 @@ base="http://127.0.0.1:$VAE_PUBLISH_PORT"
 down() { compose_down "$project"; }
 trap down EXIT
 
-echo "== ${compose[*]} up -d --build, as the README says (project $project, port $VAE_PUBLISH_PORT)"
+echo "== ${compose[*]} up -d --build, as docs/deployment.md says (project $project, port $VAE_PUBLISH_PORT)"
 data_before=$(test -e data && echo yes || echo no)
 "${compose[@]}" -p "$project" up -d --build >/tmp/vae-compose-up.log 2>&1 \
   || { tail -40 /tmp/vae-compose-up.log; exit 1; }

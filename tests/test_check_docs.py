@@ -71,10 +71,14 @@ def test_blocks_marked_not_run_are_skipped_with_their_reason(tmp_path: Path) -> 
     ]
 
 
-def test_the_readme_has_examples_to_run() -> None:
-    blocks = docs.blocks_of(ROOT / "README.md")
+def test_the_readme_and_the_pages_have_examples_to_run() -> None:
+    files = docs.documentation_files()
+    assert files[0].name == "README.md"
+    assert {path.name for path in files[1:]} == {path.name for path in (ROOT / "docs").glob("*.md")}
+    blocks = [block for path in files for block in docs.blocks_of(path)]
     examples = [example for block in blocks for example in block.examples]
     assert len(examples) >= 30
+    assert len([e for e in examples if e.source.startswith("README.md")]) >= 20
     assert all(block.skipped for block in blocks if block.kind == "sh" and not block.examples)
 
 

@@ -13,8 +13,8 @@ VARIABLES = [f"VAE_{name.upper()}" for name in ServiceSettings.model_fields]
 
 
 @pytest.mark.parametrize("variable", VARIABLES)
-def test_readme_configuration_table_lists_every_setting(variable: str) -> None:
-    assert f"`{variable}`" in (ROOT / "README.md").read_text()
+def test_the_configuration_page_lists_every_setting(variable: str) -> None:
+    assert f"`{variable}`" in (ROOT / "docs" / "configuration.md").read_text()
 
 
 @pytest.mark.parametrize("variable", VARIABLES)

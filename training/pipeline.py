@@ -1,7 +1,10 @@
 """One training run end to end: data -> model -> train -> evaluate/calibrate -> bundle on disk.
 
-The bundle is assembled in a temporary sibling folder and renamed into place at the end, so a
-server watching the model repository never sees a half-written bundle.
+`run_training_replica` reads top to bottom as the run's stages, each a function below it that
+returns a small dataclass for the next: `prepare_data`, the architecture search,
+`fit_final_model`, the export, `calibrate`, `build_manifest`, and writing the bundle. The
+bundle is assembled in a temporary sibling folder and renamed into place at the end, so a server
+watching the model repository never sees a half-written bundle.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from bundle.manifest import (
 from bundle.preprocessing import Preprocessing, fit_preprocessing
 from bundle.runtime import OnnxBundle
 from bundle.scoring import anomaly_scores, fixed_epsilon
-from training.architecture import fit_best_architecture, total_cpu_seconds
+from training.architecture import FittedModel, fit_best_architecture, total_cpu_seconds
 from training.calibrate import calibrate_threshold
 from training.chunked_fit import fit_preprocessing_in_chunks, value_range
 from training.config import TrainingConfig
@@ -42,9 +45,9 @@ from training.crossfit import cross_fitted_scores, needs_cross_fit
 from training.data import DataSplits, LoadedData, load_dataset
 from training.data.budget import MEGABYTE, memory_budget_bytes
 from training.data.mapped_rows import MappedRows
-from training.distributed import check_launch, join_replicas
+from training.distributed import Replicas, check_launch, join_replicas
 from training.evaluate import detection_metrics, heldout_likelihood_metrics
-from training.export import OnnxGraphs, export_model
+from training.export import ExportedGraphs, OnnxGraphs, export_model
 from training.factory import BUNDLE_KIND, ModelInput, model_input, resolve_likelihood, resolve_score
 from training.model_rows import SplitRows, batch_rows, model_rows, select_rows, torch_rows
 from training.models import VAE, Autoencoder, Likelihood
@@ -160,7 +163,11 @@ def run_training_replica(
 ) -> TrainingOutcome | None:
     """`run_training`, or with `config.distributed` one replica of a torchrun launch: all
     replicas train together; rank 0 then writes the bundle and returns its outcome, the others
-    return None as soon as training ends."""
+    return None as soon as training ends.
+
+    The stages, in order: prepare the data, search the architecture (every replica), fit the
+    final model, export it, calibrate its thresholds, build the manifest, write the bundle.
+    Each is a function below returning what the next ones need."""
     config.validate()
     check_launch(config.distributed, config.batch_size)
     out_dir = Path(out_dir)
@@ -168,31 +175,10 @@ def run_training_replica(
         raise FileExistsError(
             f"{out_dir} already holds files; pick a new --version or pass --overwrite"
         )
-    memory_budget = memory_budget_bytes(config.memory_budget_mb)
     progress = RunProgress(show_progress)
-    progress.begin("load data", str(config.dataset))
-    data = load_dataset(
-        config.dataset,
-        image_size=config.image_size_hw(),
-        anomaly_labels=config.anomaly_labels,
-        memory_budget=memory_budget,
-    )
-    splits = split_for_training(data, config, memory_budget)
-    shape = model_input(config, data.feature_shape, data.is_image)
-    likelihood = resolve_likelihood(config, data.is_image)
-    prep = choose_preprocessing(config, data, splits.train, likelihood)
-    x_train = _as_model_input(splits.train, prep, shape)
-    x_val = _as_model_input(splits.validation, prep, shape)
-    x_test = _as_model_input(splits.test, prep, shape)
-    test_normal = select_rows(x_test, ~splits.test_is_anomaly)
-    # Figures come from held-out normal items; with --test-fraction 0 the validation split
-    # stands in (and the note in the manifest says so).
-    heldout, heldout_name = (test_normal, "test") if len(test_normal) else (x_val, "validation")
-
+    prepared = prepare_data(config, progress)
     replicas = join_replicas(config.distributed, resolve_device(config.device), config.batch_size)
-    device = replicas.device
     progress.show = progress.show and replicas.is_writer  # one voice among replicas
-
     staging = _new_staging_folder(out_dir) if replicas.is_writer else None
     try:
         report_dir = None if staging is None else staging / "report"
@@ -202,180 +188,36 @@ def run_training_replica(
         with replicas.process_group():
             fitted = fit_best_architecture(
                 config,
-                shape,
-                likelihood,
-                data.is_image,
-                torch_rows(x_train, device),
-                torch_rows(x_val, device),
+                prepared.shape,
+                prepared.likelihood,
+                prepared.data.is_image,
+                torch_rows(prepared.x_train, replicas.device),
+                torch_rows(prepared.x_val, replicas.device),
                 replicas=replicas,
                 report_dir=report_dir,
                 show_progress=show_progress,
             )
         if staging is None or report_dir is None:
             return None  # not rank 0: the bundle is rank 0's to write
-        # From here on the config is the kept candidate's (--hidden, --lr): the bundle
-        # records it, and cross-fitted calibration trains its fold models the same way.
-        config, result = fitted.config, fitted.result
-        early_stopped = fitted.model.to("cpu")
-        assert isinstance(early_stopped, VAE | Autoencoder)
-        cross_fit = _cross_fits(config, x_train, x_val)
-        refit: RefitModel | None = None
-        if uses_refit(config, cross_fit):
-            assert isinstance(x_train, np.ndarray)  # _cross_fits refuses streamed data
-            assert isinstance(x_val, np.ndarray)
-            every_row = torch.from_numpy(np.concatenate([x_train, x_val])).to(device)
-            progress.begin("refit", f"all {len(every_row)} rows, {result.best_epoch} epochs")
-            refit = refit_on_all_rows(
-                config, shape, likelihood, every_row, result.best_epoch, show_progress=show_progress
-            )
-        model = early_stopped if refit is None else refit.model.to("cpu")
-        assert isinstance(model, VAE | Autoencoder)
-        # Held-out figures need rows the model never trained on. Without a test split the
-        # validation split stands in, and a refit trains on it: there the figures are the
-        # early-stopped model's, and the split's name says so.
-        measured = model
-        if refit is not None and heldout_name == "validation":
-            measured = early_stopped
-            heldout_name = "validation (early-stopped model: the refit trained on these rows)"
-        progress.begin("held-out metrics", f"{config.iwae_samples}-sample importance-weighted ELBO")
-        likelihood_metrics = heldout_likelihood_metrics(
-            measured, torch_rows(heldout, torch.device("cpu")), iwae_samples=config.iwae_samples
-        )
-        likelihood_metrics["split"] = heldout_name  # type: ignore[assignment]
+        final = fit_final_model(fitted, prepared, replicas.device, progress, show_progress)
         progress.begin("export", "ONNX encoder and decoder, parity check")
-        exported = export_model(model, shape.shape, staging, opset=config.opset, seed=config.seed)
-        progress.begin(
-            "calibration",
-            f"cross-fitting {config.calibration_folds} fold models" if cross_fit else "validation",
+        exported = export_model(
+            final.model,
+            prepared.shape.shape,
+            staging,
+            opset=final.config.opset,
+            seed=final.config.seed,
         )
-
-        graphs = OnnxGraphs(staging, variational=isinstance(model, VAE))
-        sigma = model.output.sigma()
-        epsilon = fixed_epsilon(config.elbo_samples, config.code_size(), ELBO_SEED)
-        score_types: list[ScoreType] = (
-            ["recon_mse", "neg_elbo"] if isinstance(model, VAE) else ["recon_mse"]
-        )
-        default_score = resolve_score(config, data.is_image)
-        calibrations: dict[ScoreType, ScoreCalibration] = {}
-        test_scores: dict[str, npt.NDArray[np.float64]] = {}
-        detection: dict[str, dict[str, float]] = {}
-        val_scores = {
-            t: score_all(graphs, x_val, t, likelihood, sigma, epsilon) for t in score_types
-        }
-        calibration_scores, calibrated_on = _calibration_scores(
-            config,
-            shape,
-            likelihood,
-            x_train,
-            x_val,
-            val_scores,
-            epsilon,
-            device,
-            cross_fit,
-            refit_epochs=None if refit is None else refit.epochs,
-            show_progress=show_progress,
-        )
-        for score_type in score_types:
-            calibrations[score_type] = calibrate_threshold(
-                calibration_scores[score_type], config.threshold_percentile
-            )
-            if len(x_test):
-                test_scores[score_type] = score_all(
-                    graphs, x_test, score_type, likelihood, sigma, epsilon
-                )
-                detection[score_type] = detection_metrics(
-                    test_scores[score_type],
-                    splits.test_is_anomaly,
-                    calibrations[score_type].threshold,
-                )
-
+        calibration = calibrate(final, prepared, staging, replicas.device, progress, show_progress)
         progress.begin("verify bundle")
-        manifest = ModelManifest(
-            name=config.name or _bundle_name(out_dir),
-            version=config.version or out_dir.name,
-            kind=BUNDLE_KIND[config.model],
-            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            input=InputSpec(
-                shape=list(shape.shape),
-                image_shape=list(shape.image_shape) if shape.image_shape else None,
-                feature_count=int(np.prod(shape.shape)),
-            ),
-            latent_dim=config.code_size(),
-            preprocessing=PreprocessingSpec(**prep.to_manifest()),
-            likelihood=LikelihoodSpec(kind=likelihood, sigma=sigma),
-            anomaly=AnomalySpec(
-                default_score=default_score,
-                scores=calibrations,
-                calibrated_on=calibrated_on,
-                elbo_samples=config.elbo_samples,
-                elbo_seed=ELBO_SEED,
-            ),
-            onnx=OnnxSpec(
-                opset=config.opset,
-                encoder=exported.encoder,
-                decoder=exported.decoder,
-                parity_max_abs_error=exported.parity_max_abs_error,
-            ),
-            metrics={
-                "heldout": likelihood_metrics,
-                "units": "nats per item, model space (after preprocessing)",
-                "anomaly_detection": detection,
-                "anomaly_detection_split": "test: held-out normal items plus every anomaly",
-            },
-            training={
-                "config": config.to_dict(),
-                "dataset": data.description,
-                "split_sizes": {
-                    "train": len(x_train),
-                    "validation": len(x_val),
-                    "test_normal": len(test_normal),
-                    "test_anomalous": int(splits.test_is_anomaly.sum()),
-                },
-                "seed": config.seed,
-                "device": str(device),
-                "processes": replicas.world_size,
-                "data_streamed": data.streamed,
-                "memory_budget_mb": round(memory_budget / MEGABYTE, 1),
-                "epochs_run": len(result.history),
-                "best_epoch": result.best_epoch,
-                "best_val_loss": result.best_val_loss,
-                "stop_reason": result.stop_reason,
-                "seconds": round(result.seconds, 2),
-                "cpu_seconds": round(result.cpu_seconds, 2),
-                # wall-clock seconds of each phase up to calibration (the plots come after)
-                "phase_seconds": progress.rounded(),
-                "refit": None if refit is None else _refit_record(refit),
-                "architecture_search": fitted.search,
-                "search_cpu_seconds": round(total_cpu_seconds(fitted.search), 2),
-                "library_versions": library_versions(),
-            },
+        manifest = build_manifest(
+            final, prepared, exported, calibration, out_dir, replicas, progress
         )
         manifest.write(staging)
-        _verify_bundle(staging, splits, val_scores)
-        if config.plots:
+        _verify_bundle(staging, prepared.splits, calibration.val_scores)
+        if final.config.plots:
             progress.begin("plots", "report/*.png")
-            shown_scores = test_scores.get(default_score)
-            if isinstance(splits, StreamedSplits):
-                # The plots show a sample of the held-out items: all of them may not fit.
-                shown, picked = report_sample(splits, config.seed)
-                shown_scores = None if shown_scores is None else shown_scores[picked]
-            else:
-                shown = splits
-            write_report(
-                report_dir,
-                model=model,
-                history=result.history,
-                refit_history=None if refit is None else refit.result.history,
-                data=data,
-                splits=shown,
-                shape=shape,
-                prep=prep,
-                graphs=graphs,
-                test_scores=shown_scores,
-                threshold=calibrations[default_score].threshold,
-                score_type=default_score,
-                seed=config.seed,
-            )
+            write_plots(report_dir, final, prepared, calibration)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.rename(out_dir)
@@ -387,10 +229,312 @@ def run_training_replica(
     return TrainingOutcome(
         bundle_dir=out_dir,
         manifest=manifest,
-        result=result,
+        result=final.fitted.result,
         total_seconds=round(progress.total_seconds(), 2),
         phase_seconds=progress.rounded(),
     )
+
+
+# --------------------------------------------------------------------------- the stages
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """The data set, split, preprocessed into model inputs."""
+
+    data: LoadedData
+    splits: DataSplits | StreamedSplits
+    shape: ModelInput
+    likelihood: Likelihood
+    prep: Preprocessing
+    x_train: SplitRows
+    x_val: SplitRows
+    x_test: SplitRows
+    test_normal: SplitRows
+    memory_budget: int
+
+
+def prepare_data(config: TrainingConfig, progress: RunProgress) -> PreparedData:
+    """Load the data set within the memory budget, split it, fit the preprocessing on the
+    training split and apply it to every split."""
+    memory_budget = memory_budget_bytes(config.memory_budget_mb)
+    progress.begin("load data", str(config.dataset))
+    data = load_dataset(
+        config.dataset,
+        image_size=config.image_size_hw(),
+        anomaly_labels=config.anomaly_labels,
+        memory_budget=memory_budget,
+    )
+    splits = split_for_training(data, config, memory_budget)
+    shape = model_input(config, data.feature_shape, data.is_image)
+    likelihood = resolve_likelihood(config, data.is_image)
+    prep = choose_preprocessing(config, data, splits.train, likelihood)
+    x_test = _as_model_input(splits.test, prep, shape)
+    return PreparedData(
+        data=data,
+        splits=splits,
+        shape=shape,
+        likelihood=likelihood,
+        prep=prep,
+        x_train=_as_model_input(splits.train, prep, shape),
+        x_val=_as_model_input(splits.validation, prep, shape),
+        x_test=x_test,
+        test_normal=select_rows(x_test, ~splits.test_is_anomaly),
+        memory_budget=memory_budget,
+    )
+
+
+@dataclass(frozen=True)
+class FinalModel:
+    """The model the bundle holds, with how it came to be and its held-out figures."""
+
+    fitted: FittedModel  # the architecture search's kept candidate, early-stopped
+    model: VAE | Autoencoder  # that model, or its refit on every row
+    refit: RefitModel | None
+    cross_fit: bool  # whether the thresholds come from cross-fitted scores
+    heldout_metrics: dict[str, Any]
+
+    @property
+    def config(self) -> TrainingConfig:
+        """The run's config with the kept candidate's --hidden and --lr: the bundle records
+        it, and cross-fitted calibration trains its fold models the same way."""
+        return self.fitted.config
+
+
+def fit_final_model(
+    fitted: FittedModel,
+    prepared: PreparedData,
+    device: torch.device,
+    progress: RunProgress,
+    show_progress: bool | None,
+) -> FinalModel:
+    """Refit the kept candidate on every row when the config asks (training.refit), then
+    measure it on held-out normal items."""
+    config, result = fitted.config, fitted.result
+    early_stopped = fitted.model.to("cpu")
+    assert isinstance(early_stopped, VAE | Autoencoder)
+    x_train, x_val = prepared.x_train, prepared.x_val
+    cross_fit = _cross_fits(config, x_train, x_val)
+    refit: RefitModel | None = None
+    if uses_refit(config, cross_fit):
+        assert isinstance(x_train, np.ndarray)  # _cross_fits refuses streamed data
+        assert isinstance(x_val, np.ndarray)
+        every_row = torch.from_numpy(np.concatenate([x_train, x_val])).to(device)
+        progress.begin("refit", f"all {len(every_row)} rows, {result.best_epoch} epochs")
+        refit = refit_on_all_rows(
+            config,
+            prepared.shape,
+            prepared.likelihood,
+            every_row,
+            result.best_epoch,
+            show_progress=show_progress,
+        )
+    model = early_stopped if refit is None else refit.model.to("cpu")
+    assert isinstance(model, VAE | Autoencoder)
+    # Figures come from held-out normal items; with --test-fraction 0 the validation split
+    # stands in. Held-out figures need rows the model never trained on, and a refit trains on
+    # the validation split: there the figures are the early-stopped model's, and the split's
+    # name says so.
+    heldout, heldout_name = (
+        (prepared.test_normal, "test") if len(prepared.test_normal) else (x_val, "validation")
+    )
+    measured = model
+    if refit is not None and heldout_name == "validation":
+        measured = early_stopped
+        heldout_name = "validation (early-stopped model: the refit trained on these rows)"
+    progress.begin("held-out metrics", f"{config.iwae_samples}-sample importance-weighted ELBO")
+    metrics: dict[str, Any] = heldout_likelihood_metrics(
+        measured, torch_rows(heldout, torch.device("cpu")), iwae_samples=config.iwae_samples
+    )
+    metrics["split"] = heldout_name
+    return FinalModel(fitted, model, refit, cross_fit, metrics)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The thresholds and the scores behind them, per score type."""
+
+    graphs: OnnxGraphs  # the exported graphs, which scored everything here
+    sigma: float | None
+    default_score: ScoreType
+    thresholds: dict[ScoreType, ScoreCalibration]
+    calibrated_on: str  # where the scores each threshold is a percentile of came from
+    val_scores: dict[ScoreType, npt.NDArray[np.float64]]
+    test_scores: dict[str, npt.NDArray[np.float64]]
+    detection: dict[str, dict[str, float]]  # test split: held-out normal items and anomalies
+
+
+def calibrate(
+    final: FinalModel,
+    prepared: PreparedData,
+    staging: Path,
+    device: torch.device,
+    progress: RunProgress,
+    show_progress: bool | None,
+) -> Calibration:
+    """Score with the exported graphs, as a server will, and set each score type's threshold
+    at the configured percentile of the validation scores, or of cross-fitted scores when the
+    validation split is too small for it (training.crossfit)."""
+    config, model = final.config, final.model
+    progress.begin(
+        "calibration",
+        f"cross-fitting {config.calibration_folds} fold models"
+        if final.cross_fit
+        else "validation",
+    )
+    graphs = OnnxGraphs(staging, variational=isinstance(model, VAE))
+    sigma = model.output.sigma()
+    epsilon = fixed_epsilon(config.elbo_samples, config.code_size(), ELBO_SEED)
+    score_types: list[ScoreType] = (
+        ["recon_mse", "neg_elbo"] if isinstance(model, VAE) else ["recon_mse"]
+    )
+    likelihood, x_test, splits = prepared.likelihood, prepared.x_test, prepared.splits
+    val_scores = {
+        t: score_all(graphs, prepared.x_val, t, likelihood, sigma, epsilon) for t in score_types
+    }
+    calibration_scores, calibrated_on = _calibration_scores(
+        config,
+        prepared.shape,
+        likelihood,
+        prepared.x_train,
+        prepared.x_val,
+        val_scores,
+        epsilon,
+        device,
+        final.cross_fit,
+        refit_epochs=None if final.refit is None else final.refit.epochs,
+        show_progress=show_progress,
+    )
+    thresholds: dict[ScoreType, ScoreCalibration] = {}
+    test_scores: dict[str, npt.NDArray[np.float64]] = {}
+    detection: dict[str, dict[str, float]] = {}
+    for score_type in score_types:
+        thresholds[score_type] = calibrate_threshold(
+            calibration_scores[score_type], config.threshold_percentile
+        )
+        if len(x_test):
+            test_scores[score_type] = score_all(
+                graphs, x_test, score_type, likelihood, sigma, epsilon
+            )
+            detection[score_type] = detection_metrics(
+                test_scores[score_type], splits.test_is_anomaly, thresholds[score_type].threshold
+            )
+    return Calibration(
+        graphs=graphs,
+        sigma=sigma,
+        default_score=resolve_score(config, prepared.data.is_image),
+        thresholds=thresholds,
+        calibrated_on=calibrated_on,
+        val_scores=val_scores,
+        test_scores=test_scores,
+        detection=detection,
+    )
+
+
+def build_manifest(
+    final: FinalModel,
+    prepared: PreparedData,
+    exported: ExportedGraphs,
+    calibration: Calibration,
+    out_dir: Path,
+    replicas: Replicas,
+    progress: RunProgress,
+) -> ModelManifest:
+    """model.json: what the graphs are, how inputs are prepared, the thresholds, the held-out
+    figures, and everything about the run that made them."""
+    config, result, shape = final.config, final.fitted.result, prepared.shape
+    return ModelManifest(
+        name=config.name or _bundle_name(out_dir),
+        version=config.version or out_dir.name,
+        kind=BUNDLE_KIND[config.model],
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        input=InputSpec(
+            shape=list(shape.shape),
+            image_shape=list(shape.image_shape) if shape.image_shape else None,
+            feature_count=int(np.prod(shape.shape)),
+        ),
+        latent_dim=config.code_size(),
+        preprocessing=PreprocessingSpec(**prepared.prep.to_manifest()),
+        likelihood=LikelihoodSpec(kind=prepared.likelihood, sigma=calibration.sigma),
+        anomaly=AnomalySpec(
+            default_score=calibration.default_score,
+            scores=calibration.thresholds,
+            calibrated_on=calibration.calibrated_on,
+            elbo_samples=config.elbo_samples,
+            elbo_seed=ELBO_SEED,
+        ),
+        onnx=OnnxSpec(
+            opset=config.opset,
+            encoder=exported.encoder,
+            decoder=exported.decoder,
+            parity_max_abs_error=exported.parity_max_abs_error,
+        ),
+        metrics={
+            "heldout": final.heldout_metrics,
+            "units": "nats per item, model space (after preprocessing)",
+            "anomaly_detection": calibration.detection,
+            "anomaly_detection_split": "test: held-out normal items plus every anomaly",
+        },
+        training={
+            "config": config.to_dict(),
+            "dataset": prepared.data.description,
+            "split_sizes": {
+                "train": len(prepared.x_train),
+                "validation": len(prepared.x_val),
+                "test_normal": len(prepared.test_normal),
+                "test_anomalous": int(prepared.splits.test_is_anomaly.sum()),
+            },
+            "seed": config.seed,
+            "device": str(replicas.device),
+            "processes": replicas.world_size,
+            "data_streamed": prepared.data.streamed,
+            "memory_budget_mb": round(prepared.memory_budget / MEGABYTE, 1),
+            "epochs_run": len(result.history),
+            "best_epoch": result.best_epoch,
+            "best_val_loss": result.best_val_loss,
+            "stop_reason": result.stop_reason,
+            "seconds": round(result.seconds, 2),
+            "cpu_seconds": round(result.cpu_seconds, 2),
+            # wall-clock seconds of each phase up to calibration (the plots come after)
+            "phase_seconds": progress.rounded(),
+            "refit": None if final.refit is None else _refit_record(final.refit),
+            "architecture_search": final.fitted.search,
+            "search_cpu_seconds": round(total_cpu_seconds(final.fitted.search), 2),
+            "library_versions": library_versions(),
+        },
+    )
+
+
+def write_plots(
+    report_dir: Path, final: FinalModel, prepared: PreparedData, calibration: Calibration
+) -> None:
+    """The report's plots (training.report_writer); streamed data shows a seeded sample of its
+    held-out items, since all of them may not fit in memory."""
+    splits = prepared.splits
+    shown_scores = calibration.test_scores.get(calibration.default_score)
+    if isinstance(splits, StreamedSplits):
+        shown, picked = report_sample(splits, final.config.seed)
+        shown_scores = None if shown_scores is None else shown_scores[picked]
+    else:
+        shown = splits
+    write_report(
+        report_dir,
+        model=final.model,
+        history=final.fitted.result.history,
+        refit_history=None if final.refit is None else final.refit.result.history,
+        data=prepared.data,
+        splits=shown,
+        shape=prepared.shape,
+        prep=prepared.prep,
+        graphs=calibration.graphs,
+        test_scores=shown_scores,
+        threshold=calibration.thresholds[calibration.default_score].threshold,
+        score_type=calibration.default_score,
+        seed=final.config.seed,
+    )
+
+
+# --------------------------------------------------------------------------- helpers
 
 
 def _cross_fits(config: TrainingConfig, x_train: SplitRows, x_val: SplitRows) -> bool:

@@ -15,26 +15,25 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from service.api import openapi
 from service.api.admin import register_reload_routes
 from service.api.deps import ReadyRepository, ServedState, served_state
+from service.api.errors import register_error_handlers, to_response
 from service.api.fastpath import FastPath
 from service.api.openapi import OPERATION_DOCS, OperationDoc
 from service.api.pages import register_pages
 from service.api.responses import json_response
+from service.api.routes import ARRAY_ROUTES, ArrayRoute
 from service.api.security import AUTHENTICATED, ApiKeyGuard, document_api_keys
 from service.api.v2 import register_v2_routes
 from service.asgi import ASGIApp
 from service.dataplane.inference import Inference
-from service.dataplane.operations import RawResponse, RequestHead, serve_operation
+from service.dataplane.operations import RequestHead, serve_operation
 from service.dataplane.state import ServiceState
-from service.errors import InvalidInput, ServiceError
 from service.models.repository import ModelRepository
 from service.observability.metrics import (
     ServiceMetrics,
@@ -60,19 +59,13 @@ def _handler(route: str) -> Callable[[Request, str | None, str | None], Awaitabl
         raw = await serve_operation(
             served_state(request), route, name, version, head, request.receive
         )
-        return _to_response(raw)
+        return to_response(raw)
 
     return handle
 
 
-def _to_response(raw: RawResponse) -> Response:
-    return Response(
-        raw.body, status_code=raw.status, media_type=raw.media_type, headers=raw.headers
-    )
-
-
-def _register(app: FastAPI, route: str, doc: OperationDoc) -> None:
-    handle = _handler(route)
+def _register(app: FastAPI, route: ArrayRoute, doc: OperationDoc) -> None:
+    handle = _handler(route.operation)
 
     async def default_model(request: Request) -> Response:
         return await handle(request, None, None)
@@ -83,23 +76,26 @@ def _register(app: FastAPI, route: str, doc: OperationDoc) -> None:
     async def versioned_model(request: Request, name: str, version: str) -> Response:
         return await handle(request, name, version)
 
-    for prefix, endpoint, suffix in (
-        ("", default_model, "default model"),
-        ("/models/{name}", named_model, "named model, served version"),
-        ("/models/{name}/versions/{version}", versioned_model, "exact version"),
-    ):
-        app.add_api_route(
-            f"{prefix}/{route}",
-            endpoint,
-            methods=["POST"],
-            summary=f"{doc.summary} ({suffix})",
-            description=doc.description,
-            operation_id=f"{route.replace('-', '_')}_{suffix.split(',')[0].replace(' ', '_')}",
-            tags=[route],
-            openapi_extra=doc.openapi_extra(),
-            responses=doc.responses(path_parameters=bool(prefix)),
-            response_class=Response,
-        )
+    endpoint: Callable[..., Awaitable[Response]]
+    if route.names_version:
+        endpoint, suffix = versioned_model, "exact version"
+    elif route.names_model:
+        endpoint, suffix = named_model, "named model, served version"
+    else:
+        endpoint, suffix = default_model, "default model"
+    operation_id = route.operation.replace("-", "_") + "_" + suffix.split(",")[0].replace(" ", "_")
+    app.add_api_route(
+        route.template,
+        endpoint,
+        methods=["POST"],
+        summary=f"{doc.summary} ({suffix})",
+        description=doc.description,
+        operation_id=operation_id,
+        tags=[route.operation],
+        openapi_extra=doc.openapi_extra(),
+        responses=doc.responses(path_parameters=route.names_model),
+        response_class=Response,
+    )
 
 
 def create_app(
@@ -155,15 +151,16 @@ def create_app(
     )
     app.state.service = state
 
-    for route, doc in OPERATION_DOCS.items():
-        _register(app, route, doc)
+    for route in ARRAY_ROUTES:
+        if route.protocol == "native":
+            _register(app, route, OPERATION_DOCS[route.operation])
     _register_metadata_routes(app)
     register_pages(app)  # the web page at / and the report plots it shows
     register_v2_routes(app)
     reloader = register_reload_routes(app, state, reload_dir)
     if metrics is not None:
         register_metrics_route(app, metrics)
-    _register_error_handlers(app)
+    register_error_handlers(app)
     # The fast path sits outside even FastAPI's own middleware: measured, Starlette's stack
     # costs as much per request as a single-item model call (bench/RESULTS.md).
     served: ASGIApp = FastPath(app, state)
@@ -281,27 +278,3 @@ def _register_metadata_routes(app: FastAPI) -> None:
         model = repository.resolve(name, version)
         current_request().served_by(model.name, model.version)
         return json_response({**model.public_metadata(), "versions": repository.versions_of(name)})
-
-
-def _register_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ServiceError)
-    async def service_error(request: Request, error: ServiceError) -> Response:
-        return json_response(error.body(), error.status, error.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, error: RequestValidationError) -> Response:
-        body = InvalidInput("request does not match the route", error.errors()).body()
-        return json_response(body, 422)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-        body = {"error": {"code": code, "message": str(error.detail), "detail": None}}
-        return json_response(body, error.status_code, dict(error.headers or {}))
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, error: Exception) -> Response:
-        # A 500 is always a bug: log it whole, tell the client nothing internal.
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        body = {"error": {"code": "internal_error", "message": "internal error", "detail": None}}
-        return json_response(body, 500)

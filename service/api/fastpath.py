@@ -1,10 +1,11 @@
 """The hot path: POSTs to the array routes answered straight from ASGI, before any routing.
 
 Starlette's router, FastAPI's request objects and its exception middleware cost more per
-request than the model does for one item. This middleware recognises the five array routes by
-splitting the path, reads the body from `receive`, calls `serve_operation` (the same code the
-FastAPI routes call) and writes the bytes. Everything else (GET routes, /docs, unknown paths,
-other methods) goes on to the FastAPI app untouched.
+request than the model does for one item. This middleware recognises the array routes
+(service.api.routes, the table FastAPI registers them from too), reads the body from `receive`,
+calls `serve_operation` or the v2 infer (the same code the FastAPI routes call) and writes the
+bytes. Everything else (GET routes, /docs, unknown paths, other methods) goes on to the FastAPI
+app untouched.
 """
 
 from __future__ import annotations
@@ -12,13 +13,12 @@ from __future__ import annotations
 import logging
 from urllib.parse import parse_qsl
 
-from service.api import v2
+from service.api import routes, v2
+from service.api.errors import internal_error, native_error, v2_error
 from service.asgi import ASGIApp, Receive, Scope, Send
 from service.dataplane.operations import (
-    ARRAY_FIELD,
     RawResponse,
     RequestHead,
-    error_response,
     serve_operation,
 )
 from service.dataplane.state import ServiceState
@@ -27,39 +27,6 @@ from service.observability.request_context import current_request
 
 log = logging.getLogger("vae_service")
 _HEADER_LENGTH = v2.HEADER_LENGTH.encode("latin-1")
-
-# The route templates FastAPI declares for the same routes: metrics and logs name a route by
-# its template, whichever transport answered it.
-ROUTE_TEMPLATES = {
-    route: (
-        f"/{route}",
-        f"/models/{{name}}/{route}",
-        f"/models/{{name}}/versions/{{version}}/{route}",
-    )
-    for route in ARRAY_FIELD
-}
-
-
-def match_route(path: str) -> tuple[str, str | None, str | None] | None:
-    """`/encode`, `/models/N/encode`, `/models/N/versions/V/encode` -> (route, N, V)."""
-    parts = path.split("/")
-    # ["", "encode"] | ["", "models", N, "encode"] | ["", "models", N, "versions", V, "encode"]
-    route = parts[-1]
-    if route not in ARRAY_FIELD or parts[0] != "":
-        return None
-    if len(parts) == 2:
-        return route, None, None
-    if len(parts) == 4 and parts[1] == "models" and parts[2]:
-        return route, parts[2], None
-    if (
-        len(parts) == 6
-        and parts[1] == "models"
-        and parts[3] == "versions"
-        and parts[2]
-        and parts[4]
-    ):
-        return route, parts[2], parts[4]
-    return None
 
 
 class FastPath:
@@ -81,35 +48,36 @@ class FastPath:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        if path.startswith("/v2/"):
-            await self._v2(scope, receive, send, path)
-            return
-        matched = match_route(path)
+        matched = routes.match(path)
         if matched is None:
             await self.app(scope, receive, send)
             return
         route, name, version = matched
-        current_request().route = ROUTE_TEMPLATES[route][
-            0 if name is None else 1 if version is None else 2
-        ]
+        current_request().route = route.template
+        if route.protocol == "v2":
+            await self._v2(scope, receive, send, path, name, version)
+            return
         try:
-            response = await self._serve(scope, receive, route, name, version)
+            response = await self._serve(scope, receive, route.operation, name, version)
         except ServiceError as error:
-            response = error_response(error)
+            response = native_error(error)
         except Exception:
             # A 500 is always a bug: log it whole, tell the client nothing internal.
             log.exception("unhandled error on POST %s", path)
-            response = error_response(ServiceError("internal error"))
+            response = native_error(internal_error())
         await _send(send, response)
 
-    async def _v2(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+    async def _v2(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        path: str,
+        name: str | None,
+        version: str | None,
+    ) -> None:
         """The Open Inference Protocol's infer, the one v2 route that carries tensors."""
-        matched = v2.match_infer_path(path)
-        if matched is None:
-            await self.app(scope, receive, send)
-            return
-        name, version = matched
-        current_request().route = v2.INFER_TEMPLATES[version is not None]
+        assert name is not None  # both infer routes name their model
         try:
             content_length = header_length = None
             for key, value in scope["headers"]:
@@ -121,10 +89,10 @@ class FastPath:
                 self.state, name, version, header_length, content_length, receive
             )
         except ServiceError as error:
-            response = v2.raw_error(error)
+            response = v2_error(error)
         except Exception:
             log.exception("unhandled error on POST %s", path)
-            response = v2.raw_error(ServiceError("internal error"))
+            response = v2_error(internal_error())
         await _send(send, response)
 
     async def _serve(

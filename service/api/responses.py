@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from fastapi.responses import Response
 
-from service.codecs import formats
+from service.codecs import media
 
 
 def json_response(
@@ -18,6 +18,6 @@ def json_response(
     return Response(
         orjson.dumps(payload, default=str, option=orjson.OPT_SERIALIZE_NUMPY),
         status_code=status,
-        media_type=formats.JSON_MEDIA_TYPE,
+        media_type=media.JSON_MEDIA_TYPE,
         headers=headers,
     )

@@ -26,8 +26,10 @@ from fastapi.responses import Response
 from bundle.arrays import FloatArray
 from service.api import openapi
 from service.api.deps import ServedState, served_state
+from service.api.errors import V2Error, to_response, v2_error
 from service.api.responses import json_response
-from service.codecs import formats, json_read
+from service.api.routes import ARRAY_ROUTES
+from service.codecs import json_read, json_write, media
 from service.codecs.json_read import NumberArray
 from service.dataplane.body import BodyReader, Receive, array_body_limit
 from service.dataplane.inference import Inference, Plan
@@ -67,18 +69,6 @@ REFUSED_DTYPES = {
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Axes a tensor may declare: far more than any model of ours has, and a bound on the product.
 MAX_RANK = 32
-
-# Status of a domain error in the v2 protocol: validation failures and operations a model
-# cannot do are both "bad request" there.
-_V2_STATUS = {422: 400, 409: 400}
-
-
-class V2Error(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
 
 
 def _bad(message: str) -> V2Error:
@@ -439,23 +429,6 @@ def _single_input(view: V2Model, arrays: dict[str, FloatArray]) -> FloatArray:
 # --------------------------------------------------------------------------- responses
 
 
-def raw_error(error: V2Error | ServiceError) -> RawResponse:
-    if isinstance(error, ServiceError):
-        error = V2Error(_V2_STATUS.get(error.status, error.status), error.message, error.headers)
-    body = formats.json_bytes({"error": error.message})
-    return RawResponse(error.status, formats.JSON_MEDIA_TYPE, body, dict(error.headers))
-
-
-def error_response(error: V2Error | ServiceError) -> Response:
-    return to_response(raw_error(error))
-
-
-def to_response(raw: RawResponse) -> Response:
-    return Response(
-        raw.body, status_code=raw.status, media_type=raw.media_type, headers=raw.headers
-    )
-
-
 def infer_response(
     view: V2Model,
     request: InferRequest,
@@ -483,9 +456,9 @@ def infer_response(
     if request.id is not None:
         payload["id"] = request.id
     payload["outputs"] = outputs
-    header = formats.json_bytes(payload)
+    header = json_write.json_bytes(payload)
     if not chunks:
-        return RawResponse(200, formats.JSON_MEDIA_TYPE, header)
+        return RawResponse(200, media.JSON_MEDIA_TYPE, header)
     return RawResponse(
         200,
         "application/octet-stream",
@@ -502,23 +475,6 @@ def _server_version() -> str:
         return importlib.metadata.version("vae-service")
     except importlib.metadata.PackageNotFoundError:
         return "0.1.0"
-
-
-# Indexed by "a version was named": the templates of the two infer routes below.
-INFER_TEMPLATES = ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")
-
-
-def match_infer_path(path: str) -> tuple[str, str | None] | None:
-    """`/v2/models/N/infer` -> (N, None); `/v2/models/N/versions/V/infer` -> (N, V)."""
-    parts = path.split("/")
-    # ["", "v2", "models", N, "infer"] | ["", "v2", "models", N, "versions", V, "infer"]
-    if parts[-1] != "infer" or parts[:3] != ["", "v2", "models"]:
-        return None
-    if len(parts) == 5 and parts[3]:
-        return parts[3], None
-    if len(parts) == 7 and parts[3] and parts[4] == "versions" and parts[5]:
-        return parts[3], parts[5]
-    return None
 
 
 def infer_body_limit(settings: ServiceSettings, view: V2Model) -> int:
@@ -581,9 +537,9 @@ async def serve_infer(
         record.encode_s = time.perf_counter() - began
         return response
     except (V2Error, ServiceError) as error:
-        return raw_error(error)
+        return v2_error(error)
     except MemoryError:
-        return raw_error(OutOfMemory("the worker ran out of memory answering; retry later"))
+        return v2_error(OutOfMemory("the worker ran out of memory answering; retry later"))
     finally:
         if inference is not None:
             inference.finished(reader, 0 if response is None else len(response.body))
@@ -648,7 +604,7 @@ def register_v2_routes(app: FastAPI) -> None:
             current_request().served_by(view.model.name, view.model.version)
             return json_response(view.metadata(repository.versions_of(view.base)))
         except ServiceError as error:
-            return error_response(error)
+            return to_response(v2_error(error))
 
     async def ready(request: Request, name: str, version: str | None) -> Response:
         try:
@@ -657,7 +613,7 @@ def register_v2_routes(app: FastAPI) -> None:
             current_request().served_by(view.model.name, view.model.version)
             return json_response({"name": view.name, "ready": True})
         except ServiceError as error:
-            return error_response(error)
+            return to_response(v2_error(error))
 
     @app.get(
         "/v2/models/{name}",
@@ -695,22 +651,22 @@ def register_v2_routes(app: FastAPI) -> None:
     async def version_ready(request: Request, name: str, version: str) -> Response:
         return await ready(request, name, version)
 
-    @app.post(
-        "/v2/models/{name}/infer",
-        tags=[TAG],
-        summary="Inference (served version)",
-        openapi_extra=openapi.v2_infer_openapi_extra(),
-        responses=openapi.v2_infer_responses(),
-    )
     async def model_infer(request: Request, name: str) -> Response:
         return await infer(request, name, None)
 
-    @app.post(
-        "/v2/models/{name}/versions/{version}/infer",
-        tags=[TAG],
-        summary="Inference (exact version)",
-        openapi_extra=openapi.v2_infer_openapi_extra(),
-        responses=openapi.v2_infer_responses(),
-    )
     async def version_infer(request: Request, name: str, version: str) -> Response:
         return await infer(request, name, version)
+
+    for route in ARRAY_ROUTES:  # the infer routes, from the one table of array routes
+        if route.protocol == "v2":
+            app.add_api_route(
+                route.template,
+                version_infer if route.names_version else model_infer,
+                methods=["POST"],
+                tags=[TAG],
+                summary="Inference (exact version)"
+                if route.names_version
+                else "Inference (served version)",
+                openapi_extra=openapi.v2_infer_openapi_extra(),
+                responses=openapi.v2_infer_responses(),
+            )

@@ -1,8 +1,8 @@
 """Images on the wire for models trained on images: PNG/JPEG bodies in, PNG grids and heat maps out.
 
 An image sent here becomes the very array the trainer's image-folder loader
-(`training/data/images.py`: `_to_array`, then `bundle.images.resize_chw`) makes of the same
-file, so a model sees served images as it saw its training images:
+(`training/data/image_folders.py`: `_to_array`, then `bundle.image_resize.resize_chw`) makes of
+the same file, so a model sees served images as it saw its training images:
 
 1. Colour. A bundle whose `image_shape` has one channel takes greyscale: 16-bit greyscale PNGs
    (Pillow modes `I;16*`, `I`) keep their values, every other mode goes through Pillow's
@@ -47,7 +47,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
 from bundle.arrays import FloatArray
-from bundle.images import resize_chw
+from bundle.image_resize import resize_chw
 from service.errors import (
     InvalidInput,
     MalformedBody,

@@ -16,11 +16,11 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from bundle.arrays import FloatArray
-from service.codecs import formats, images, json_read
+from service.codecs import images, json_read, json_write, media, npy, params
 from service.dataplane.body import BodyReader
 from service.dataplane.inference import Inference, Plan
 from service.dataplane.state import ServiceState
-from service.errors import InvalidInput, NotAcceptable, OutOfMemory, ServiceError, excerpt
+from service.errors import InvalidInput, NotAcceptable, OutOfMemory, excerpt
 from service.models.served_model import ServedModel, check_seed
 from service.observability.request_context import current_request
 from service.settings import ServiceSettings
@@ -75,7 +75,7 @@ class ParsedRequest:
     def flag(self, name: str) -> bool:
         value = self.params.get(name, False)
         if self.from_query and isinstance(value, str):
-            return formats.parse_bool(value, name)
+            return params.parse_bool(value, name)
         if not isinstance(value, bool):
             raise InvalidInput(
                 f"{name}: expected true or false, got {excerpt(value)}", {"field": name}
@@ -114,6 +114,24 @@ class RawResponse:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Operation:
+    """What the data plane needs to know of an operation beyond its code in `plan`."""
+
+    array_field: str | None  # the request field that carries the batch; None: parameters only
+    primary_field: str  # the result's main array: what an npy answer carries, items counted
+
+
+# Every operation, in the order the API documents them (service.api.routes makes their routes).
+OPERATIONS: dict[str, Operation] = {
+    "encode": Operation("inputs", "mu"),
+    "decode": Operation("latents", "outputs"),
+    "reconstruct": Operation("inputs", "outputs"),
+    "sample": Operation(None, "outputs"),
+    "anomaly-score": Operation("inputs", "scores"),
+}
+
+
 # Bodies above these are decoded in the executor, under admission control, so no body holds
 # the event loop longer than a thread handoff would (~200 us, bench/RESULTS.md): 64 kB of
 # JSON takes about that long to parse, 1 MiB of npy (a copy and a finiteness check) no
@@ -128,10 +146,8 @@ def decodes_inline(raw: RawRequest) -> bool:
         content_type = raw.content_type
         if content_type is None or content_type.startswith("application/"):
             return True  # JSON and npy, as clients spell them: no parsing of the header
-        return not formats.media_type(content_type).startswith(("image/", "multipart/"))
-    return (
-        size <= INLINE_NPY_BYTES and formats.media_type(raw.content_type) == formats.NPY_MEDIA_TYPE
-    )
+        return not media.media_type(content_type).startswith(("image/", "multipart/"))
+    return size <= INLINE_NPY_BYTES and media.media_type(raw.content_type) == media.NPY_MEDIA_TYPE
 
 
 def parse_request(
@@ -142,10 +158,10 @@ def parse_request(
 ) -> ParsedRequest:
     """The body's array and parameters. `item_values`: the numbers one item holds, so a JSON
     array with more is refused before it is parsed."""
-    if formats.request_format(raw.content_type) == "npy":
+    if media.request_format(raw.content_type) == "npy":
         if array_field is None:
             raise InvalidInput("this route takes a JSON body, not application/x-npy")
-        return ParsedRequest(formats.parse_npy(raw.body, array_field), raw.query, from_query=True)
+        return ParsedRequest(npy.parse_npy(raw.body, array_field), raw.query, from_query=True)
     if not raw.body and array_field is None:
         # A body-less call (POST /sample?n=4&seed=1) takes its parameters from the query.
         return ParsedRequest(None, raw.query, from_query=True)
@@ -168,11 +184,11 @@ def parse_operation_request(
     route: str,
     raw: RawRequest,
     settings: ServiceSettings,
-    wanted: formats.ResponseFormat,
+    wanted: media.ResponseFormat,
 ) -> ParsedRequest:
     """`parse_request`, plus what image models add: PNG/JPEG and multipart bodies (scalars in
     the query string, as with npy), and the per-pixel errors a heat map is drawn from."""
-    if formats.media_type(raw.content_type).startswith(("image/", "multipart/")):
+    if media.media_type(raw.content_type).startswith(("image/", "multipart/")):
         array = images.decode_image_request(
             raw.content_type or "",
             raw.body,
@@ -184,21 +200,21 @@ def parse_operation_request(
         parsed = ParsedRequest(array, raw.query, from_query=True)
     else:
         item_values = model.latent_dim if route == "decode" else model.feature_count
-        parsed = parse_request(raw, settings, ARRAY_FIELD[route], item_values)
+        parsed = parse_request(raw, settings, OPERATIONS[route].array_field, item_values)
     if wanted == "png" and route == "anomaly-score":
         params = {**parsed.params, "per_feature": True}
         parsed = ParsedRequest(parsed.array, params, parsed.from_query)
     return parsed
 
 
-def negotiate(model: ServedModel, route: str, accept: str | None) -> formats.ResponseFormat:
+def negotiate(model: ServedModel, route: str, accept: str | None) -> media.ResponseFormat:
     """The response format for this route and model: PNG only where images can be drawn.
 
     Only a range naming image/png or image/* can pick PNG, so every other Accept header takes
     exactly the path it always took (the same format, the same 406)."""
     if accept is None or "image/" not in accept.lower():
-        return formats.response_format(accept)
-    with_png: tuple[formats.ResponseFormat, ...] = (*formats.ARRAY_FORMATS, "png")
+        return media.response_format(accept)
+    with_png: tuple[media.ResponseFormat, ...] = (*media.ARRAY_FORMATS, "png")
     try:
         if route not in images.PNG_OUTPUT_ROUTES:
             raise images.ImagesUnavailable(
@@ -208,39 +224,30 @@ def negotiate(model: ServedModel, route: str, accept: str | None) -> formats.Res
         images.image_spec(model)
     except images.ImagesUnavailable as why:
         try:
-            return formats.response_format(accept)
+            return media.response_format(accept)
         except NotAcceptable:
-            if formats.response_format(accept, with_png) != "png":
+            if media.response_format(accept, with_png) != "png":
                 raise
-            available = [formats.JSON_MEDIA_TYPE, formats.NPY_MEDIA_TYPE, formats.NPZ_MEDIA_TYPE]
+            available = [media.JSON_MEDIA_TYPE, media.NPY_MEDIA_TYPE, media.NPZ_MEDIA_TYPE]
             raise NotAcceptable(
-                f"cannot send {formats.PNG_MEDIA_TYPE}: {why}; available: {', '.join(available)}",
+                f"cannot send {media.PNG_MEDIA_TYPE}: {why}; available: {', '.join(available)}",
                 {"accept": accept, "available": available},
             ) from None
-    return formats.response_format(accept, with_png)
-
-
-PRIMARY_FIELD = {
-    "encode": "mu",
-    "decode": "outputs",
-    "reconstruct": "outputs",
-    "sample": "outputs",
-    "anomaly-score": "scores",
-}
+    return media.response_format(accept, with_png)
 
 
 def render(
     result: dict[str, Any],
     raw: RawRequest,
     route: str,
-    wanted: formats.ResponseFormat,
+    wanted: media.ResponseFormat,
     served: ServedModel | None = None,
 ) -> RawResponse:
     """JSON by default; `Accept: application/x-npy` sends one array (the route's main one, or
     `?output=NAME`) with the scalars as X-* headers; `application/x-npz` sends every array;
     `image/png` (image models, `negotiate`) a grid of images or heat maps of `served`."""
     if wanted == "json":
-        return RawResponse(200, formats.JSON_MEDIA_TYPE, formats.json_bytes(result))
+        return RawResponse(200, media.JSON_MEDIA_TYPE, json_write.json_bytes(result))
     arrays = {k: np.asarray(v) for k, v in result.items() if isinstance(v, np.ndarray)}
     scalars = {k: v for k, v in result.items() if not isinstance(v, np.ndarray)}
     model = scalars.pop("model", {})
@@ -252,10 +259,10 @@ def render(
         assert served is not None, "a PNG is drawn with the model's image description"
         body, image_headers = images.png_response(arrays, route, images.image_spec(served))
         headers.update(image_headers)
-        return RawResponse(200, formats.PNG_MEDIA_TYPE, body, headers)
+        return RawResponse(200, media.PNG_MEDIA_TYPE, body, headers)
     if wanted == "npz":
-        return RawResponse(200, formats.NPZ_MEDIA_TYPE, formats.npz_bytes(arrays), headers)
-    name = raw.query.get("output", PRIMARY_FIELD[route])
+        return RawResponse(200, media.NPZ_MEDIA_TYPE, npy.npz_bytes(arrays), headers)
+    name = raw.query.get("output", OPERATIONS[route].primary_field)
     if name not in arrays:
         raise InvalidInput(
             f"output: {excerpt(name)} is not an array of this response; choose from "
@@ -263,13 +270,7 @@ def render(
             {"field": "output", "allowed": sorted(arrays)},
         )
     headers["X-Output"] = name
-    return RawResponse(200, formats.NPY_MEDIA_TYPE, formats.npy_bytes(arrays[name]), headers)
-
-
-def error_response(error: ServiceError) -> RawResponse:
-    return RawResponse(
-        error.status, formats.JSON_MEDIA_TYPE, formats.json_bytes(error.body()), error.headers
-    )
+    return RawResponse(200, media.NPY_MEDIA_TYPE, npy.npy_bytes(arrays[name]), headers)
 
 
 # --- the operations, one per route ---------------------------------------------------------
@@ -331,15 +332,6 @@ def plan(model: ServedModel, route: str, req: ParsedRequest) -> Plan:
     raise InvalidInput(f"unknown operation {route!r}")
 
 
-ARRAY_FIELD: dict[str, str | None] = {
-    "encode": "inputs",
-    "decode": "latents",
-    "reconstruct": "inputs",
-    "sample": None,
-    "anomaly-score": "inputs",
-}
-
-
 async def serve_operation(
     state: ServiceState,
     route: str,
@@ -348,10 +340,11 @@ async def serve_operation(
     head: RequestHead,
     receive: Receive,
 ) -> RawResponse:
-    """One array request, from its head and body to raw bytes; errors come back as error
-    responses. The model is resolved and the response format agreed before the body is read,
-    so the body's limit is the model's (`route_body_limit`) and a 404 or 406 costs no read.
-    What it learns (model, items, anomalies, codec times) goes to the request's record."""
+    """One array request, from its head and body to raw bytes; a failure is raised as a domain
+    error (service.errors), for the transport to answer in its protocol. The model is resolved
+    and the response format agreed before the body is read, so the body's limit is the model's
+    (`route_body_limit`) and a 404 or 406 costs no read. What it learns (model, items,
+    anomalies, codec times) goes to the request's record."""
     record = current_request()
     reader: BodyReader | None = None
     response: RawResponse | None = None
@@ -372,7 +365,7 @@ async def serve_operation(
         result = await inference.run(decode, inline=decodes_inline(raw))
         result.setdefault("model", {"name": model.name, "version": model.version})
         # Read with .get: bookkeeping must never turn an answer into a 500.
-        primary, flags = result.get(PRIMARY_FIELD[route]), result.get("is_anomaly")
+        primary, flags = result.get(OPERATIONS[route].primary_field), result.get("is_anomaly")
         record.items = None if primary is None else len(primary)
         if flags is not None:
             record.anomalies = int(np.count_nonzero(flags))
@@ -380,15 +373,10 @@ async def serve_operation(
         response = render(result, raw, route, wanted, model)
         record.encode_s = time.perf_counter() - began
         return response
-    except ServiceError as error:
-        return error_response(error)
     except MemoryError:
-        return error_response(
-            OutOfMemory(
-                "the worker ran out of memory answering; retry later",
-                headers={"Retry-After": "1"},
-            )
-        )
+        raise OutOfMemory(
+            "the worker ran out of memory answering; retry later", headers={"Retry-After": "1"}
+        ) from None
     finally:
         if inference is not None:
             inference.finished(reader, 0 if response is None else len(response.body))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from service.codecs import formats
+from service.codecs import media
 from service.dataplane.body import route_body_limit
 from service.dataplane.inference import Inference
 from service.errors import NotReady
@@ -26,7 +26,7 @@ class ServiceState:
     readiness_details_open: bool = False  # /readyz gives refusal reasons without a key
     # route_body_limit, memoised: the same few (model, route, Content-Type) come again and
     # again. Holding the model keeps its identity unique; short Content-Types only, and
-    # emptied when it reaches 256 entries (bounded by bytes like service.codecs.formats' caches).
+    # emptied when it reaches 256 entries (bounded by bytes like service.codecs.media' caches).
     _body_limits: dict[tuple[ServedModel, str, str | None], int] = field(default_factory=dict)
 
     def body_limit(self, model: ServedModel, route: str, content_type: str | None) -> int:
@@ -34,7 +34,7 @@ class ServiceState:
         limit = self._body_limits.get(key)
         if limit is None:
             limit = route_body_limit(self.settings, model, route, content_type)
-            if content_type is None or len(content_type) <= formats.CACHEABLE_BYTES:
+            if content_type is None or len(content_type) <= media.CACHEABLE_BYTES:
                 if len(self._body_limits) >= 256:
                     self._body_limits.clear()
                 self._body_limits[key] = limit

@@ -330,7 +330,7 @@ def session_options(settings: ServiceSettings) -> ort.SessionOptions:
     # onnxruntime's CPU arena keeps the largest batch's tensors for good: after a burst of
     # 4096-item requests a worker stayed ~30 MiB larger. Without it tensors come from malloc,
     # which gives them back (service.dataplane.memory); single items and batches of 64 and 4096 ran as
-    # fast either way (181 us, 332 us, 11-12.6 ms in-process: README, Security and overload).
+    # fast either way (181 us, 332 us, 11-12.6 ms in-process: docs/security.md).
     options.enable_cpu_mem_arena = False
     return options
 

@@ -4,7 +4,8 @@ uvicorn writes the status line and headers when the app sends `http.response.sta
 body when it sends `http.response.body`: two writes, a few microseconds apart. A replica killed
 between them (SIGKILL, the OOM killer, a crash) leaves the balancer holding headers it has
 already passed on to the client, and no balancer can retry a response it has begun: the client
-gets an answer cut short (README, Scaling: seen under `scripts/replicas-smoke.sh`'s SIGKILL).
+gets an answer cut short (docs/deployment.md, Serving many replicas: seen under
+`scripts/replicas-smoke.sh`'s SIGKILL).
 Held back until the body comes, the headers leave with it, so a replica that dies mid-answer
 has sent nothing, and nginx retries the request on another replica.
 

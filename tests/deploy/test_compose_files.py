@@ -1,7 +1,7 @@
-"""docker-compose.yml works as the README writes it under Docker Compose v2 and podman-compose
-1.0.x (issue 19): `up` starts and builds the service alone, from the checkout; training lives
-in its own file, whose paths lead back to this checkout. scripts/compose-smoke.sh runs the
-serving file with a real engine; these hold the properties where none runs."""
+"""docker-compose.yml works as docs/deployment.md writes it under Docker Compose v2 and
+podman-compose 1.0.x (issue 19): `up` starts and builds the service alone, from the checkout;
+training lives in its own file, whose paths lead back to this checkout. scripts/compose-smoke.sh
+runs the serving file with a real engine; these hold the properties where none runs."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def test_up_builds_the_image_from_the_checkout() -> None:
     service = _services(SERVING)["vae-service"]
     assert service["build"] == {"context": ".", "target": "serve"}
     assert service["pull_policy"] == "build"  # Docker Compose v2: a build on every `up`
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "deployment.md").read_text()
     assert "docker compose up -d --build" in readme  # podman-compose 1.0.x: only with --build
     assert "podman-compose up -d --build" in readme
 

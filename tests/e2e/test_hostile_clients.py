@@ -505,7 +505,7 @@ def test_duplicate_key_headers_use_the_first(server: Server) -> None:
 
 def test_caches_keyed_by_headers_stay_small(server: Server) -> None:
     """300 requests with distinct 8 kB Content-Type and Accept values (under the head limit):
-    the memoised parsers keep none of them (service.codecs.formats keeps short values only)."""
+    the memoised parsers keep none of them (service.codecs.media keeps short values only)."""
     rows = {"inputs": digits_rows(1)}
 
     def burst() -> list[int]:

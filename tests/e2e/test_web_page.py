@@ -7,7 +7,7 @@ a browser test that skips quietly would let the page break unseen.
 
 The page's numbers are checked against the API's own answers for the same inputs, so the
 browser-side image work (scaling, greyscale, value range) is held to what a client gets.
-Screenshots go to each test's tmp folder; with VAE_SCREENSHOT_DIR set (e.g. bench/screenshots,
+Screenshots go to each test's tmp folder; with VAE_SCREENSHOT_DIR set (e.g. docs/img,
 as for the README) they are copied there too.
 """
 

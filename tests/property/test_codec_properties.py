@@ -1,4 +1,4 @@
-"""Properties of service.codecs.formats: what a client sends either comes back as the same float32
+"""Properties of service.codecs.media: what a client sends either comes back as the same float32
 values, or is refused with one of the service's own 4xx errors; nothing else ever escapes.
 
 Any other exception reaching the handler is a 500, which DESIGN.md calls a bug, so every test
@@ -23,16 +23,16 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from bundle.arrays import FloatArray
-from service.codecs.formats import (
+from service.codecs.json_read import array_field, parse_json_object
+from service.codecs.json_write import json_bytes
+from service.codecs.media import (
     JSON_MEDIA_TYPE,
     NPY_MEDIA_TYPE,
     NPZ_MEDIA_TYPE,
-    json_bytes,
-    parse_npy,
     request_format,
     response_format,
 )
-from service.codecs.json_read import array_field, parse_json_object
+from service.codecs.npy import parse_npy
 from service.errors import InvalidInput, ServiceError
 from tests.property.conftest import PROFILE
 

@@ -3,7 +3,7 @@
 The binary extension puts raw tensor bytes after a JSON header whose length comes in an HTTP
 header, and each tensor's `binary_data_size` says how many bytes are its own. Whatever those
 numbers claim, parsing must end in the protocol's 400 (a `V2Error`, or a `ServiceError` that
-`raw_error` maps to 4xx), never in another exception (a 500); and a body whose numbers do add
+`v2_error` maps to 4xx), never in another exception (a 500); and a body whose numbers do add
 up must give back exactly the bytes that were sent.
 """
 
@@ -21,15 +21,14 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from service.api.errors import V2Error, v2_error
 from service.api.v2 import (
     NUMERIC_DTYPES,
     InferRequest,
-    V2Error,
     V2Model,
     decode_inputs,
     infer_response,
     parse_infer_request,
-    raw_error,
     split_body,
     wanted_outputs,
 )
@@ -46,7 +45,7 @@ MAX_DEPTH = 32  # ServiceSettings.max_json_depth's default
 
 def assert_bad_request(error: V2Error | ServiceError) -> None:
     """What the client gets back for this error is a 4xx in the protocol's own body."""
-    status = raw_error(error).status
+    status = v2_error(error).status
     assert 400 <= status < 500, (status, error)
 
 

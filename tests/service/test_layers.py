@@ -33,7 +33,7 @@ def imports_of(path: Path) -> list[str]:
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            # `from service.codecs import formats` imports service.codecs.formats
+            # `from service.codecs import npy` imports service.codecs.npy
             found += [f"{node.module}.{alias.name}" for alias in node.names]
         elif isinstance(node, ast.Import):
             found += [alias.name for alias in node.names]

@@ -17,7 +17,7 @@ from training.data.builtin import BUILTINS, builtin_names, load_builtin
 from training.data.dataset import LoadedData
 from training.data.errors import DataError
 from training.data.idx import is_idx_path, read_idx
-from training.data.images import read_image_folder, resize_images
+from training.data.image_folders import read_image_folder, resize_images
 from training.data.spec import DatasetSpec, parse_spec
 from training.data.tabular import read_csv, read_npy, read_npy_mapped, read_npz
 

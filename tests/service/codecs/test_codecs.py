@@ -1,4 +1,4 @@
-"""Tests for service.codecs.formats: every rejected input gets its own test, plus round trips."""
+"""Tests for service.codecs.media: every rejected input gets its own test, plus round trips."""
 
 from __future__ import annotations
 
@@ -18,19 +18,17 @@ from hypothesis.extra import numpy as hnp
 
 from bundle.arrays import FloatArray
 from service.codecs.array_checks import require_finite
-from service.codecs.formats import (
+from service.codecs.json_read import NumberArray, array_field, parse_json_object
+from service.codecs.json_write import json_bytes
+from service.codecs.media import (
     JSON_MEDIA_TYPE,
     NPY_MEDIA_TYPE,
     NPZ_MEDIA_TYPE,
-    json_bytes,
-    npy_bytes,
-    npz_bytes,
-    parse_bool,
-    parse_npy,
     request_format,
     response_format,
 )
-from service.codecs.json_read import NumberArray, array_field, parse_json_object
+from service.codecs.npy import npy_bytes, npz_bytes, parse_npy
+from service.codecs.params import parse_bool
 from service.errors import (
     InvalidInput,
     MalformedBody,

@@ -31,7 +31,7 @@ from service.codecs import images
 from service.settings import ServiceSettings
 from tests.bundles import TINY
 from training.config import TrainingConfig
-from training.data.images import read_image_folder
+from training.data.image_folders import read_image_folder
 from training.pipeline import run_training
 
 U8 = npt.NDArray[np.uint8]

@@ -16,8 +16,6 @@ from sklearn.datasets import load_digits
 
 from bundle.runtime import OnnxBundle
 from service.api.app import create_app
-from service.api.fastpath import match_route
-from service.api.v2 import match_infer_path
 from service.dataplane.batching import DynamicBatcher, split_result
 from service.errors import InvalidInput
 from service.models.served_model import Limits, ServedModel
@@ -39,42 +37,6 @@ def test_split_result_cuts_batch_arrays_and_copies_scalars() -> None:
     np.testing.assert_array_equal(second["scores"], [2.0, 3.0, 4.0])
     assert first["threshold"] == second["threshold"] == 1.5
     assert second["feature_errors"].shape == (3, 3)
-
-
-@pytest.mark.parametrize(
-    ("path", "expected"),
-    [
-        ("/encode", ("encode", None, None)),
-        ("/anomaly-score", ("anomaly-score", None, None)),
-        ("/models/digits-vae/decode", ("decode", "digits-vae", None)),
-        ("/models/a/versions/7/sample", ("sample", "a", "7")),
-        ("/models//encode", None),
-        ("/models/a/versions//encode", None),
-        ("/healthz", None),
-        ("/models/a", None),
-        ("/other/a/encode", None),
-        ("/models/a/b/encode", None),
-    ],
-)
-def test_fast_path_route_matching(path: str, expected: tuple[str, str, str] | None) -> None:
-    assert match_route(path) == expected
-
-
-@pytest.mark.parametrize(
-    ("path", "expected"),
-    [
-        ("/v2/models/digits-vae/infer", ("digits-vae", None)),
-        ("/v2/models/a-encoder/versions/2/infer", ("a-encoder", "2")),
-        ("/v2/models//infer", None),
-        ("/v2/models/a/versions//infer", None),
-        ("/v2/models/a/ready", None),
-        ("/v2/models/a/b/infer", None),
-        ("/v2/other/a/infer", None),
-        ("/v2/health/ready", None),
-    ],
-)
-def test_fast_path_v2_matching(path: str, expected: tuple[str, str | None] | None) -> None:
-    assert match_infer_path(path) == expected
 
 
 def _run_concurrently(

@@ -1,4 +1,4 @@
-"""Folders of PNG/JPEG images; every image goes through bundle.images.resize_chw."""
+"""Folders of PNG/JPEG images; every image goes through bundle.image_resize.resize_chw."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from bundle.arrays import FloatArray
-from bundle.images import resize_chw
+from bundle.image_resize import resize_chw
 from training.data._arrays import RawData
 from training.data.errors import DataError
 

@@ -1,0 +1,99 @@
+"""Where an error becomes an answer: one function per protocol, used by every way in.
+
+The native routes answer `{"error": {"code", "message", "detail"}}` with the error's own status
+(`native_error`); the Open Inference Protocol answers `{"error": message}`, where validation
+failures and operations a model cannot do are both 400 (`v2_error`). The fast path calls these
+directly; the FastAPI routes reach `native_error` through the handlers registered here. The
+data plane raises domain errors (service.errors) and never renders them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.codecs import media
+from service.dataplane.operations import RawResponse
+from service.errors import InvalidInput, ServiceError
+
+log = logging.getLogger("vae_service")
+
+# Status of a domain error in the v2 protocol: validation failures and operations a model
+# cannot do are both "bad request" there.
+_V2_STATUS = {422: 400, 409: 400}
+
+
+class V2Error(Exception):
+    """An error only the v2 protocol has (a tensor that names an unknown input, say)."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def native_error(error: ServiceError) -> RawResponse:
+    return RawResponse(error.status, media.JSON_MEDIA_TYPE, _bytes(error.body()), error.headers)
+
+
+def v2_error(error: V2Error | ServiceError) -> RawResponse:
+    if isinstance(error, ServiceError):
+        error = V2Error(_V2_STATUS.get(error.status, error.status), error.message, error.headers)
+    body = _bytes({"error": error.message})
+    return RawResponse(error.status, media.JSON_MEDIA_TYPE, body, dict(error.headers))
+
+
+def _bytes(payload: dict[str, Any]) -> bytes:
+    # default=str: an odd detail value (an exception inside a validation error) must not turn
+    # an error answer into a 500.
+    return orjson.dumps(payload, default=str, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def internal_error() -> ServiceError:
+    """What a client is told of a bug (a 500): nothing internal; the log has it whole."""
+    return ServiceError("internal error")
+
+
+def to_response(raw: RawResponse) -> Response:
+    """A raw answer as the FastAPI routes return it."""
+    return Response(
+        raw.body, status_code=raw.status, media_type=raw.media_type, headers=raw.headers
+    )
+
+
+def register_error_handlers(app: FastAPI) -> None:
+    """FastAPI's own errors (validation, unknown path, method) and anything a route raises,
+    answered in the native error body."""
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, error: ServiceError) -> Response:
+        return to_response(native_error(error))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError) -> Response:
+        return to_response(
+            native_error(InvalidInput("request does not match the route", error.errors()))
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        body = {"error": {"code": code, "message": str(error.detail), "detail": None}}
+        return Response(
+            _bytes(body),
+            status_code=error.status_code,
+            media_type=media.JSON_MEDIA_TYPE,
+            headers=dict(error.headers or {}),
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return to_response(native_error(internal_error()))
