@@ -49,8 +49,8 @@ ARRAY_ROUTES: tuple[ArrayRoute, ...] = (
 
 class _Pattern(NamedTuple):
     route: ArrayRoute
-    literals_of: Callable[[list[str]], tuple[str, ...]]  # a path's segments where the
-    literals: tuple[str, ...]  # template has fixed text, and that text
+    literals_of: Callable[[list[str]], tuple[str, ...]]  # picks the segments of fixed text
+    literals: tuple[str, ...]  # and this is that text
     name_at: int | None
     version_at: int | None
 
