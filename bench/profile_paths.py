@@ -61,7 +61,7 @@ def profile_one(
     result = served.reconstruct(x, samples=None, seed=None)
     parts: dict[str, Callable[[], object]] = {
         "orjson.loads of the body": lambda: orjson.loads(body),
-        "JSON body -> float32 array (json_body)": lambda: json_read.array_field(
+        "JSON body -> float32 array (codecs.json_read)": lambda: json_read.array_field(
             json_read.parse_json_object(body), "inputs"
         ),
         "onnxruntime encoder + decoder": lambda: served.bundle.decode_model(

@@ -35,8 +35,8 @@ from sklearn.metrics import roc_auc_score
 from bench.quality import TEST_FRACTION
 from bench.reference_vae import train_reference
 from training.architecture import fit_best_architecture, total_cpu_seconds
+from training.calibration.crossfit import needs_cross_fit
 from training.config import TrainingConfig
-from training.crossfit import needs_cross_fit
 from training.data import DataSplits, LoadedData, load_dataset, split_dataset
 from training.distributed import Replicas
 from training.evaluate import heldout_likelihood_metrics

@@ -30,8 +30,8 @@ from torch import nn
 from training.config import DEFAULT_HIDDEN, LINEAR_MAX_LATENT, TrainingConfig
 from training.distributed import Replicas
 from training.factory import ModelInput, build_model, build_objective
-from training.model_rows import TrainingRows
 from training.models import Likelihood
+from training.streaming.rows import TrainingRows
 from training.train import TrainingResult, train_model
 
 # A linear model's loss surface is far smoother than the MLP's: at 3x the step size it reached

@@ -14,8 +14,8 @@ import numpy.typing as npt
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from training.model_rows import TrainingRows
 from training.models import VAE, Autoencoder, gaussian_kl_to_standard_normal, iwae_log_likelihood
+from training.streaming.rows import TrainingRows
 
 # Held-out estimates are averages over items, each with its own noise; this seed makes the
 # reported figures repeatable run to run.

@@ -36,28 +36,28 @@ from bundle.manifest import (
 )
 from bundle.preprocessing import Preprocessing, fit_preprocessing
 from bundle.runtime import OnnxBundle
-from bundle.scoring import anomaly_scores, fixed_epsilon
+from bundle.scoring import fixed_epsilon
 from training.architecture import FittedModel, fit_best_architecture, total_cpu_seconds
-from training.calibrate import calibrate_threshold
-from training.chunked_fit import fit_preprocessing_in_chunks, value_range
+from training.calibration.crossfit import needs_cross_fit
+from training.calibration.scores import SCORE_BATCH, calibration_scores, score_all
+from training.calibration.thresholds import calibrate_threshold
 from training.config import TrainingConfig
-from training.crossfit import cross_fitted_scores, needs_cross_fit
 from training.data import DataSplits, LoadedData, load_dataset
-from training.data.budget import MEGABYTE, memory_budget_bytes
-from training.data.mapped_rows import MappedRows
 from training.distributed import Replicas, check_launch, join_replicas
 from training.evaluate import detection_metrics, heldout_likelihood_metrics
 from training.export import ExportedGraphs, OnnxGraphs, export_model
 from training.factory import BUNDLE_KIND, ModelInput, model_input, resolve_likelihood, resolve_score
-from training.model_rows import SplitRows, batch_rows, model_rows, select_rows, torch_rows
 from training.models import VAE, Autoencoder, Likelihood
 from training.progress import RunProgress
 from training.refit import RefitModel, refit_on_all_rows, uses_refit
 from training.report_writer import write_report
-from training.streamed_data import StreamedSplits, report_sample, row_chunks, split_for_training
+from training.streaming.budget import MEGABYTE, memory_budget_bytes
+from training.streaming.mapped_rows import MappedRows
+from training.streaming.preprocessing import fit_preprocessing_in_chunks, value_range
+from training.streaming.rows import SplitRows, batch_rows, model_rows, select_rows, torch_rows
+from training.streaming.splits import StreamedSplits, report_sample, row_chunks, split_for_training
 from training.train import TrainingResult, resolve_device
 
-SCORE_BATCH = 1024  # items per onnxruntime call while scoring whole splits
 ELBO_SEED = 0  # the fixed epsilon of neg_elbo; recorded in the bundle
 
 
@@ -102,25 +102,6 @@ def _as_model_input(
     x: FloatArray | MappedRows, prep: Preprocessing, shape: ModelInput
 ) -> SplitRows:
     return model_rows(x, prep, shape.shape)
-
-
-def score_all(
-    graphs: OnnxGraphs,
-    x_model: SplitRows,
-    score_type: str,
-    likelihood: Likelihood,
-    sigma: float | None,
-    epsilon: FloatArray,
-) -> npt.NDArray[np.float64]:
-    parts = []
-    step = batch_rows(x_model, SCORE_BATCH, copies=len(epsilon))
-    for start in range(0, len(x_model), step):
-        chunk = x_model[start : start + step]
-        mu, logvar = graphs.encode(chunk)
-        parts.append(
-            anomaly_scores(score_type, chunk, mu, logvar, graphs.decode, likelihood, sigma, epsilon)
-        )
-    return np.concatenate(parts) if parts else np.zeros(0)
 
 
 def library_versions() -> dict[str, str]:
@@ -374,7 +355,7 @@ def calibrate(
 ) -> Calibration:
     """Score with the exported graphs, as a server will, and set each score type's threshold
     at the configured percentile of the validation scores, or of cross-fitted scores when the
-    validation split is too small for it (training.crossfit)."""
+    validation split is too small for it (training.calibration.crossfit)."""
     config, model = final.config, final.model
     progress.begin(
         "calibration",
@@ -392,7 +373,7 @@ def calibrate(
     val_scores = {
         t: score_all(graphs, prepared.x_val, t, likelihood, sigma, epsilon) for t in score_types
     }
-    calibration_scores, calibrated_on = _calibration_scores(
+    threshold_scores, calibrated_on = calibration_scores(
         config,
         prepared.shape,
         likelihood,
@@ -410,7 +391,7 @@ def calibrate(
     detection: dict[str, dict[str, float]] = {}
     for score_type in score_types:
         thresholds[score_type] = calibrate_threshold(
-            calibration_scores[score_type], config.threshold_percentile
+            threshold_scores[score_type], config.threshold_percentile
         )
         if len(x_test):
             test_scores[score_type] = score_all(
@@ -538,7 +519,7 @@ def write_plots(
 
 
 def _cross_fits(config: TrainingConfig, x_train: SplitRows, x_val: SplitRows) -> bool:
-    """Whether the thresholds come from cross-fitted scores (training.crossfit)."""
+    """Whether the thresholds come from cross-fitted scores (training.calibration.crossfit)."""
     percentile = config.threshold_percentile
     cross_fit = config.calibration == "cross-fit" or (
         config.calibration == "auto" and needs_cross_fit(len(x_val), percentile)
@@ -563,60 +544,6 @@ def _refit_record(refit: RefitModel) -> dict[str, Any]:
         "seconds": round(refit.result.seconds, 2),
         "cpu_seconds": round(refit.result.cpu_seconds, 2),
     }
-
-
-def _calibration_scores(
-    config: TrainingConfig,
-    shape: ModelInput,
-    likelihood: Likelihood,
-    x_train: SplitRows,
-    x_val: SplitRows,
-    val_scores: dict[ScoreType, npt.NDArray[np.float64]],
-    epsilon: FloatArray,
-    device: torch.device,
-    cross_fit: bool,
-    *,
-    refit_epochs: int | None,
-    show_progress: bool | None = False,
-) -> tuple[dict[ScoreType, npt.NDArray[np.float64]], str]:
-    """The scores each threshold is a percentile of, and a sentence saying where they came from.
-
-    `val_scores` are the final model's scores of the validation split, used as they are unless
-    they are too few for the percentile (`cross_fit`, training.crossfit); `refit_epochs` is set
-    when the final model was refitted on every row (training.refit), and the fold models are
-    trained the same way.
-    """
-    percentile = config.threshold_percentile
-    if not cross_fit:
-        return val_scores, (
-            f"validation split of normal items ({len(x_val)} items, percentile {percentile:g})"
-        )
-    assert isinstance(x_train, np.ndarray)  # _cross_fits refuses streamed data
-    assert isinstance(x_val, np.ndarray)
-    x_fit = np.concatenate([x_train, x_val])
-    scores = cross_fitted_scores(
-        config,
-        shape,
-        likelihood,
-        x_fit,
-        len(x_val) / len(x_fit),
-        list(val_scores),
-        epsilon,
-        device,
-        refit_epochs=refit_epochs,
-        show_progress=show_progress,
-    )
-    trained = (
-        f", trained like the final model: on all its rows for the {refit_epochs} epochs early "
-        "stopping chose"
-    )
-    return scores, (
-        f"{config.calibration_folds}-fold cross-fitted scores of the train and validation "
-        f"normal items ({len(x_fit)} items, each scored by a model that did not train on it"
-        f"{trained if refit_epochs is not None else ''}; "
-        f"the validation split alone, {len(x_val)} items, is too few for percentile "
-        f"{percentile:g}), percentile {percentile:g}"
-    )
 
 
 def _new_staging_folder(out_dir: Path) -> Path:

@@ -1,14 +1,15 @@
 """The refit: on small data, the final model trains on every row, not only the training split.
 
 Early stopping needs rows the model does not train on; so does a threshold calibrated on the
-validation split. But where that split is too small for the threshold (training.crossfit), the
-threshold comes from cross-fitted scores, and the validation rows' only remaining job is to say
-*how long* to train. Once early stopping has said it, the kept candidate is trained again, from
-the same seed, on train + validation for the epochs early stopping chose, and the bundle holds
-that model: on breast-cancer 214 benign rows instead of 160, what the peers in bench/quality.py
-fit on. (The usual practice of refitting the selected model on all data, as scikit-learn's
-`GridSearchCV(refit=True)` does.) Each cross-fitting fold model is trained the same way, so the
-threshold's scores still come from models trained like the final one.
+validation split. But where that split is too small for the threshold
+(training.calibration.crossfit), the threshold comes from cross-fitted scores, and the
+validation rows' only remaining job is to say *how long* to train. Once early stopping has said
+it, the kept candidate is trained again, from the same seed, on train + validation for the
+epochs early stopping chose, and the bundle holds that model: on breast-cancer 214 benign rows
+instead of 160, what the peers in bench/quality.py fit on. (The usual practice of refitting the
+selected model on all data, as scikit-learn's `GridSearchCV(refit=True)` does.) Each
+cross-fitting fold model is trained the same way, so the threshold's scores still come from
+models trained like the final one.
 
 On the development split of breast-cancer the refit modelled held-out benign rows 0.2-0.5 nats
 better (IWAE 16.62 -> 16.42 on seed 0, 11.97 -> 11.44 on seed 1; bench/QUALITY.md), and on the

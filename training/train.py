@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 from training.config import TrainingConfig
 from training.distributed import Replicas
 from training.factory import Objective
-from training.model_rows import TrainingRows
 from training.models import LossTerms
+from training.streaming.rows import TrainingRows
 
 # Validation noise (VAE sampling, denoising corruption) comes from its own fixed seed so two
 # epochs' validation losses differ only because the weights did.

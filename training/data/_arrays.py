@@ -39,7 +39,7 @@ def feature_layout(array: npt.NDArray[Any], where: str) -> tuple[npt.NDArray[Any
 
     Returns a view in the array's own dtype, (N, D) or (N, C, H, W) (a channel axis added to
     greyscale (N, H, W), channel-last images transposed), and an is-image flag. A view of a
-    memory-mapped file stays on disk until its rows are read (training.streamed_data).
+    memory-mapped file stays on disk until its rows are read (training.streaming.splits).
     """
     if array.dtype == object:
         raise DataError(f"{where}: holds Python objects, not numbers; save a numeric array")

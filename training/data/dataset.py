@@ -15,7 +15,7 @@ from training.data.errors import DataError
 class LoadedData:
     # (N, *feature_shape), raw values in the user's units: float32 in memory, or, when
     # `streamed`, a read-only view of a memory-mapped .npy in the file's own dtype, which only
-    # training.streamed_data reads, a chunk of rows at a time.
+    # training.streaming.splits reads, a chunk of rows at a time.
     x: FloatArray
     feature_shape: tuple[int, ...]  # (D,) for tabular; (C, H, W) for images
     is_image: bool

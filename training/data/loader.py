@@ -12,7 +12,6 @@ import numpy.typing as npt
 
 from training.data._arrays import BoolArray, RawData
 from training.data.anomaly_file import read_anomaly_labels
-from training.data.budget import MEGABYTE, float32_bytes, rows_per_chunk
 from training.data.builtin import BUILTINS, builtin_names, load_builtin
 from training.data.dataset import LoadedData
 from training.data.errors import DataError
@@ -20,6 +19,7 @@ from training.data.idx import is_idx_path, read_idx
 from training.data.image_folders import read_image_folder, resize_images
 from training.data.spec import DatasetSpec, parse_spec
 from training.data.tabular import read_csv, read_npy, read_npy_mapped, read_npz
+from training.streaming.budget import MEGABYTE, float32_bytes, rows_per_chunk
 
 # Fewer normal rows than this cannot give train, validation and test sets worth the name.
 MIN_NORMAL_ROWS = 10

@@ -22,7 +22,7 @@ from training.data import load_dataset, split_dataset
 
 MODELS = [("tiny-vae", "2"), ("cancer-vae", "1"), ("digits-vae", "1")]
 # cancer-vae's 54 validation rows are too few for a 99th percentile: its threshold comes from
-# cross-fitted scores (tests/training/test_crossfit.py), which the service cannot recompute.
+# cross-fitted scores (tests/training/calibration/test_crossfit.py), which the service cannot recompute.
 VALIDATION_CALIBRATED = [model for model in MODELS if model[0] != "cancer-vae"]
 SCORE_TYPES = ["recon_mse", "neg_elbo"]
 MAX_BATCH = 256  # the test settings' max_batch_size

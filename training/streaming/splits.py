@@ -17,9 +17,9 @@ import numpy.typing as npt
 from bundle.arrays import FloatArray
 from training.config import TrainingConfig
 from training.data import DataSplits, LoadedData, split_dataset
-from training.data.budget import rows_per_chunk
 from training.data.dataset import split_indices
-from training.data.mapped_rows import MappedRows
+from training.streaming.budget import rows_per_chunk
+from training.streaming.mapped_rows import MappedRows
 
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]

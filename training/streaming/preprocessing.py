@@ -13,7 +13,7 @@ import numpy as np
 
 from bundle.arrays import Float64Array, FloatArray
 from bundle.preprocessing import Preprocessing, PreprocessingKind
-from training.data.mapped_rows import MappedRows
+from training.streaming.mapped_rows import MappedRows
 
 
 def value_range(x: FloatArray | MappedRows) -> tuple[float, float]:

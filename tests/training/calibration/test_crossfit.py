@@ -8,9 +8,9 @@ import torch
 
 from bundle.runtime import OnnxBundle
 from tests.bundles import BundleFactory
-from training.calibrate import score_percentile
+from training.calibration.crossfit import cross_fitted_scores, fold_assignment, needs_cross_fit
+from training.calibration.thresholds import score_percentile
 from training.config import TrainingConfig
-from training.crossfit import cross_fitted_scores, fold_assignment, needs_cross_fit
 from training.data import load_dataset, split_dataset
 from training.factory import model_input, resolve_likelihood
 from training.pipeline import choose_preprocessing

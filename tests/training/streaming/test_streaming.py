@@ -14,19 +14,19 @@ import torch
 
 from bundle.preprocessing import PreprocessingKind, fit_preprocessing
 from bundle.runtime import OnnxBundle
-from training.chunked_fit import fit_preprocessing_in_chunks
 from training.cli import main
 from training.config import TrainingConfig
 from training.data import DataError, load_dataset
-from training.data.budget import MEGABYTE
-from training.data.mapped_rows import MappedRows
 from training.factory import build_model, build_objective, model_input, resolve_likelihood
-from training.model_rows import model_rows, torch_rows
 from training.pipeline import choose_preprocessing, run_training
-from training.streamed_data import StreamedSplits, split_for_training
+from training.streaming.budget import MEGABYTE
+from training.streaming.mapped_rows import MappedRows
+from training.streaming.preprocessing import fit_preprocessing_in_chunks
+from training.streaming.rows import model_rows, torch_rows
+from training.streaming.splits import StreamedSplits, split_for_training
 from training.train import train_model
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

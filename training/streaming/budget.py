@@ -2,7 +2,7 @@
 
 A data set whose float32 size is over the budget is streamed from disk (memory-mapped .npy),
 and every pass over it is made in chunks sized from the budget, so the memory a run needs for
-data stays the same however large the file grows (training.streamed_data).
+data stays the same however large the file grows (training.streaming.splits).
 """
 
 from __future__ import annotations

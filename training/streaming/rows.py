@@ -15,7 +15,7 @@ import torch
 
 from bundle.arrays import FloatArray
 from bundle.preprocessing import Preprocessing
-from training.data.mapped_rows import MappedRows
+from training.streaming.mapped_rows import MappedRows
 
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
