@@ -10,14 +10,13 @@ data plane raises domain errors (service.errors) and never renders them.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.api.responses import json_bytes, json_response
 from service.codecs import media
 from service.dataplane.operations import RawResponse
 from service.errors import InvalidInput, ServiceError
@@ -40,20 +39,14 @@ class V2Error(Exception):
 
 
 def native_error(error: ServiceError) -> RawResponse:
-    return RawResponse(error.status, media.JSON_MEDIA_TYPE, _bytes(error.body()), error.headers)
+    return RawResponse(error.status, media.JSON_MEDIA_TYPE, json_bytes(error.body()), error.headers)
 
 
 def v2_error(error: V2Error | ServiceError) -> RawResponse:
     if isinstance(error, ServiceError):
         error = V2Error(_V2_STATUS.get(error.status, error.status), error.message, error.headers)
-    body = _bytes({"error": error.message})
+    body = json_bytes({"error": error.message})
     return RawResponse(error.status, media.JSON_MEDIA_TYPE, body, dict(error.headers))
-
-
-def _bytes(payload: dict[str, Any]) -> bytes:
-    # default=str: an odd detail value (an exception inside a validation error) must not turn
-    # an error answer into a 500.
-    return orjson.dumps(payload, default=str, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def internal_error() -> ServiceError:
@@ -86,12 +79,7 @@ def register_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
         body = {"error": {"code": code, "message": str(error.detail), "detail": None}}
-        return Response(
-            _bytes(body),
-            status_code=error.status_code,
-            media_type=media.JSON_MEDIA_TYPE,
-            headers=dict(error.headers or {}),
-        )
+        return json_response(body, error.status_code, dict(error.headers or {}))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> Response:

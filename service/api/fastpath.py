@@ -11,6 +11,7 @@ app untouched.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
 
 from service.api import routes, v2
@@ -57,15 +58,9 @@ class FastPath:
         if route.protocol == "v2":
             await self._v2(scope, receive, send, path, name, version)
             return
-        try:
-            response = await self._serve(scope, receive, route.operation, name, version)
-        except ServiceError as error:
-            response = native_error(error)
-        except Exception:
-            # A 500 is always a bug: log it whole, tell the client nothing internal.
-            log.exception("unhandled error on POST %s", path)
-            response = native_error(internal_error())
-        await _send(send, response)
+        await _answer(
+            send, path, self._serve(scope, receive, route.operation, name, version), native_error
+        )
 
     async def _v2(
         self,
@@ -78,22 +73,14 @@ class FastPath:
     ) -> None:
         """The Open Inference Protocol's infer, the one v2 route that carries tensors."""
         assert name is not None  # both infer routes name their model
-        try:
-            content_length = header_length = None
-            for key, value in scope["headers"]:
-                if key == b"content-length":
-                    content_length = value.decode("latin-1")
-                elif key == _HEADER_LENGTH:
-                    header_length = value.decode("latin-1")
-            response = await v2.serve_infer(
-                self.state, name, version, header_length, content_length, receive
-            )
-        except ServiceError as error:
-            response = v2_error(error)
-        except Exception:
-            log.exception("unhandled error on POST %s", path)
-            response = v2_error(internal_error())
-        await _send(send, response)
+        content_length = header_length = None
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                content_length = value.decode("latin-1")
+            elif key == _HEADER_LENGTH:
+                header_length = value.decode("latin-1")
+        serving = v2.serve_infer(self.state, name, version, header_length, content_length, receive)
+        await _answer(send, path, serving, v2_error)
 
     async def _serve(
         self, scope: Scope, receive: Receive, route: str, name: str | None, version: str | None
@@ -110,6 +97,24 @@ class FastPath:
         query = dict(parse_qsl(query_string.decode("latin-1"))) if query_string else {}
         head = RequestHead(content_type, accept, query, content_length)
         return await serve_operation(self.state, route, name, version, head, receive)
+
+
+async def _answer(
+    send: Send,
+    path: str,
+    serving: Awaitable[RawResponse],
+    render_error: Callable[[ServiceError], RawResponse],
+) -> None:
+    """Await the answer and send it; an error becomes the protocol's error answer."""
+    try:
+        response = await serving
+    except ServiceError as error:
+        response = render_error(error)
+    except Exception:
+        # A 500 is always a bug: log it whole, tell the client nothing internal.
+        log.exception("unhandled error on POST %s", path)
+        response = render_error(internal_error())
+    await _send(send, response)
 
 
 async def _send(send: Send, response: RawResponse) -> None:
