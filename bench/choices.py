@@ -18,8 +18,8 @@ from pathlib import Path
 from bench import servers, wrk
 from bench.bodies import Body, write_bodies
 from bench.models import load_model
+from bench.shared import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "choices"
 VENV_BIN = ROOT / ".venv" / "bin"
 SCENARIOS = {"S1 json x1": "json1", "S2 json x64": "json64", "S3 npy x64": "npy64"}

@@ -253,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sets", default="likelihood,images", help="likelihood, images")
     parser.add_argument("--seeds", default="0")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)  # CPU seconds are seconds of one core, as in bench/quality.py
+    torch.set_num_threads(1)  # CPU seconds are seconds of one core, as in bench/quality/
     groups = {"likelihood": ["digits"], "images": IMAGE_TASKS}
     names = [n for group in args.sets.split(",") for n in groups[group]]
     for seed in (int(s) for s in args.seeds.split(",")):

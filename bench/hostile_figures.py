@@ -19,30 +19,21 @@ import os
 import time
 import tracemalloc
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 import numpy as np
 import orjson
 
 from bench.protocol_cost import protocol_section
+from bench.shared import ROOT, per_call_us
 from service.codecs import json_read
 from service.dataplane.body import BodyReader
 from tests.e2e.hostile import MIB, can_reset_peaks, measured, worker_pids
 from tests.e2e.processes import running_server
 from tests.e2e.test_hostile_clients import ATTACKS, AUTH, ENV, Attack
 
-ROOT = Path(__file__).resolve().parents[1]
 REPEATS = 3
-
-
-def per_call_us(call: Callable[[], object], seconds: float = 0.5) -> float:
-    call()
-    calls, began = 0, time.perf_counter()
-    while time.perf_counter() - began < seconds:
-        call()
-        calls += 1
-    return (time.perf_counter() - began) / calls * 1e6
+TIMING_S = 0.5  # per in-process figure
 
 
 def peak_bytes(call: Callable[[], object]) -> int:
@@ -83,7 +74,10 @@ def in_process_section() -> list[str]:
             saved, json_read.SMALL_BODY_BYTES = json_read.SMALL_BODY_BYTES, small
             try:
                 if small < 0 or len(body) <= saved:
-                    cells += [f"{per_call_us(read):,.1f}", f"{peak_bytes(read) / len(body):.1f}x"]
+                    cells += [
+                        f"{per_call_us(read, TIMING_S):,.1f}",
+                        f"{peak_bytes(read) / len(body):.1f}x",
+                    ]
                 else:
                     cells += ["(cut)", ""]
             finally:
@@ -101,11 +95,12 @@ def in_process_section() -> list[str]:
         end = span.rfind(b"]", start, run.end()) + 1
         return span.count(b"[", start, end) == span.count(b"]", start, end)
 
+    scan_ns, regex_ns = (per_call_us(call, TIMING_S) * 1000 / len(span) for call in (scan, regex))
     rows += [
         "",
         f"Finding a {len(span) / 1e6:.1f} MB array of numbers: `_number_array_at` "
-        f"{per_call_us(scan) * 1000 / len(span):.2f} ns a byte; a regex over it and two bracket "
-        f"counts {per_call_us(regex) * 1000 / len(span):.2f} ns a byte.",
+        f"{scan_ns:.2f} ns a byte; a regex over it and two bracket "
+        f"counts {regex_ns:.2f} ns a byte.",
         "",
         *reader_costs(),
         "",

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-JSON = "application/json"
+from bench.bodies import JSON
 
 
 @dataclass(frozen=True)

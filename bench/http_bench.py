@@ -11,8 +11,6 @@ bench/results.png and the raw wrk outputs under bench/out/.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
 import shlex
 import subprocess
@@ -27,12 +25,10 @@ import httpx
 
 from bench import inprocess, memory, report, servers, wrk
 from bench.bodies import Body, write_bodies
-from bench.machine import machine
-from bench.models import ROOT, BenchModel, load_model
+from bench.models import BenchModel, load_model
+from bench.shared import BENCH, ROOT, VENV_BIN, machine, utc_stamp, write_json
 
-BENCH = ROOT / "bench"
 OUT = BENCH / "out"
-VENV_BIN = Path(sys.executable).parent
 BATCH = 64
 
 BATCHING_ENV = {
@@ -414,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     command = shlex.join([".venv/bin/python", "-m", "bench.http_bench", *options.argv])
     results: dict[str, Any] = {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "date": utc_stamp(),
         "command": command,
         "machine": machine(
             ("fastapi", "starlette", "uvicorn", "onnxruntime", "numpy", "pydantic"),
@@ -447,9 +443,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.memory_seconds > 0:
         results["memory"] = run_memory(loaded.get("default") or load_model("default"), options)
     results["wall_s"] = round(time.perf_counter() - began, 1)
-    results["checks"] = [c.to_dict() for c in report.checks(results)]
+    results["checks"] = [c.as_dict(report.CHECK_KEYS) for c in report.checks(results)]
 
-    (BENCH / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_json(BENCH / "results.json", results)
     report.plot(results, BENCH / "results.png")
     (BENCH / "RESULTS.md").write_text(report.markdown(results))
     print(f"wrote bench/RESULTS.md, bench/results.json, bench/results.png ({results['wall_s']} s)")

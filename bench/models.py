@@ -9,17 +9,15 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from bench.shared import BENCH, ROOT, VENV_BIN
 from bundle.arrays import FloatArray
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "bench"
 DEFAULT_BUNDLE = ROOT / "models" / "digits-vae" / "1"
 DATA_28 = BENCH / "models" / "data" / "digits28.npy"
 REPO_28 = BENCH / "models" / "repo"
@@ -73,7 +71,7 @@ def ensure_bundle28(log: bool = True) -> Path:
     if BUNDLE_28.exists():  # a half-written bundle from an interrupted run
         shutil.rmtree(BUNDLE_28)
     command = [
-        str(Path(sys.executable).parent / "vae-train"),
+        str(VENV_BIN / "vae-train"),
         "--dataset",
         str(DATA_28.relative_to(ROOT)),
         "--out",

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import time
 from collections.abc import Callable
-from pathlib import Path
 
 import orjson
 from pyinstrument import Profiler
 
 from bench.bodies import write_bodies
 from bench.models import load_model
-from service.codecs import json_read, json_write
+from bench.shared import ROOT, per_call_us
+from service.codecs import json_read, wire
 from service.dataplane.inference import Inference
 from service.dataplane.operations import RequestHead, serve_operation
 from service.dataplane.state import ServiceState
@@ -29,17 +28,8 @@ from service.models.repository import ModelRepository
 from service.models.served_model import ServedModel
 from service.settings import ServiceSettings
 
-ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "profile"
-
-
-def per_call_us(function: Callable[[], object], seconds: float = 1.5) -> float:
-    function()
-    calls, began = 0, time.perf_counter()
-    while time.perf_counter() - began < seconds:
-        function()
-        calls += 1
-    return (time.perf_counter() - began) / calls * 1e6
+TIMING_S = 1.5  # per figure
 
 
 def profile_one(
@@ -70,12 +60,16 @@ def profile_one(
         "reconstruct operation (model + preprocessing)": lambda: served.reconstruct(
             x, samples=None, seed=None
         ),
-        "response -> JSON bytes": lambda: json_write.json_bytes(result),
+        "response -> JSON bytes": lambda: wire.encode_result(
+            result, served, "reconstruct", "json", {}
+        ),
     }
-    whole = per_call_us(lambda: asyncio.run(serve_many(200))) / 200
+    whole = per_call_us(lambda: asyncio.run(serve_many(200)), TIMING_S) / 200
     lines = [f"## {label} ({len(body):,} bytes of JSON)", "", "| part | us per call |", "|---|---|"]
     lines.append(f"| whole request (serve_operation) | {whole:,.1f} |")
-    lines += [f"| {name} | {per_call_us(function):,.1f} |" for name, function in parts.items()]
+    lines += [
+        f"| {name} | {per_call_us(function, TIMING_S):,.1f} |" for name, function in parts.items()
+    ]
     profiler = Profiler(interval=0.0002)
     profiler.start()
     asyncio.run(serve_many(2000 if small else 300))

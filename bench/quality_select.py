@@ -1,6 +1,6 @@
 """How the training defaults were chosen without looking at a benchmark test row (issue 9).
 
-`bench/quality.py` reports on test parts; the defaults it reports on were chosen here, on data
+`bench/quality/` reports on test parts; the defaults it reports on were chosen here, on data
 that is never a test row of the benchmark:
 
 - **tables**: scikit-learn's `wine` and `iris` (not in the benchmark), each class held out in
@@ -32,7 +32,7 @@ import torch
 from sklearn.datasets import load_iris, load_wine
 from sklearn.metrics import roc_auc_score
 
-from bench.quality import TEST_FRACTION
+from bench.quality.config import TEST_FRACTION
 from bench.reference_vae import train_reference
 from training.architecture import fit_best_architecture, total_cpu_seconds
 from training.calibration.crossfit import needs_cross_fit

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from bench.shared import NOT_APPLICABLE, Check, machine_text, packages_text
 
 SERVER_NAMES = {
     "ours": "ours (vae-serve)",
@@ -15,19 +16,8 @@ SERVER_NAMES = {
 }
 MEMORY_MAX_MB = 300.0
 MEMORY_SLOPE_MB_PER_MIN = 5.0
-
-
-@dataclass
-class Check:
-    model: str
-    scenario: str
-    target: str
-    measured: str
-    ratio: float | None
-    status: str  # PASS, FAIL or N/A
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+# results.json's checks: every field of a Check, model and scenario first
+CHECK_KEYS = ("model", "scenario", "target", "measured", "ratio", "status")
 
 
 def find(model: dict[str, Any], scenario: str, server: str) -> dict[str, Any] | None:
@@ -69,17 +59,18 @@ def ratio_check(
 ) -> Check:
     """top[value] / bottom[value] >= minimum; value is 'rps' or 'items'."""
     issues = [p for p in (problem(top), problem(bottom)) if p]
-    if top is None or bottom is None or issues:
-        return Check(model_key, scenario, target, "; ".join(issues), None, "N/A" if (
-            top is None or bottom is None) else "FAIL")  # fmt: skip
+    if top is None or bottom is None:
+        return Check(target, "; ".join(issues), NOT_APPLICABLE, model=model_key, scenario=scenario)
+    if issues:
+        return Check.judged(target, "; ".join(issues), False, model=model_key, scenario=scenario)
     a = ok_rps(top) if value == "rps" else float(top["items_per_s"])
     b = ok_rps(bottom) if value == "rps" else float(bottom["items_per_s"])
     ratio = a / b if b > 0 else float("inf")
     unit = "req/s" if value == "rps" else "items/s"
     shown = f"{ratio:.0%}" if minimum < 1 else f"{ratio:.2f}x"
     measured = f"{shown} ({a:,.0f} vs {b:,.0f} {unit})"
-    return Check(
-        model_key, scenario, target, measured, ratio, "PASS" if ratio >= minimum else "FAIL"
+    return Check.judged(
+        target, measured, ratio >= minimum, model=model_key, scenario=scenario, ratio=ratio
     )
 
 
@@ -117,27 +108,31 @@ def s3_check(key: str, model: dict[str, Any], ours: dict[str, Any]) -> Check:
     points = [p for p in model["in_process"] if p["batch"] == batch]
     issue = problem(ours)
     if issue or not points:
-        return Check(key, "S3", target, issue or "no in-process figure", None, "FAIL")
+        return Check.judged(
+            target, issue or "no in-process figure", False, model=key, scenario="S3"
+        )
     best = max(points, key=lambda p: p["items_per_s"])
     ratio = ours["items_per_s"] / best["items_per_s"]
     measured = (
         f"{ratio:.0%} ({ours['items_per_s']:,.0f} vs {best['items_per_s']:,.0f} items/s, "
         f"in-process best at {best['intra_op_threads']} thread(s))"
     )
-    return Check(key, "S3", target, measured, ratio, "PASS" if ratio >= 0.5 else "FAIL")
+    return Check.judged(target, measured, ratio >= 0.5, model=key, scenario="S3", ratio=ratio)
 
 
 def p99_check(key: str, on: dict[str, Any] | None, off: dict[str, Any]) -> Check:
     target = "batching on p99 <= 2x batching off p99"
     issues = [p for p in (problem(on), problem(off)) if p]
-    if on is None or issues:
-        return Check(key, "S4", target, "; ".join(issues), None, "N/A" if on is None else "FAIL")
+    if on is None:
+        return Check(target, "; ".join(issues), NOT_APPLICABLE, model=key, scenario="S4")
+    if issues:
+        return Check.judged(target, "; ".join(issues), False, model=key, scenario="S4")
     p_on, p_off = on["wrk"]["p99_ms"], off["wrk"]["p99_ms"]
     if p_on is None or p_off is None or p_off <= 0:
-        return Check(key, "S4", target, "no p99 in wrk output", None, "FAIL")
+        return Check.judged(target, "no p99 in wrk output", False, model=key, scenario="S4")
     ratio = p_on / p_off
     measured = f"{ratio:.2f}x ({p_on:.2f} vs {p_off:.2f} ms)"
-    return Check(key, "S4", target, measured, ratio, "PASS" if ratio <= 2.0 else "FAIL")
+    return Check.judged(target, measured, ratio <= 2.0, model=key, scenario="S4", ratio=ratio)
 
 
 def memory_check(memory: dict[str, Any]) -> Check:
@@ -149,7 +144,9 @@ def memory_check(memory: dict[str, Any]) -> Check:
     )
     rss = memory.get("rss")
     if rss is None:
-        return Check(memory["model"], "memory", target, memory.get("error", "?"), None, "FAIL")
+        return Check.judged(
+            target, memory.get("error", "?"), False, model=memory["model"], scenario="memory"
+        )
     measured = (
         f"max {rss['max_single_process_mb']:.1f} MB per process ({rss['max_mb']:.1f} MB summed "
         f"over {rss['processes']}), slope {rss['slope_mb_per_min']:+.2f} MB/min"
@@ -159,8 +156,14 @@ def memory_check(memory: dict[str, Any]) -> Check:
         measured += f" ({load_errors} errors under load)"
     peak = rss["max_single_process_mb"]
     ok = peak < MEMORY_MAX_MB and abs(rss["slope_mb_per_min"]) < MEMORY_SLOPE_MB_PER_MIN
-    return Check(memory["model"], "memory", target, measured, peak,
-                 "PASS" if ok and not load_errors else "FAIL")  # fmt: skip
+    return Check.judged(
+        target,
+        measured,
+        ok and not load_errors,
+        model=memory["model"],
+        scenario="memory",
+        ratio=peak,
+    )
 
 
 # --- markdown ----------------------------------------------------------------------------------
@@ -216,9 +219,8 @@ def markdown(results: dict[str, Any]) -> str:
         "server logs: `bench/out/` (not committed).",
         "",
         f"- date: {results['date']}",
-        f"- machine: {machine['nproc']} cores (`nproc`), {machine['cpu_model']}, Linux "
-        f"{machine['kernel']}, Python {machine['python']}",
-        "- packages: " + ", ".join(f"{k} {v}" for k, v in machine["packages"].items()),
+        f"- machine: {machine_text(machine)}",
+        f"- packages: {packages_text(machine)}",
         f"- load generator: {machine['wrk']}, `-t {options['wrk_threads']}`, `--latency`, "
         f"{options['duration_s']} s per run after a {options['warmup_s']} s warm-up run that "
         "is discarded, on 127.0.0.1. **wrk shares the cores with the server under test**, so "
@@ -327,7 +329,7 @@ def markdown(results: dict[str, Any]) -> str:
                 "",
             ]
     # The soak (make soak) runs on its own; RESULTS.md carries its last figures, if any.
-    from bench.soak import results_section
+    from bench.soak.report import results_section
 
     lines += [*results_section(), "![results](results.png)", ""]
     return "\n".join(lines)

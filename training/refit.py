@@ -6,7 +6,7 @@ validation split. But where that split is too small for the threshold
 validation rows' only remaining job is to say *how long* to train. Once early stopping has said
 it, the kept candidate is trained again, from the same seed, on train + validation for the
 epochs early stopping chose, and the bundle holds that model: on breast-cancer 214 benign rows
-instead of 160, what the peers in bench/quality.py fit on. (The usual practice of refitting the
+instead of 160, what the peers in bench/quality/ fit on. (The usual practice of refitting the
 selected model on all data, as scikit-learn's `GridSearchCV(refit=True)` does.) Each
 cross-fitting fold model is trained the same way, so the threshold's scores still come from
 models trained like the final one.

@@ -47,7 +47,7 @@ class TrainingResult:
     stop_reason: str = ""
     seconds: float = 0.0
     # CPU time of the whole process (all its threads): on a shared machine the wall clock also
-    # counts other people's work, so budgets are compared in CPU seconds (bench/quality.py).
+    # counts other people's work, so budgets are compared in CPU seconds (bench/quality/).
     cpu_seconds: float = 0.0
 
 
