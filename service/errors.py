@@ -119,6 +119,17 @@ class Forbidden(ServiceError):
     code = "forbidden"
 
 
+class V2Error(ServiceError):
+    """An error only the Open Inference Protocol has (a tensor naming an input the model does
+    not take, say), with the status that protocol gives it: 400 for every bad request."""
+
+    code = "bad_request"
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message, headers=headers)
+        self.status = status
+
+
 class ReloadRefused(ServiceError):
     """A hot reload would leave nothing servable, or break VAE_DEFAULT_MODEL or a pin: the
     models loaded before go on serving."""

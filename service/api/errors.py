@@ -18,8 +18,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api.responses import json_bytes, json_response
 from service.codecs import media
-from service.dataplane.operations import RawResponse
-from service.errors import InvalidInput, ServiceError
+from service.codecs.wire import RawResponse
+from service.errors import InvalidInput, ServiceError, V2Error
 
 log = logging.getLogger("vae_service")
 
@@ -28,25 +28,16 @@ log = logging.getLogger("vae_service")
 _V2_STATUS = {422: 400, 409: 400}
 
 
-class V2Error(Exception):
-    """An error only the v2 protocol has (a tensor that names an unknown input, say)."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
-
-
 def native_error(error: ServiceError) -> RawResponse:
     return RawResponse(error.status, media.JSON_MEDIA_TYPE, json_bytes(error.body()), error.headers)
 
 
-def v2_error(error: V2Error | ServiceError) -> RawResponse:
-    if isinstance(error, ServiceError):
-        error = V2Error(_V2_STATUS.get(error.status, error.status), error.message, error.headers)
+def v2_error(error: ServiceError) -> RawResponse:
+    status = error.status
+    if not isinstance(error, V2Error):  # a domain error, in the protocol's status
+        status = _V2_STATUS.get(status, status)
     body = json_bytes({"error": error.message})
-    return RawResponse(error.status, media.JSON_MEDIA_TYPE, body, dict(error.headers))
+    return RawResponse(status, media.JSON_MEDIA_TYPE, body, dict(error.headers))
 
 
 def internal_error() -> ServiceError:

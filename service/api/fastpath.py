@@ -17,12 +17,10 @@ from urllib.parse import parse_qsl
 from service.api import routes, v2
 from service.api.errors import internal_error, native_error, v2_error
 from service.asgi import ASGIApp, Receive, Scope, Send
-from service.dataplane.operations import (
-    RawResponse,
-    RequestHead,
-    serve_operation,
-)
+from service.codecs.wire import RawResponse
+from service.dataplane.operations import RequestHead, serve_operation
 from service.dataplane.state import ServiceState
+from service.dataplane.v2_infer import serve_infer
 from service.errors import ServiceError
 from service.observability.request_context import current_request
 
@@ -79,7 +77,7 @@ class FastPath:
                 content_length = value.decode("latin-1")
             elif key == _HEADER_LENGTH:
                 header_length = value.decode("latin-1")
-        serving = v2.serve_infer(self.state, name, version, header_length, content_length, receive)
+        serving = serve_infer(self.state, name, version, header_length, content_length, receive)
         await _answer(send, path, serving, v2_error)
 
     async def _serve(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Literal, NamedTuple
 
-from service.dataplane.operations import OPERATIONS
+from service.models.requests import OPERATIONS
 
 Protocol = Literal["native", "v2"]
 

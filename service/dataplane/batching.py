@@ -16,20 +16,20 @@ import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from bundle.arrays import FloatArray
+from service.models.results import OperationResult
 
-Compute = Callable[[FloatArray], dict[str, Any]]
+Compute = Callable[[FloatArray], OperationResult]
 
 
 @dataclass
 class _Group:
     compute: Compute
     inputs: list[FloatArray] = field(default_factory=list)
-    futures: list[asyncio.Future[dict[str, Any]]] = field(default_factory=list)
+    futures: list[asyncio.Future[OperationResult]] = field(default_factory=list)
     count: int = 0
     timer: asyncio.TimerHandle | None = None
     size: int = 0  # items of the merged call
@@ -46,18 +46,13 @@ class BatchTicket:
     seconds: float = 0.0
 
 
-def split_result(result: dict[str, Any], sizes: list[int]) -> list[dict[str, Any]]:
-    """Cut every array whose leading axis is the merged batch; copy everything else."""
-    total = sum(sizes)
-    bounds = np.cumsum([0, *sizes])
-    parts: list[dict[str, Any]] = [{} for _ in sizes]
-    for key, value in result.items():
-        if isinstance(value, np.ndarray) and value.ndim > 0 and value.shape[0] == total:
-            for index, part in enumerate(parts):
-                part[key] = value[bounds[index] : bounds[index + 1]]
-        else:
-            for part in parts:
-                part[key] = value
+def split_result(result: OperationResult, sizes: list[int]) -> list[OperationResult]:
+    """Each request's rows of a merged result (the fields it declares per item)."""
+    parts: list[OperationResult] = []
+    start = 0
+    for size in sizes:
+        parts.append(result.rows(start, start + size))
+        start += size
     return parts
 
 
@@ -83,14 +78,14 @@ class DynamicBatcher:
         items: FloatArray,
         compute: Compute,
         ticket: BatchTicket | None = None,
-    ) -> dict[str, Any]:
+    ) -> OperationResult:
         loop = asyncio.get_running_loop()
         group = self._groups.get(key)
         if group is None:
             group = _Group(compute)
             self._groups[key] = group
             group.timer = loop.call_later(self.max_delay, self._flush, key)
-        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        future: asyncio.Future[OperationResult] = loop.create_future()
         group.inputs.append(items)
         group.futures.append(future)
         group.count += len(items)
@@ -118,7 +113,7 @@ class DynamicBatcher:
         if self.on_batch is not None:
             self.on_batch(group.size)
 
-        def timed(batch: FloatArray) -> dict[str, Any]:
+        def timed(batch: FloatArray) -> OperationResult:
             # Stamped in the thread: the wait for a free thread is queueing, not model time.
             group.started = time.perf_counter()
             try:

@@ -18,6 +18,7 @@ from service.dataplane.batching import BatchTicket, DynamicBatcher
 from service.dataplane.body import BodyBudget, BodyReader
 from service.dataplane.memory import TRIM_AFTER_BYTES, MemoryReturn
 from service.errors import OutOfMemory, Overloaded, PayloadTooLarge, RequestTimedOut
+from service.models.results import OperationResult
 from service.observability.metrics import ServiceMetrics
 from service.observability.request_context import current_request
 from service.settings import ServiceSettings
@@ -30,15 +31,15 @@ class Plan:
     """How to run one request: alone, or merged with others into one onnxruntime batch.
 
     `batch_key` names requests that may share a batch (same model, route and parameters);
-    `items` is the request's array in the model's canonical layout, `layout` the layout the
-    client sent, and `reshaped` the result fields that must come back in that layout.
+    `items` is the request's array in the model's canonical layout, and `layout` the layout
+    the client sent, which the result's per-item fields are given back
+    (`OperationResult.in_layout`).
     """
 
-    compute: Callable[[FloatArray], dict[str, Any]]
+    compute: Callable[[FloatArray], OperationResult]
     items: FloatArray
     layout: tuple[int, ...]
     batch_key: tuple[Any, ...] | None
-    reshaped: tuple[str, ...] = ()
     values: int = 0  # numbers the model touches (items x features): the size of the work
 
 
@@ -84,7 +85,7 @@ class Inference:
     def body_reader(self, receive: Receive, content_length: str | None) -> BodyReader:
         return BodyReader(receive, content_length, self.body_budget)
 
-    async def run(self, decode: Callable[[], Plan], *, inline: bool = True) -> dict[str, Any]:
+    async def run(self, decode: Callable[[], Plan], *, inline: bool = True) -> OperationResult:
         """Decode the request into a plan and run it. `inline`: decode on the event loop (small
         bodies); otherwise in the executor, after a model slot is taken. Its queue wait, decode
         and model time and batch go to the current request's record (metrics, log line)."""
@@ -156,9 +157,7 @@ class Inference:
             self.admission.release()
             raise
         self.admission.release()
-        for name in work.reshaped:
-            if name in result:
-                result[name] = result[name].reshape((len(work.items), *work.layout))
+        result.in_layout(work.layout)
         return result
 
     async def _within(
@@ -224,7 +223,9 @@ def _decode(decode: Callable[[], Plan]) -> Plan:
         ) from None
 
 
-def _compute(compute: Callable[[FloatArray], dict[str, Any]], items: FloatArray) -> dict[str, Any]:
+def _compute(
+    compute: Callable[[FloatArray], OperationResult], items: FloatArray
+) -> OperationResult:
     """A model call, where running out of memory is the worker's state, not the request's
     fault: 503, retry later."""
     try:

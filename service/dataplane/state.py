@@ -1,15 +1,19 @@
 """The served state of one worker: its settings, the model repository it serves, where work
 runs (`Inference`), whether it is ready, and its metrics. Routes of every transport reach it as
-a dependency (service.api.deps); reload swaps its repository (service.dataplane.reload)."""
+a dependency (service.api.deps); reload swaps its repository (service.dataplane.reload).
+`ServiceState.serving()` opens one request's stay in the data plane, the same for every
+protocol (`Serving`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import TracebackType
 
 from service.codecs import media
-from service.dataplane.body import route_body_limit
+from service.codecs.wire import RawResponse
+from service.dataplane.body import BodyReader, Receive, route_body_limit
 from service.dataplane.inference import Inference
-from service.errors import NotReady
+from service.errors import NotReady, OutOfMemory
 from service.models.repository import ModelRepository
 from service.models.served_model import ServedModel
 from service.observability.metrics import ServiceMetrics
@@ -44,3 +48,49 @@ class ServiceState:
         if self.repository is None or self.inference is None or not self.ready:
             raise NotReady("models are still loading", headers={"Retry-After": "1"})
         return self.repository, self.inference
+
+    def serving(self) -> Serving:
+        """One request's stay in the data plane (`with state.serving() as call:`); 503 while
+        the models load."""
+        repository, inference = self.require_ready()
+        return Serving(repository, inference)
+
+
+class Serving:
+    """What every request of every protocol shares while the data plane holds it: the
+    repository it resolves its model in, where its work runs, its body read within a limit and
+    the worker's body budget, a worker out of memory answered 503, and, once the answer is
+    known, the body's budget and memory given back (Inference.finished)."""
+
+    __slots__ = ("_answer_bytes", "_reader", "inference", "repository")
+
+    def __init__(self, repository: ModelRepository, inference: Inference) -> None:
+        # The repository is taken once: a reload mid-request swaps the state's, not this one.
+        self.repository = repository
+        self.inference = inference
+        self._reader: BodyReader | None = None
+        self._answer_bytes = 0
+
+    def __enter__(self) -> Serving:
+        return self
+
+    async def read_body(self, receive: Receive, content_length: str | None, limit: int) -> bytes:
+        self._reader = self.inference.body_reader(receive, content_length)
+        return await self._reader.read(limit)
+
+    def answered(self, response: RawResponse) -> RawResponse:
+        """The answer's size decides whether its memory is handed back to the system."""
+        self._answer_bytes = len(response.body)
+        return response
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.inference.finished(self._reader, self._answer_bytes)
+        if kind is not None and issubclass(kind, MemoryError):
+            raise OutOfMemory(
+                "the worker ran out of memory answering; retry later", headers={"Retry-After": "1"}
+            ) from None

@@ -9,7 +9,6 @@ without a seed gets a fresh one, echoed back so the result can be reproduced.
 
 from __future__ import annotations
 
-from bundle.arrays import FloatArray
 import functools
 import math
 from collections.abc import Callable
@@ -19,10 +18,18 @@ from typing import Any, ParamSpec, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from bundle.arrays import FloatArray
 from bundle.manifest import ModelManifest
 from bundle.runtime import OnnxBundle
 from bundle.scoring import SCORE_TYPES, anomaly_scores, per_feature_squared_error, tail_probability
 from service.errors import InvalidInput, OperationNotSupported, PayloadTooLarge, excerpt
+from service.models.results import (
+    DecodeResult,
+    EncodeResult,
+    ReconstructResult,
+    SampleResult,
+    ScoreResult,
+)
 from service.settings import ServiceSettings
 
 P = ParamSpec("P")
@@ -172,7 +179,7 @@ class ServedModel:
     # --- operations --------------------------------------------------------------------------
 
     @_overflow_is_reported
-    def encode(self, x: FloatArray, *, sample: bool, seed: int | None) -> dict[str, Any]:
+    def encode(self, x: FloatArray, *, sample: bool, seed: int | None) -> EncodeResult:
         model_x = self.model_input(x)
         encoding = self.bundle.encode_model(model_x)
         # Codes go out as they are, so unlike decode/reconstruct/score no later check sees
@@ -183,30 +190,28 @@ class ServedModel:
         if encoding.logvar is None:
             if sample:
                 self._require_variational("sample=true")
-            return {"mu": encoding.mu, "z": encoding.mu}
-        result: dict[str, Any] = {"mu": encoding.mu, "logvar": encoding.logvar}
-        if sample:
-            seed = resolve_seed(seed)
-            eps = np.random.default_rng(seed).standard_normal(encoding.mu.shape)
-            z = encoding.mu + np.exp(0.5 * encoding.logvar) * eps.astype(np.float32)
-            z = require_finite_result(z.astype(np.float32), "inputs", "latent code")
-            result.update(z=z, seed=seed)
-        return result
+            return EncodeResult(encoding.mu, z=encoding.mu)
+        if not sample:
+            return EncodeResult(encoding.mu, encoding.logvar)
+        seed = resolve_seed(seed)
+        eps = np.random.default_rng(seed).standard_normal(encoding.mu.shape)
+        z = encoding.mu + np.exp(0.5 * encoding.logvar) * eps.astype(np.float32)
+        z = require_finite_result(z.astype(np.float32), "inputs", "latent code")
+        return EncodeResult(encoding.mu, encoding.logvar, z, seed)
 
     @_overflow_is_reported
-    def decode(self, z: FloatArray) -> dict[str, Any]:
+    def decode(self, z: FloatArray) -> DecodeResult:
         latents = self.check_latents(z)
         outputs = self._decode(latents, "latents")
-        return {"outputs": outputs.reshape((len(latents), *self._output_layout(None)))}
+        return DecodeResult(outputs.reshape((len(latents), *self._output_layout(None))))
 
     @_overflow_is_reported
     def reconstruct(
         self, x: FloatArray, *, samples: int | None, seed: int | None
-    ) -> dict[str, Any]:
+    ) -> ReconstructResult:
         layout = tuple(x.shape[1:])
         model_x = self.model_input(x)
         encoding = self.bundle.encode_model(model_x)
-        result: dict[str, Any] = {}
         if samples is None:
             mean = self.bundle.decode_model(encoding.mu)  # deterministic mean path
         else:
@@ -225,15 +230,13 @@ class ServedModel:
             z = encoding.mu[None] + np.exp(0.5 * encoding.logvar)[None] * eps.astype(np.float32)
             decoded = self.bundle.decode_model(z.reshape(samples * batch, latent))
             mean = decoded.reshape((samples, batch, *decoded.shape[1:])).mean(axis=0)
-            result.update(samples=samples, seed=seed)
         outputs = self.bundle.preprocessing.invert(mean)
-        result["outputs"] = require_finite_result(outputs, "inputs", "reconstruction").reshape(
-            (len(x), *layout)
-        )
-        return result
+        checked = require_finite_result(outputs, "inputs", "reconstruction")
+        drawn_with = None if samples is None else seed  # the mean path draws nothing
+        return ReconstructResult(samples, drawn_with, checked.reshape((len(x), *layout)))
 
     @_overflow_is_reported
-    def sample(self, *, n: int, seed: int | None, temperature: float) -> dict[str, Any]:
+    def sample(self, *, n: int, seed: int | None, temperature: float) -> SampleResult:
         self._require_variational("/sample")
         if n < 1:
             raise InvalidInput(f"n: expected at least 1, got {n}", {"field": "n"})
@@ -252,15 +255,10 @@ class ServedModel:
         z = (rng.standard_normal((n, self.latent_dim)) * temperature).astype(np.float32)
         require_finite_result(z, "temperature", "latent space")
         outputs = self._decode(z, "temperature")
-        return {
-            "outputs": outputs.reshape((n, *self._output_layout(None))),
-            "latents": z,
-            "seed": seed,
-            "temperature": temperature,
-        }
+        return SampleResult(outputs.reshape((n, *self._output_layout(None))), z, seed, temperature)
 
     @_overflow_is_reported
-    def score(self, x: FloatArray, *, score_type: str | None, per_feature: bool) -> dict[str, Any]:
+    def score(self, x: FloatArray, *, score_type: str | None, per_feature: bool) -> ScoreResult:
         anomaly = self.manifest.anomaly
         chosen = score_type or anomaly.default_score
         if chosen not in SCORE_TYPES:
@@ -294,18 +292,18 @@ class ServedModel:
         # bundle contract bounds a graph's growth, so the answer itself is checked (B values).
         require_finite_result(scores, "inputs", "anomaly score")
         calibration = anomaly.scores[chosen]
-        result: dict[str, Any] = {
-            "scores": scores,
-            "threshold": calibration.threshold,
-            "is_anomaly": scores > calibration.threshold,
-            "score_type": chosen,
-            "tail_probability": tail_probability(scores, calibration.quantiles),
-        }
+        result = ScoreResult(
+            scores,
+            calibration.threshold,
+            scores > calibration.threshold,
+            chosen,
+            tail_probability(scores, calibration.quantiles),
+        )
         if per_feature:
             errors = per_feature_squared_error(model_x, self.bundle.decode_model(encoding.mu))
             # Squared errors beyond ~1.8e19 per feature are finite in float64 but not in the
             # float32 the response carries (they would be written as null).
-            result["feature_errors"] = require_finite_result(
+            result.feature_errors = require_finite_result(
                 errors.astype(np.float32), "inputs", "per-feature errors"
             ).reshape((len(x), *layout))
         return result

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -23,8 +23,11 @@ from hypothesis.extra import numpy as hnp
 from bundle.arrays import Float64Array, FloatArray
 from bundle.scoring import tail_probability
 from service.errors import ServiceError
+from service.models.results import OperationResult, ReconstructResult
 from service.models.served_model import ServedModel
 from tests.property.conftest import PROFILE
+
+R = TypeVar("R")
 
 # Overflow in extreme inputs must be reported as a 4xx, never surface as a numpy warning.
 pytestmark = pytest.mark.filterwarnings("error")
@@ -76,7 +79,7 @@ def raw_batches(draw: st.DrawFn, model: ServedModel) -> tuple[FloatArray, bool]:
     return x, replaced > 0
 
 
-def call_or_refusal(operation: Callable[[], dict[str, Any]]) -> dict[str, Any] | ServiceError:
+def call_or_refusal(operation: Callable[[], R]) -> R | ServiceError:
     """The operation's result, or the ServiceError it raised (asserted to be a 4xx)."""
     try:
         return operation()
@@ -86,8 +89,8 @@ def call_or_refusal(operation: Callable[[], dict[str, Any]]) -> dict[str, Any] |
     return refusal
 
 
-def assert_all_finite(result: dict[str, Any]) -> None:
-    for key, value in result.items():
+def assert_all_finite(result: OperationResult) -> None:
+    for key, value in result.fields().items():
         if isinstance(value, np.ndarray) and value.dtype.kind == "f":
             assert bool(np.isfinite(value).all()), f"{key} is not finite: {value}"
 
@@ -110,20 +113,21 @@ def test_scores_are_finite_for_any_finite_input_or_refused(
         assert extreme, f"plausible inputs were refused: {result.message}"
         return
     assert_all_finite(result)
-    scores = result["scores"]
+    scores = result.scores
     assert scores.shape == (len(x),)
     if per_feature:
-        assert result["feature_errors"].shape == x.shape
+        assert result.feature_errors is not None
+        assert result.feature_errors.shape == x.shape
     # The flags are the scores against the calibrated threshold, and the tail probability
     # agrees with them: at or below the threshold's own tail probability iff flagged.
-    threshold = result["threshold"]
-    np.testing.assert_array_equal(result["is_anomaly"], scores > threshold)
-    tail = result["tail_probability"]
+    threshold = result.threshold
+    np.testing.assert_array_equal(result.is_anomaly, scores > threshold)
+    tail = result.tail_probability
     assert bool(((tail >= 0.0) & (tail <= 1.0)).all())
     quantiles = served_model.manifest.anomaly.scores[score_type].quantiles
     at_threshold = tail_probability(np.array([threshold]), quantiles)[0]
-    assert bool((tail[result["is_anomaly"]] <= at_threshold).all())
-    assert bool((tail[~result["is_anomaly"]] >= at_threshold).all())
+    assert bool((tail[result.is_anomaly] <= at_threshold).all())
+    assert bool((tail[~result.is_anomaly] >= at_threshold).all())
 
 
 def test_per_feature_errors_beyond_float32_are_refused(gaussian_model: ServedModel) -> None:
@@ -135,7 +139,7 @@ def test_per_feature_errors_beyond_float32_are_refused(gaussian_model: ServedMod
     )
     x[0, 0] = FLOAT32_MAX
     for score_type in sorted(gaussian_model.manifest.anomaly.scores):
-        scores = gaussian_model.score(x, score_type=score_type, per_feature=False)["scores"]
+        scores = gaussian_model.score(x, score_type=score_type, per_feature=False).scores
         assert bool(np.isfinite(scores).all())  # the score alone is representable
         with pytest.raises(ServiceError, match="per-feature errors") as refused:
             gaussian_model.score(x, score_type=score_type, per_feature=True)
@@ -150,17 +154,18 @@ def test_encode_and_reconstruct_are_finite_for_any_finite_input_or_refused(
     x, extreme = data.draw(raw_batches(served_model), label="x")
     seed = data.draw(st.integers(0, 2**63 - 1), label="seed")
     samples = data.draw(st.one_of(st.none(), st.integers(1, 3)), label="samples")
-    for operation in (
+    operations: tuple[Callable[[], OperationResult], ...] = (
         lambda: served_model.encode(x, sample=True, seed=seed),
         lambda: served_model.reconstruct(x, samples=samples, seed=seed),
-    ):
+    )
+    for operation in operations:
         result = call_or_refusal(operation)
         if isinstance(result, ServiceError):
             assert extreme, f"plausible inputs were refused: {result.message}"
             continue
         assert_all_finite(result)
-        if "outputs" in result:
-            assert result["outputs"].shape == x.shape  # the layout the client sent
+        if isinstance(result, ReconstructResult):
+            assert result.outputs.shape == x.shape  # the layout the client sent
 
 
 @settings(BASE, max_examples=25)
@@ -176,20 +181,20 @@ def test_decode_is_finite_for_any_finite_latents_or_refused(
     if isinstance(result, ServiceError):
         return
     assert_all_finite(result)
-    assert len(result["outputs"]) == batch
+    assert len(result.outputs) == batch
 
 
 # --------------------------------------------------------------------------- batch == one by one
 
 
 def one_by_one(
-    operation: Callable[[FloatArray], dict[str, Any]], x: FloatArray
-) -> list[dict[str, Any] | ServiceError]:
+    operation: Callable[[FloatArray], OperationResult], x: FloatArray
+) -> list[OperationResult | ServiceError]:
     return [call_or_refusal(functools.partial(operation, x[i : i + 1])) for i in range(len(x))]
 
 
 def assert_batch_equals_items(
-    operation: Callable[[FloatArray], dict[str, Any]], x: FloatArray, keys: tuple[str, ...]
+    operation: Callable[[FloatArray], OperationResult], x: FloatArray, keys: tuple[str, ...]
 ) -> None:
     """Every per-item output of the batch call equals, bit for bit, the same call on that item
     alone; and the batch is refused exactly when one of its items is."""
@@ -202,8 +207,10 @@ def assert_batch_equals_items(
         return
     assert not refused, f"batch accepted, an item refused: {refused[0].message}"
     for key in keys:
-        together = np.asarray(batch[key])
-        alone = np.concatenate([np.asarray(item[key]) for item in items if isinstance(item, dict)])
+        together = np.asarray(getattr(batch, key))
+        alone = np.concatenate(
+            [np.asarray(getattr(item, key)) for item in items if not isinstance(item, ServiceError)]
+        )
         assert together.dtype == alone.dtype, key
         assert together.tobytes() == alone.tobytes(), f"{key}: {together} != {alone}"
 
@@ -290,7 +297,7 @@ def test_tail_probability_is_a_probability_monotone_in_the_score(
     ids=["encode", "reconstruct", "score", "decode"],
 )
 def test_an_empty_batch_is_refused_with_422(
-    bernoulli_model: ServedModel, operation: Callable[[ServedModel, FloatArray], dict[str, Any]]
+    bernoulli_model: ServedModel, operation: Callable[[ServedModel, FloatArray], OperationResult]
 ) -> None:
     # Found through v2's binary path, which let a (0, 64) tensor through: scoring it raised
     # "cannot reshape array of size 0" (a 500). The codecs refuse empty batches; the domain

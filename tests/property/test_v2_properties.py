@@ -21,19 +21,20 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from service.api.errors import V2Error, v2_error
-from service.api.v2 import (
+from service.api.errors import v2_error
+from service.codecs.v2_json import (
     NUMERIC_DTYPES,
     InferRequest,
-    V2Model,
     decode_inputs,
     infer_response,
     parse_infer_request,
     split_body,
     wanted_outputs,
 )
-from service.errors import ServiceError
+from service.errors import ServiceError, V2Error
+from service.models.results import TensorsResult
 from service.models.served_model import ServedModel
+from service.models.v2_views import V2Model
 from tests.property.conftest import PROFILE
 
 # A numpy warning on a request path is noise in the server log for every such request.
@@ -406,7 +407,7 @@ def test_binary_responses_split_back_into_the_same_bytes(
     )
     request = InferRequest("r", {"binary_data_output": flags[0]}, [{}], outputs, b"")
     wanted = wanted_outputs(view, request)
-    response = infer_response(view, request, wanted, results)
+    response = infer_response(view, request, wanted, TensorsResult(results))
     assert response.status == 200
 
     length = response.headers.get("Inference-Header-Content-Length")

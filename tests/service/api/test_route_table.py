@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from service.api.app import create_app
 from service.api.routes import ARRAY_ROUTES, match
-from service.dataplane.operations import OPERATIONS
+from service.models.requests import OPERATIONS
 from service.settings import ServiceSettings
 from tests.bundles import committed_repository
 

@@ -13,6 +13,7 @@ import pytest
 from service.dataplane.admission import AdmissionControl
 from service.dataplane.inference import Inference, Plan
 from service.errors import Overloaded, RequestTimedOut
+from service.models.results import DecodeResult
 from service.settings import ServiceSettings
 
 
@@ -90,9 +91,9 @@ def test_a_cancelled_waiter_gives_back_its_place_and_any_slot_it_was_handed() ->
 def _slow_plan(seconds: float) -> Callable[[], Plan]:
     """A request whose decoding gives a model call of `seconds`, as `Inference.run` takes it."""
 
-    def compute(items: Any) -> dict[str, Any]:
+    def compute(items: Any) -> DecodeResult:
         time.sleep(seconds)  # stands for a long onnxruntime call in the executor
-        return {"outputs": np.asarray(items)}
+        return DecodeResult(np.asarray(items))
 
     return lambda: Plan(compute, np.zeros((1, 4), np.float32), (4,), None, values=4)
 
@@ -118,7 +119,8 @@ def test_the_timeout_answers_503_and_keeps_the_slot_until_the_call_ends() -> Non
         await asyncio.sleep(0.5)
         assert inference.admission.running == 0
         result = await inference.run(_slow_plan(0.0))
-        assert result["outputs"].shape == (1, 4)
+        assert isinstance(result, DecodeResult)
+        assert result.outputs.shape == (1, 4)
         inference.close()
 
     asyncio.run(main())
@@ -133,7 +135,7 @@ def test_overload_refuses_at_once_while_the_admitted_finish() -> None:
             *(inference.run(_slow_plan(0.1)) for _ in range(8)), return_exceptions=True
         )
         refused = [o for o in outcomes if isinstance(o, Overloaded)]
-        served = [o for o in outcomes if isinstance(o, dict)]
+        served = [o for o in outcomes if isinstance(o, DecodeResult)]
         assert len(served) == 4
         assert len(refused) == 4
         assert inference.admission.running == 0

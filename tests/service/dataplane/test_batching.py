@@ -18,6 +18,7 @@ from bundle.runtime import OnnxBundle
 from service.api.app import create_app
 from service.dataplane.batching import DynamicBatcher, split_result
 from service.errors import InvalidInput
+from service.models.results import EncodeResult, OperationResult, ScoreResult
 from service.models.served_model import Limits, ServedModel
 from service.settings import ServiceSettings
 
@@ -30,13 +31,29 @@ def served(model_repository: Path) -> ServedModel:
     return ServedModel(bundle, Limits(4096, 100, 64))
 
 
-def test_split_result_cuts_batch_arrays_and_copies_scalars() -> None:
-    result = {"scores": np.arange(5.0), "threshold": 1.5, "feature_errors": np.ones((5, 3))}
+def test_split_result_cuts_per_item_fields_and_shares_the_rest() -> None:
+    scores = np.arange(5.0)
+    tail, errors = (scores / 10).astype(np.float32), np.ones((5, 3), np.float32)
+    result = ScoreResult(scores, 1.5, scores > 1.5, "recon_mse", tail, errors)
     first, second = split_result(result, [2, 3])
-    np.testing.assert_array_equal(first["scores"], [0.0, 1.0])
-    np.testing.assert_array_equal(second["scores"], [2.0, 3.0, 4.0])
-    assert first["threshold"] == second["threshold"] == 1.5
-    assert second["feature_errors"].shape == (3, 3)
+    assert isinstance(first, ScoreResult)
+    assert isinstance(second, ScoreResult)
+    np.testing.assert_array_equal(first.scores, [0.0, 1.0])
+    np.testing.assert_array_equal(second.scores, [2.0, 3.0, 4.0])
+    np.testing.assert_array_equal(second.is_anomaly, [True, True, True])
+    np.testing.assert_array_equal(first.tail_probability, tail[:2])
+    assert first.threshold == second.threshold == 1.5
+    assert first.score_type == second.score_type == "recon_mse"
+    assert second.feature_errors is not None
+    assert second.feature_errors.shape == (3, 3)
+
+
+def test_a_split_without_optional_fields_leaves_them_out() -> None:
+    mu = np.arange(6.0, dtype=np.float32).reshape(3, 2)
+    _first, second = split_result(EncodeResult(mu, z=mu), [1, 2])
+    assert isinstance(second, EncodeResult)
+    assert list(second.fields()) == ["mu", "z"]  # a plain autoencoder: no logvar, no seed
+    np.testing.assert_array_equal(second.z, mu[1:])
 
 
 def _run_concurrently(
@@ -55,7 +72,7 @@ def test_batched_scores_equal_scores_computed_alone(served: ServedModel) -> None
     batcher = DynamicBatcher(executor, max_items=1000, max_delay_seconds=0.05)
     requests = [DIGITS[i : i + 1 + i % 3] for i in range(0, 60, 3)]  # 20 requests, 1-3 items
 
-    def compute(x: np.ndarray) -> dict[str, Any]:
+    def compute(x: np.ndarray) -> ScoreResult:
         return served.score(x, score_type="neg_elbo", per_feature=True)
 
     results = _run_concurrently(batcher, [("k", served.check_inputs(r), compute) for r in requests])
@@ -63,9 +80,9 @@ def test_batched_scores_equal_scores_computed_alone(served: ServedModel) -> None
     for request, result in zip(requests, results, strict=True):
         alone = compute(served.check_inputs(request))
         # Exactly what the caller would have got alone, to the last bit.
-        np.testing.assert_array_equal(result["scores"], alone["scores"])
-        np.testing.assert_array_equal(result["feature_errors"], alone["feature_errors"])
-        assert result["threshold"] == alone["threshold"]
+        np.testing.assert_array_equal(result.scores, alone.scores)
+        np.testing.assert_array_equal(result.feature_errors, alone.feature_errors)
+        assert result.threshold == alone.threshold
     executor.shutdown()
 
 
@@ -74,13 +91,13 @@ def test_a_batch_runs_at_max_items_without_waiting(served: ServedModel) -> None:
     # A delay far longer than the test: only the size limit can release these batches.
     batcher = DynamicBatcher(executor, max_items=4, max_delay_seconds=60.0)
 
-    def compute(x: np.ndarray) -> dict[str, Any]:
+    def compute(x: np.ndarray) -> OperationResult:
         return served.reconstruct(x, samples=None, seed=None)
 
     calls = [("k", served.check_inputs(DIGITS[i : i + 1]), compute) for i in range(8)]
     results = _run_concurrently(batcher, calls)
     assert batcher.batches_run == 2
-    assert all(r["outputs"].shape == (1, 64) for r in results)
+    assert all(r.outputs.shape == (1, 64) for r in results)
     executor.shutdown()
 
 
@@ -88,7 +105,7 @@ def test_one_bad_request_does_not_fail_its_batch(served: ServedModel) -> None:
     executor = ThreadPoolExecutor(1)
     batcher = DynamicBatcher(executor, max_items=100, max_delay_seconds=0.05)
 
-    def compute(x: np.ndarray) -> dict[str, Any]:
+    def compute(x: np.ndarray) -> OperationResult:
         if np.any(x < 0):
             raise InvalidInput("negative values refused by this test's computation")
         return served.reconstruct(x, samples=None, seed=None)
@@ -100,10 +117,10 @@ def test_one_bad_request_does_not_fail_its_batch(served: ServedModel) -> None:
     )
     assert isinstance(results[1], InvalidInput)
     np.testing.assert_array_equal(
-        results[0]["outputs"], served.reconstruct(good[0], samples=None, seed=None)["outputs"]
+        results[0].outputs, served.reconstruct(good[0], samples=None, seed=None).outputs
     )
     np.testing.assert_array_equal(
-        results[2]["outputs"], served.reconstruct(good[1], samples=None, seed=None)["outputs"]
+        results[2].outputs, served.reconstruct(good[1], samples=None, seed=None).outputs
     )
     executor.shutdown()
 

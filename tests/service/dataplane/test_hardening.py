@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api import v2
 from service.api.app import create_app
-from service.codecs import images
+from service.codecs import images, v2_json
+from service.codecs.wire import RawRequest, decodes_inline
 from service.dataplane import memory
 from service.dataplane.body import (
     BODY_SLACK_BYTES,
@@ -27,9 +27,10 @@ from service.dataplane.body import (
     route_body_limit,
 )
 from service.dataplane.inference import Inference, Plan
-from service.dataplane.operations import RawRequest, decodes_inline
+from service.dataplane.state import ServiceState
 from service.errors import (
     MalformedBody,
+    NotReady,
     OutOfMemory,
     Overloaded,
     PayloadTooLarge,
@@ -37,6 +38,7 @@ from service.errors import (
     excerpt,
 )
 from service.models.repository import ModelRepository
+from service.models.results import DecodeResult
 from service.server.cli import main
 from service.settings import ApiKeyError, ServiceSettings
 from tests.bundles import committed_repository
@@ -162,7 +164,7 @@ def test_running_out_of_memory_is_413_decoding_and_503_computing() -> None:
         with pytest.raises(PayloadTooLarge):
             await inference.run(exhausted, inline=False)
 
-        def compute(items: Any) -> dict[str, Any]:
+        def compute(items: Any) -> DecodeResult:
             raise MemoryError
 
         plan = Plan(compute, np.zeros((1, 4), np.float32), (4,), None, values=4)
@@ -170,6 +172,42 @@ def test_running_out_of_memory_is_413_decoding_and_503_computing() -> None:
             await inference.run(lambda: plan)
         assert computing.value.status == 503
         assert inference.admission.running == 0  # every slot came back
+        inference.close()
+
+    asyncio.run(main())
+
+
+def test_a_request_scope_answers_503_out_of_memory_and_gives_its_body_back() -> None:
+    """ServiceState.serving(), what native and v2 requests share: the body read in it leaves
+    the worker's budget when the request ends, however it ends; a MemoryError while answering
+    (rendering a huge answer, say) is the worker's state, 503 with Retry-After."""
+
+    async def main() -> None:
+        settings = ServiceSettings()
+        inference = Inference(settings)
+        state = ServiceState(settings, ModelRepository(Path(".")), inference, ready=True)
+        budget = inference.body_budget
+        with state.serving() as call:
+            assert await call.read_body(_receive(b"x" * 5000), "5000", 8000) == b"x" * 5000
+            assert budget.held == 5000
+        assert budget.held == 0
+
+        async def answer_too_large() -> None:
+            with state.serving() as call:
+                await call.read_body(_receive(b"y" * 300), None, 8000)
+                raise MemoryError
+
+        with pytest.raises(OutOfMemory) as answering:
+            await answer_too_large()
+        assert answering.value.status == 503
+        assert answering.value.headers == {"Retry-After": "1"}
+        assert budget.held == 0
+        with pytest.raises(PayloadTooLarge), state.serving() as call:
+            await call.read_body(_receive(b"z" * 9000), "9000", 8000)
+        assert budget.held == 0
+        state.ready = False
+        with pytest.raises(NotReady):
+            state.serving()
         inference.close()
 
     asyncio.run(main())
@@ -353,4 +391,4 @@ def test_large_bodies_and_images_are_decoded_off_the_event_loop(
 def test_v2_binary_bodies_up_to_a_mebibyte_decode_inline(
     header_length: str | None, size: int, inline: bool
 ) -> None:
-    assert v2._decodes_inline(b"x" * size, header_length) is inline
+    assert v2_json.decodes_inline(b"x" * size, header_length) is inline

@@ -1,0 +1,111 @@
+"""One bundle version seen as the Open Inference Protocol's models: the whole VAE (`<name>`: x ->
+reconstruction, anomaly_score), its encoder (`<name>-encoder`: x -> mu, logvar; a plain
+autoencoder: x -> z) and its decoder (`<name>-decoder`: z -> x_hat). Every number comes from
+`ServedModel`; a view only names and shapes tensors, for every transport of the protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from bundle.arrays import FloatArray
+from service.errors import ModelNotFound, excerpt
+from service.models.repository import ModelRepository
+from service.models.results import TensorsResult
+from service.models.served_model import ServedModel
+
+ENCODER_SUFFIX = "-encoder"
+DECODER_SUFFIX = "-decoder"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]  # -1 for the batch axis
+
+    def metadata(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class V2Model:
+    """One bundle version seen as a v2 model: the whole VAE, its encoder or its decoder."""
+
+    name: str
+    base: str
+    role: str  # "model", "encoder" or "decoder"
+    model: ServedModel
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        m = self.model
+        if self.role == "decoder":
+            return (TensorSpec("z", "FP32", (-1, m.latent_dim)),)
+        return (TensorSpec("x", "FP32", (-1, *m.input_shape)),)
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        m = self.model
+        x_shape = (-1, *m.input_shape)
+        if self.role == "encoder":
+            if m.kind != "vae":
+                return (TensorSpec("z", "FP32", (-1, m.latent_dim)),)
+            return (
+                TensorSpec("mu", "FP32", (-1, m.latent_dim)),
+                TensorSpec("logvar", "FP32", (-1, m.latent_dim)),
+            )
+        if self.role == "decoder":
+            return (TensorSpec("x_hat", "FP32", x_shape),)
+        return (
+            TensorSpec("reconstruction", "FP32", x_shape),
+            TensorSpec("anomaly_score", "FP64", (-1,)),
+        )
+
+    def compute(
+        self, items: FloatArray, wanted: Sequence[str], score_type: str | None
+    ) -> TensorsResult:
+        """The wanted outputs for a validated batch, each shaped as its metadata says."""
+        m, batch = self.model, len(items)
+        if self.role == "encoder":
+            encoding = m.encode(items, sample=False, seed=None)
+            if encoding.logvar is None:
+                assert encoding.z is not None  # a plain autoencoder's code
+                return TensorsResult({"z": encoding.z})
+            return TensorsResult({"mu": encoding.mu, "logvar": encoding.logvar})
+        if self.role == "decoder":
+            decoded = m.decode(items).outputs
+            return TensorsResult({"x_hat": decoded.reshape((batch, *m.input_shape))})
+        tensors: dict[str, npt.NDArray[Any]] = {}
+        if "reconstruction" in wanted:
+            outputs = m.reconstruct(items, samples=None, seed=None).outputs
+            tensors["reconstruction"] = outputs.reshape((batch, *m.input_shape))
+        if "anomaly_score" in wanted:
+            scores = m.score(items, score_type=score_type, per_feature=False).scores
+            tensors["anomaly_score"] = np.asarray(scores, dtype=np.float64)
+        return TensorsResult(tensors)
+
+    def metadata(self, versions: list[str]) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "versions": versions,
+            "platform": "onnxruntime",
+            "inputs": [spec.metadata() for spec in self.inputs],
+            "outputs": [spec.metadata() for spec in self.outputs],
+        }
+
+
+def find_model(repository: ModelRepository, name: str, version: str | None) -> V2Model:
+    """`<name>`, `<name>-encoder` or `<name>-decoder`; a loaded name always wins as itself."""
+    if name in repository.models:
+        return V2Model(name, name, "model", repository.resolve(name, version))
+    for suffix, role in ((ENCODER_SUFFIX, "encoder"), (DECODER_SUFFIX, "decoder")):
+        base = name[: -len(suffix)]
+        if name.endswith(suffix) and base in repository.models:
+            return V2Model(name, base, role, repository.resolve(base, version))
+    raise ModelNotFound(f"unknown model {excerpt(name)}")
+
