@@ -165,14 +165,16 @@ def anomaly_scores(
     likelihood: str,
     sigma: float | None,
     epsilon: FloatArray,
+    decoded_mean: FloatArray | None = None,
 ) -> Float64Array:
-    """One score type for a batch already encoded. `mu` is the code z of an autoencoder.
+    """One score type for a batch already encoded. `mu` is the code z of an autoencoder;
+    `decoded_mean`, when the caller has it already (bundle.mean_path), is `decode(mu)`.
 
     recon_mse: squared error of the mean path x -> mu -> decoder mean, averaged over features.
     neg_elbo: the Monte Carlo -ELBO above, VAEs only (logvar is needed).
     """
     if score_type == "recon_mse":
-        return recon_mse(x_model, decode(mu))
+        return recon_mse(x_model, decode(mu) if decoded_mean is None else decoded_mean)
     if score_type == "neg_elbo":
         if logvar is None:
             raise ValueError("neg_elbo needs a VAE's logvar; autoencoders have recon_mse only")

@@ -210,30 +210,31 @@ class ServedModel:
         self, x: FloatArray, *, samples: int | None, seed: int | None
     ) -> ReconstructResult:
         layout = tuple(x.shape[1:])
+        if samples is None:  # the deterministic mean path, one onnxruntime call
+            path = self.bundle.run_mean_path(self.check_inputs(x))
+            require_finite_result(path.x_model, "inputs", "preprocessed inputs")
+            checked = require_finite_result(path.outputs, "inputs", "reconstruction")
+            return ReconstructResult(None, None, checked.reshape((len(x), *layout)))
         model_x = self.model_input(x)
         encoding = self.bundle.encode_model(model_x)
-        if samples is None:
-            mean = self.bundle.decode_model(encoding.mu)  # deterministic mean path
-        else:
-            self._require_variational("samples")
-            assert encoding.logvar is not None
-            if not 1 <= samples <= self.limits.max_reconstruct_samples:
-                error = InvalidInput if samples < 1 else PayloadTooLarge
-                raise error(
-                    f"samples: expected 1..{self.limits.max_reconstruct_samples}, got {samples}",
-                    {"field": "samples", "limit": self.limits.max_reconstruct_samples},
-                )
-            self._check_batch(len(x) * samples, "inputs x samples")
-            seed = resolve_seed(seed)
-            batch, latent = encoding.mu.shape
-            eps = np.random.default_rng(seed).standard_normal((samples, batch, latent))
-            z = encoding.mu[None] + np.exp(0.5 * encoding.logvar)[None] * eps.astype(np.float32)
-            decoded = self.bundle.decode_model(z.reshape(samples * batch, latent))
-            mean = decoded.reshape((samples, batch, *decoded.shape[1:])).mean(axis=0)
+        self._require_variational("samples")
+        assert encoding.logvar is not None
+        if not 1 <= samples <= self.limits.max_reconstruct_samples:
+            error = InvalidInput if samples < 1 else PayloadTooLarge
+            raise error(
+                f"samples: expected 1..{self.limits.max_reconstruct_samples}, got {samples}",
+                {"field": "samples", "limit": self.limits.max_reconstruct_samples},
+            )
+        self._check_batch(len(x) * samples, "inputs x samples")
+        seed = resolve_seed(seed)
+        batch, latent = encoding.mu.shape
+        eps = np.random.default_rng(seed).standard_normal((samples, batch, latent))
+        z = encoding.mu[None] + np.exp(0.5 * encoding.logvar)[None] * eps.astype(np.float32)
+        decoded = self.bundle.decode_model(z.reshape(samples * batch, latent))
+        mean = decoded.reshape((samples, batch, *decoded.shape[1:])).mean(axis=0)
         outputs = self.bundle.preprocessing.invert(mean)
         checked = require_finite_result(outputs, "inputs", "reconstruction")
-        drawn_with = None if samples is None else seed  # the mean path draws nothing
-        return ReconstructResult(samples, drawn_with, checked.reshape((len(x), *layout)))
+        return ReconstructResult(samples, seed, checked.reshape((len(x), *layout)))
 
     @_overflow_is_reported
     def sample(self, *, n: int, seed: int | None, temperature: float) -> SampleResult:
@@ -274,8 +275,9 @@ class ServedModel:
                 {"field": "score_type", "allowed": sorted(anomaly.scores)},
             )
         layout = tuple(x.shape[1:])
-        model_x = self.model_input(x)
-        encoding = self.bundle.encode_model(model_x)
+        path = self.bundle.run_mean_path(self.check_inputs(x))  # one onnxruntime call
+        model_x = require_finite_result(path.x_model, "inputs", "preprocessed inputs")
+        encoding = path.encoding
         likelihood = self.manifest.likelihood
         scores = anomaly_scores(
             chosen,
@@ -286,6 +288,7 @@ class ServedModel:
             likelihood.kind,
             likelihood.sigma,
             self.bundle.epsilon,
+            path.decoded,
         )
         # A NaN score compares False with the threshold: an extreme input would silently not
         # be flagged. The test bundles stay finite up to float32's max, but nothing in the
@@ -300,7 +303,7 @@ class ServedModel:
             tail_probability(scores, calibration.quantiles),
         )
         if per_feature:
-            errors = per_feature_squared_error(model_x, self.bundle.decode_model(encoding.mu))
+            errors = per_feature_squared_error(model_x, path.decoded)
             # Squared errors beyond ~1.8e19 per feature are finite in float64 but not in the
             # float32 the response carries (they would be written as null).
             result.feature_errors = require_finite_result(
