@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 DEFAULT_BUNDLE := models/digits-vae/1
 
-.PHONY: setup browser-deps test lint docs docs-serve docs-check check train serve image smoke clean help bench bench-choices profile soak quality k8s-validate replicas-smoke
+.PHONY: setup browser-deps test lint docs docs-serve docs-check check train serve image smoke clean help bench bench-peers bench-choices profile soak quality k8s-validate replicas-smoke
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -70,8 +70,11 @@ replicas-smoke:  ## 3 replicas behind nginx (compose, 127.0.0.1:18082 or a free 
 clean:  ## remove caches (keeps .venv and models/)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build *.egg-info
 
-bench: setup  ## benchmark vae-serve vs a plain FastAPI baseline and the ceilings (~7 min); writes bench/RESULTS.md
+bench: setup  ## benchmark vae-serve vs KServe, MLServer, Triton, BentoML, Ray Serve, FastAPI and the ceilings (~20 min; the peers' venvs are built on first use); writes bench/RESULTS.md
 	$(BIN)/python -m bench.http_bench
+
+bench-peers: setup  ## build (or check) each peer's own pinned venv under bench/out/venvs/, as make bench does on first use
+	$(BIN)/python -m bench.peers.venvs
 
 bench-choices: setup  ## measure each serving default against its alternative (~2 min); writes bench/CHOICES.md
 	$(BIN)/python -m bench.choices

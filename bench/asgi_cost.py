@@ -1,10 +1,11 @@
 """What the whole app costs per request, in-process: no sockets, no HTTP parsing, no load
 generator sharing the cores, so a few microseconds show where `make bench` cannot see them.
 
-    .venv/bin/python -m bench.asgi_cost [--rounds 5] [--requests 5000]
+    .venv/bin/python -m bench.asgi_cost [--rounds 5] [--requests 5000] [--model default|784]
 
-The app `vae-serve` builds (`create_app`, the default bundle of `bench/models/repo-default`)
-gets make bench's S1 body (one digit as JSON, `/reconstruct`) and S3 body (64 digits as npy)
+The app `vae-serve` builds (`create_app`, on the default bundle of `bench/models/repo-default`
+or make bench's 784-input model) gets make bench's S1 body (one item as JSON, `/reconstruct`)
+and S3 body (64 items as npy)
 through ASGI, as uvicorn would hand them over, one request at a time; the figure is CPU time
 per request (`time.process_time`), each round's and the best. To measure another checkout OTHER
 (its service/ and bench/), run `PYTHONPATH=OTHER .venv/bin/python bench/asgi_cost.py` from this
@@ -20,7 +21,7 @@ import time
 from collections.abc import Sequence
 
 from bench.bodies import JSON, NPY, json_inputs, npy_bytes
-from bench.models import digits_rows, ensure_default_repository
+from bench.models import load_model
 from service.asgi import Message, Scope
 
 
@@ -47,8 +48,9 @@ def _scope(path: str, content_type: str, body: bytes) -> Scope:
     }
 
 
-async def _measure(rounds: int, requests: int) -> list[tuple[str, list[float]]]:
-    os.environ["VAE_MODEL_REPOSITORY"] = str(ensure_default_repository())
+async def measure(rounds: int, requests: int, model: str) -> list[tuple[str, list[float]]]:
+    bench_model = load_model(model)
+    os.environ["VAE_MODEL_REPOSITORY"] = str(bench_model.repository)
     os.environ.setdefault("VAE_LOG_LEVEL", "warning")
     # Imported after the environment names the repository; trees from before issue 20 kept the
     # app in service.app.
@@ -73,7 +75,7 @@ async def _measure(rounds: int, requests: int) -> list[tuple[str, list[float]]]:
     lifespan_scope: Scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
     task = asyncio.ensure_future(app(lifespan_scope, lifespan.get, lifespan_send))
     await started.wait()
-    rows = digits_rows()
+    rows = bench_model.rows
     cases = [
         ("S1 single-item JSON /reconstruct", JSON, json_inputs(rows[:1])),
         ("S3 batch-64 npy /reconstruct", NPY, npy_bytes(rows[:64])),
@@ -121,8 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.asgi_cost", description=__doc__)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--model", default="default", choices=("default", "784"))
     options = parser.parse_args(argv)
-    for label, per_round in asyncio.run(_measure(options.rounds, options.requests)):
+    measured = asyncio.run(measure(options.rounds, options.requests, options.model))
+    for label, per_round in measured:
         rounds = " ".join(f"{us:.1f}" for us in per_round)
         print(f"{label}: {rounds} us per request (best {min(per_round):.1f})")
     return 0

@@ -1,31 +1,36 @@
-"""Benchmark this service against the obvious baseline and the ceilings, in one run.
+"""Benchmark this service against the servers users would pick instead and the ceilings, in
+one run.
 
     .venv/bin/python -m bench.http_bench [--duration 10] [--workers auto] [--memory-seconds 60]
-        [--models default,784] [--scenarios S1,S2,S3,S4,S5]
+        [--models default,784] [--scenarios S1,S2,S3,S4,S5,S6] [--peers KEY,...|none]
 
 Every server runs alone on 127.0.0.1 (started, measured, stopped before the next starts), and
-wrk shares the machine's cores with it. Writes bench/RESULTS.md, bench/results.json,
+wrk shares the machine's cores with it. The peers (bench/peers/: KServe, MLServer, Triton,
+BentoML, Ray Serve, FastAPI) run in their own venvs, built on first use, and each is checked
+for a correct answer before it is timed. Writes bench/RESULTS.md, bench/results.json,
 bench/results.png and the raw wrk outputs under bench/out/.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench import inprocess, memory, report, servers, wrk
+from bench import inprocess, memory, peers, report, servers, wrk
 from bench.bodies import Body, write_bodies
 from bench.models import BenchModel, load_model
+from bench.peers import check as peer_check
 from bench.shared import BENCH, ROOT, VENV_BIN, machine, utc_stamp, write_json
 
 OUT = BENCH / "out"
@@ -46,12 +51,13 @@ class Scenario:
     body: str  # key of bench.bodies.write_bodies
     connections: int
     servers: tuple[str, ...]
+    with_peers: bool = False  # the peers too, each with the same items in its own protocol
 
 
 SCENARIOS = {
     "S1": Scenario(
-        "S1", "single-item JSON /reconstruct", "reconstruct", "json1", 8,
-        ("ours", "baseline", "noop"),
+        "S1", "single-item JSON /reconstruct", "reconstruct", "json1", 8, ("ours", "noop"),
+        with_peers=True,
     ),
     "S2": Scenario(
         "S2", f"batch-{BATCH} JSON /reconstruct", "reconstruct", "json64", 8,
@@ -68,8 +74,12 @@ SCENARIOS = {
         "S5", f"batch-{BATCH} v2 binary infer (reconstruction)", "v2/models/{model}/infer",
         "v2bin64", 8, ("ours",),
     ),
+    "S6": Scenario(
+        "S6", "single-item JSON /reconstruct, 64 connections", "reconstruct", "json1", 64,
+        ("ours", "noop"), with_peers=True,
+    ),
 }  # fmt: skip
-SERVER_ORDER = ("ours", "ours-batching", "baseline", "noop")
+SERVER_ORDER = ("ours", "ours-batching", "baseline", "noop")  # then the peers
 
 
 @dataclass
@@ -115,6 +125,7 @@ class Options:
     wrk_threads: int
     warmup: int
     inprocess_seconds: float
+    peers: list[str] = field(default_factory=list)  # keys of bench.peers to run
     argv: list[str] = field(default_factory=list)
 
 
@@ -216,21 +227,38 @@ def load(
     )
 
 
+def peer_body(peer: peers.Peer, model: BenchModel, folder: Path) -> Body:
+    """One item in the peer's own protocol, written where wrk's Lua script reads it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"body-{peer.key}.json"
+    path.write_bytes(peer.body(model.rows[:1]))
+    headers = dict(peer.headers)
+    content_type = headers.pop("Content-Type", "application/json")
+    return Body(path, content_type, "*/*", 1, headers)
+
+
 def measure_on(
     server: servers.RunningServer,
     pairs: list[Measurement],
-    bodies: dict[str, Body],
+    body_of: dict[str, Body],
     lua_dir: Path,
     options: Options,
+    verify: Callable[[str], str | None] | None = None,
 ) -> None:
+    """Time each scenario on a running server. `body_of`: the request body by scenario;
+    `verify` (a peer's): None when its answer is right, else why not, and then it is not
+    timed."""
+    wrong = verify(server.base_url) if verify is not None else None
     for m in pairs:
-        scenario = SCENARIOS[m.scenario]
-        body = bodies[scenario.body]
+        body = body_of[m.scenario]
         tag = f"{m.model}-{m.scenario}-{m.server}"
-        m.probe = probe(server.base_url, m.url_path, body)
+        m.probe = wrong or probe(server.base_url, m.url_path, body)
         if m.probe is not None:
             print(f"    {tag}: probe failed: {m.probe}", flush=True)
-        lua = wrk.write_lua(lua_dir / f"{scenario.body}.lua", body.path, body.headers)
+            if wrong is not None:
+                m.error = f"wrong answer, not timed: {wrong}"
+                continue
+        lua = wrk.write_lua(lua_dir / f"{tag}.lua", body.path, body.headers)
         url = server.base_url + m.url_path
         try:
             if options.warmup > 0:
@@ -250,6 +278,10 @@ def measure_on(
             )
 
 
+def _verify_peer(peer: peers.Peer, model: BenchModel, base_url: str) -> str | None:
+    return peer_check.verify(peer, base_url, model)
+
+
 def run_model(model: BenchModel, options: Options) -> dict[str, Any]:
     print(f"== model {model.key}: {model.name} ({model.features} inputs)", flush=True)
     model_out = OUT / model.key
@@ -263,6 +295,7 @@ def run_model(model: BenchModel, options: Options) -> dict[str, Any]:
         print(f"    batch {r.batch:>3} threads {r.intra_op_threads}: "
               f"{r.items_per_s:>10.1f} items/s", flush=True)  # fmt: skip
 
+    chosen = [peers.peer(key) for key in options.peers]
     measurements: list[Measurement] = []
     for key in options.scenarios:
         scenario = SCENARIOS[key]
@@ -277,17 +310,44 @@ def run_model(model: BenchModel, options: Options) -> dict[str, Any]:
                     items_per_request=bodies[scenario.body].items,
                 )
             )
+        for candidate in chosen if scenario.with_peers else []:
+            measurements.append(
+                Measurement(
+                    model=model.key,
+                    scenario=key,
+                    server=candidate.key,
+                    url_path=peer_check.request_path(candidate, model),
+                    connections=scenario.connections,
+                    items_per_request=1,
+                )
+            )
     specs = server_specs(model, options.workers)
+    body_of = {key: bodies[SCENARIOS[key].body] for key in options.scenarios}
     started: dict[str, float] = {}
-    for label in SERVER_ORDER:
+    for label in [*SERVER_ORDER, *(candidate.key for candidate in chosen)]:
         pairs = [m for m in measurements if m.server == label]
         if not pairs:
             continue
         print(f"  server {label}", flush=True)
+        peer = next((p for p in chosen if p.key == label), None)
+        verify: Callable[[str], str | None] | None = None
+        server_bodies = body_of
+        if peer is not None:
+            try:
+                specs[label] = peer_check.server_spec(peer, model)
+            except Exception as error:  # its venv could not be built
+                print(f"    {label} FAILED TO START: {error}", flush=True)
+                for m in pairs:
+                    m.error = f"server failed to start: {type(error).__name__}: {error}"
+                continue
+            body = peer_body(peer, model, model_out / "bodies")
+            server_bodies = {m.scenario: body for m in pairs}
+            verify = functools.partial(_verify_peer, peer, model)
+        timeout = peer.start_timeout_s if peer is not None else 90.0
         try:
-            with servers.running(specs[label], model_out, ROOT) as server:
+            with servers.running(specs[label], model_out, ROOT, timeout) as server:
                 started[label] = round(server.started_s, 2)
-                measure_on(server, pairs, bodies, model_out, options)
+                measure_on(server, pairs, server_bodies, model_out, options, verify)
         except servers.ServerFailed as error:
             print(f"    {label} FAILED TO START: {error}", flush=True)
             for m in pairs:
@@ -302,6 +362,9 @@ def run_model(model: BenchModel, options: Options) -> dict[str, Any]:
         "measurements": [m.to_dict() for m in measurements],
         "server_start_s": started,
         "server_settings": {label: spec.settings for label, spec in specs.items()},
+        "server_titles": {
+            peer.key: peer.title.replace("{workers}", str(peer_check.workers())) for peer in chosen
+        },
     }
 
 
@@ -375,6 +438,12 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument(
         "--wrk-threads", type=int, default=1, choices=(1, 2), help="wrk threads (2 cores here)"
     )
+    known_peers = [peer.key for peer in peers.all_peers()]
+    parser.add_argument(
+        "--peers",
+        default="all",
+        help=f"peers to run in S1 and S6: all, none, or any of {','.join(known_peers)}",
+    )
     parser.add_argument("--warmup", type=int, default=1, help="seconds of discarded load first")
     parser.add_argument(
         "--inprocess-seconds", type=float, default=2.0, help="timing per in-process point"
@@ -388,6 +457,15 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     for s in scenarios:
         if s not in SCENARIOS:
             parser.error(f"--scenarios: unknown {s!r}; use {','.join(SCENARIOS)}")
+    if args.peers == "all":
+        chosen_peers = known_peers
+    elif args.peers == "none":
+        chosen_peers = []
+    else:
+        chosen_peers = [key.strip() for key in args.peers.split(",") if key.strip()]
+        for key in chosen_peers:
+            if key not in known_peers:
+                parser.error(f"--peers: unknown {key!r}; use all, none or {known_peers}")
     workers_ok = args.workers == "auto" or (args.workers.isdigit() and int(args.workers) >= 1)
     if args.duration < 1 or not workers_ok or args.memory_seconds < 0:
         parser.error("--duration >= 1, --workers auto or >= 1, --memory-seconds >= 0")
@@ -400,6 +478,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         wrk_threads=args.wrk_threads,
         warmup=args.warmup,
         inprocess_seconds=args.inprocess_seconds,
+        peers=chosen_peers,
         argv=list(argv if argv is not None else sys.argv[1:]),
     )
 
@@ -426,6 +505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "wrk_threads": options.wrk_threads,
             "inprocess_seconds": options.inprocess_seconds,
             "batch": BATCH,
+            "peers": options.peers,
         },
         "scenarios": {
             key: {"title": s.title, "connections": s.connections, "servers": list(s.servers)}

@@ -10,10 +10,26 @@ from bench.shared import NOT_APPLICABLE, Check, machine_text, packages_text
 SERVER_NAMES = {
     "ours": "ours (vae-serve)",
     "ours-batching": "ours, dynamic batching on",
-    "baseline": "baseline (plain FastAPI)",
+    "baseline": "baseline (plain FastAPI, 1 worker)",
     "noop": "noop FastAPI (HTTP ceiling)",
     "in-process": "in-process onnxruntime",
 }
+OWN_SERVERS = frozenset(SERVER_NAMES)  # every other server is a peer (bench/peers/)
+PEER_SCENARIOS = ("S1", "S6")  # single-item JSON at 8 and 64 connections
+PEER_RATIO = 2.0  # issue 21: >= 2x the best peer's requests/s, p99 no worse than its
+
+
+def server_name(results: dict[str, Any], server: str) -> str:
+    """How RESULTS.md names a server: ours and the ceilings by role, a peer by its title."""
+    if server in SERVER_NAMES:
+        return SERVER_NAMES[server]
+    for model in results["models"].values():
+        title = model.get("server_titles", {}).get(server)
+        if title:
+            return str(title)
+    return server
+
+
 MEMORY_MAX_MB = 300.0
 MEMORY_SLOPE_MB_PER_MIN = 5.0
 # results.json's checks: every field of a Check, model and scenario first
@@ -79,10 +95,10 @@ def checks(results: dict[str, Any]) -> list[Check]:
     for key, model in results["models"].items():
         ours = {s: find(model, s, "ours") for s in ("S1", "S2", "S3", "S4", "S5")}
         if ours["S1"] is not None:
-            found.append(ratio_check(key, "S1", "ours >= 4x baseline requests/s", ours["S1"],
-                                     find(model, "S1", "baseline"), "rps", 4.0))  # fmt: skip
             found.append(ratio_check(key, "S1", "ours >= 35% of noop requests/s", ours["S1"],
                                      find(model, "S1", "noop"), "rps", 0.35))  # fmt: skip
+        for scenario in PEER_SCENARIOS:
+            found += peer_checks(key, model, scenario)
         if ours["S3"] is not None:
             found.append(s3_check(key, model, ours["S3"]))
         if ours["S2"] is not None:
@@ -100,6 +116,93 @@ def checks(results: dict[str, Any]) -> list[Check]:
     if memory:
         found.append(memory_check(memory))
     return found
+
+
+def peer_measurements(model: dict[str, Any], scenario: str) -> list[dict[str, Any]]:
+    return [
+        m
+        for m in model["measurements"]
+        if m["scenario"] == scenario and m["server"] not in OWN_SERVERS
+    ]
+
+
+def best_peer(model: dict[str, Any], scenario: str) -> dict[str, Any] | None:
+    """The peer that answered the most requests/s without errors, or None."""
+    counted = [m for m in peer_measurements(model, scenario) if problem(m) is None]
+    return max(counted, key=ok_rps, default=None)
+
+
+def peer_checks(key: str, model: dict[str, Any], scenario: str) -> list[Check]:
+    """Ours against the best peer: PEER_RATIO x its requests/s, and a p99 no worse."""
+    ours = find(model, scenario, "ours")
+    if ours is None or not peer_measurements(model, scenario):
+        return []
+    best = best_peer(model, scenario)
+    rps_target = f"ours >= {PEER_RATIO:g}x the best peer's requests/s"
+    p99_target = "ours p99 <= the best peer's p99"
+    if best is None:
+        why = "no peer answered right without errors"
+        return [
+            Check(rps_target, why, NOT_APPLICABLE, model=key, scenario=scenario),
+            Check(p99_target, why, NOT_APPLICABLE, model=key, scenario=scenario),
+        ]
+    rps = ratio_check(key, scenario, rps_target, ours, best, "rps", PEER_RATIO)
+    rps = Check(
+        rps.target,
+        f"{rps.measured}, best peer: {best['server']}",
+        rps.status,
+        rps.model,
+        rps.scenario,
+        rps.ratio,
+    )
+    issue = problem(ours)
+    p_ours, p_best = (ours["wrk"] or {}).get("p99_ms"), best["wrk"]["p99_ms"]
+    if issue or p_ours is None or p_best is None:
+        p99 = Check.judged(p99_target, issue or "no p99", False, model=key, scenario=scenario)
+    else:
+        p99 = Check.judged(
+            p99_target,
+            f"{p_ours:.2f} vs {p_best:.2f} ms ({best['server']})",
+            p_ours <= p_best,
+            model=key,
+            scenario=scenario,
+            ratio=p_ours / p_best if p_best > 0 else None,
+        )
+    return [rps, p99]
+
+
+def peer_rows(results: dict[str, Any], model: dict[str, Any]) -> list[str]:
+    """Each server of the peer scenarios, ours first: requests/s, p99, and ours / it."""
+    present = [s for s in PEER_SCENARIOS if peer_measurements(model, s)]
+    if not present:
+        return []
+    header = "| server | " + " | ".join(
+        f"{s} req/s | {s} p99 ms | ours / it ({s})" for s in present
+    )
+    rows = [header + " |", "|---|" + "--:|--:|--:|" * len(present)]
+
+    def fastest(server: str) -> float:
+        answered = [find(model, s, server) for s in present]
+        return max((ok_rps(m) for m in answered if m is not None and not problem(m)), default=0)
+
+    peer_servers = {m["server"] for s in present for m in peer_measurements(model, s)}
+    servers = ["ours", *sorted(peer_servers, key=lambda server: -fastest(server))]
+    for server in servers:
+        cells = []
+        for s in present:
+            m, ours = find(model, s, server), find(model, s, "ours")
+            if m is None or problem(m) is not None:
+                reason = "not measured" if m is None else problem(m) or ""
+                cells.append(f"n/a | n/a | {reason[:60].replace('|', '/')}")
+                continue
+            ratio = (
+                f"{ok_rps(ours) / ok_rps(m):.2f}x"
+                if ours is not None and problem(ours) is None and ok_rps(m) > 0
+                else "n/a"
+            )
+            cells.append(f"{ok_rps(m):,.0f} | {fmt(m['wrk']['p99_ms'], 2)} | {ratio}")
+        rows.append(f"| {server_name(results, server)} | " + " | ".join(cells) + " |")
+    return rows
 
 
 def s3_check(key: str, model: dict[str, Any], ours: dict[str, Any]) -> Check:
@@ -186,7 +289,9 @@ def error_text(m: dict[str, Any]) -> str:
     return "; ".join(parts) or "0"
 
 
-def measurement_rows(model: dict[str, Any], scenarios: dict[str, Any]) -> list[str]:
+def measurement_rows(
+    results: dict[str, Any], model: dict[str, Any], scenarios: dict[str, Any]
+) -> list[str]:
     rows = [
         "| scenario | server | conns | items/req | requests/s | items/s | p50 ms | p99 ms "
         "| errors | note |",
@@ -201,7 +306,7 @@ def measurement_rows(model: dict[str, Any], scenarios: dict[str, Any]) -> list[s
             note = f"probe: {m['probe'][:160]}"
         title = scenarios.get(m["scenario"], {}).get("title", "")
         rows.append(
-            f"| {m['scenario']} {title} | {SERVER_NAMES.get(m['server'], m['server'])} "
+            f"| {m['scenario']} {title} | {server_name(results, m['server'])} "
             f"| {m['connections']} | {m['items_per_request']} "
             f"| {fmt(w['requests_per_s'] if w else None)} | {fmt(m['items_per_s'])} "
             f"| {fmt(w['p50_ms'] if w else None, 2)} | {fmt(w['p99_ms'] if w else None, 2)} "
@@ -227,8 +332,10 @@ def markdown(results: dict[str, Any]) -> str:
         "every figure is lower than on a machine with a separate client.",
         f"- command: `{results['command']}` (total {results.get('wall_s', '?')} s)",
         f"- our service ran with **{options['workers']} worker(s)** (`VAE_WORKERS`; the "
-        "baseline and noop apps run 1 worker). Servers ran one at a time: each was started, "
-        "warmed up, measured and stopped (SIGTERM) before the next one started.",
+        "1-worker baseline of S2 and S4 and the noop app run 1 worker; each peer runs two "
+        "cores' worth of workers, replicas or instances, as Servers says). Servers ran one at "
+        "a time: each was started, warmed up, measured and stopped (SIGTERM) before the next "
+        "one started.",
         "- requests/s counts every answer (wrk's figure); items/s counts 2xx answers only x "
         "items per request. Ratios use 2xx answers only; a run with errors fails its target.",
         "",
@@ -240,7 +347,7 @@ def markdown(results: dict[str, Any]) -> str:
         for label, settings in first["server_settings"].items():
             pretty = ", ".join(f"`{k}={v}`" if k.isupper() else f"{k}: {v}"
                                for k, v in settings.items())  # fmt: skip
-            lines.append(f"- **{SERVER_NAMES.get(label, label)}**: {pretty}")
+            lines.append(f"- **{server_name(results, label)}**: {pretty}")
         lines.append(
             "- **in-process onnxruntime**: `bundle.runtime.OnnxBundle` with the service's "
             "`session_options` (graph optimisation all, inter-op 1, sequential), preprocess -> "
@@ -273,8 +380,19 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [
             f"## Model `{key}`: {model['name']} ({model['features']} inputs, `{model['bundle']}`)",
             "",
-            *measurement_rows(model, results["scenarios"]),
+            *measurement_rows(results, model, results["scenarios"]),
             "",
+        ]
+        against = peer_rows(results, model)
+        if against:
+            lines += [
+                "Against the peers (single-item JSON reconstruct; each peer in its own "
+                "protocol, checked for the right answer first):",
+                "",
+                *against,
+                "",
+            ]
+        lines += [
             "In-process onnxruntime, reconstruct (no HTTP):",
             "",
             "| batch | intra-op threads | items/s | ms per call |",
@@ -348,8 +466,14 @@ def plot(results: dict[str, Any], path: Path) -> None:
     if not models:
         return
     fig, axes = plt.subplots(1, len(models), figsize=(7 * len(models), 5), squeeze=False)
-    order = ["ours", "ours-batching", "baseline", "noop", "in-process"]
-    colors = dict(zip(order, ["#1f77b4", "#17becf", "#d62728", "#7f7f7f", "#2ca02c"], strict=True))
+    own = ["ours", "ours-batching", "baseline", "noop", "in-process"]
+    colors = dict(zip(own, ["#1f77b4", "#17becf", "#d62728", "#7f7f7f", "#2ca02c"], strict=True))
+    peer_keys = sorted(
+        {m["server"] for model in models for m in model["measurements"]} - OWN_SERVERS
+    )
+    palette = ["#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#d62728", "#393b79"]
+    colors.update({key: palette[i % len(palette)] for i, key in enumerate(peer_keys)})
+    order = [*own, *peer_keys]
     for ax, model in zip(axes[0], models, strict=True):
         scenarios = sorted({m["scenario"] for m in model["measurements"]})
         values: dict[tuple[str, str], float] = {}
@@ -369,7 +493,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
             for i, server in enumerate(present):
                 x = j + (i - (len(present) - 1) / 2) * width
                 y = values[(scenario, server)]
-                label = SERVER_NAMES[server] if server not in labelled else None
+                label = server_name(results, server) if server not in labelled else None
                 labelled.add(server)
                 ax.bar(x, y, width, label=label, color=colors[server])
                 ax.annotate(f"{y:,.0f}", (x, y), ha="center", va="bottom", fontsize=7,
@@ -390,13 +514,13 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ax.set_ylabel("items/s, 2xx only (= requests/s for single items)")
         ax.set_title(f"{model['name']} ({model['features']} inputs)")
         handles, names = ax.get_legend_handles_labels()
-        rank = {SERVER_NAMES[server]: i for i, server in enumerate(order)}
+        rank = {server_name(results, server): i for i, server in enumerate(order)}
         ranked = sorted(zip(handles, names, strict=True), key=lambda pair: rank[pair[1]])
         ax.legend([h for h, _ in ranked], [n for _, n in ranked], fontsize=7, loc="upper left")
         ax.grid(axis="y", alpha=0.3)
     workers = results["options"]["workers"]
     fig.suptitle(
-        f"vae-serve ({workers} worker(s)) vs baseline and ceilings; wrk shares "
+        f"vae-serve ({workers} worker(s)) vs the peers and the ceilings; wrk shares "
         f"{results['machine']['nproc']} cores with the server"
     )
     fig.tight_layout()
