@@ -465,13 +465,13 @@ def plot(results: dict[str, Any], path: Path) -> None:
     models = list(results["models"].values())
     if not models:
         return
-    fig, axes = plt.subplots(1, len(models), figsize=(7 * len(models), 5), squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(9 * len(models), 7), squeeze=False)
     own = ["ours", "ours-batching", "baseline", "noop", "in-process"]
     colors = dict(zip(own, ["#1f77b4", "#17becf", "#d62728", "#7f7f7f", "#2ca02c"], strict=True))
     peer_keys = sorted(
         {m["server"] for model in models for m in model["measurements"]} - OWN_SERVERS
     )
-    palette = ["#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#d62728", "#393b79"]
+    palette = ["#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#393b79", "#637939"]
     colors.update({key: palette[i % len(palette)] for i, key in enumerate(peer_keys)})
     order = [*own, *peer_keys]
     for ax, model in zip(axes[0], models, strict=True):
@@ -516,7 +516,14 @@ def plot(results: dict[str, Any], path: Path) -> None:
         handles, names = ax.get_legend_handles_labels()
         rank = {server_name(results, server): i for i, server in enumerate(order)}
         ranked = sorted(zip(handles, names, strict=True), key=lambda pair: rank[pair[1]])
-        ax.legend([h for h, _ in ranked], [n for _, n in ranked], fontsize=7, loc="upper left")
+        ax.legend(
+            [h for h, _ in ranked],
+            [n for _, n in ranked],
+            fontsize=7,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.16),
+            ncol=2,
+        )  # below the axes: with the peers, a legend inside hides the bars
         ax.grid(axis="y", alpha=0.3)
     workers = results["options"]["workers"]
     fig.suptitle(

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from bundle.arrays import FloatArray
-from service.codecs import images, json_read, json_write, media, npy, params
+from service.codecs import images, json_read, json_simple, json_write, media, npy, params
 from service.errors import InvalidInput, NotAcceptable, excerpt
 from service.models.requests import (
     OPERATIONS,
@@ -121,6 +121,12 @@ def read_fields(
     if not raw.body and array_field is None:
         # A body-less call (POST /sample?n=4&seed=1) takes its parameters from the query.
         return Fields(None, raw.query, from_query=True)
+    if array_field is not None and len(raw.body) <= json_read.SMALL_BODY_BYTES:
+        simple = json_simple.read_simple_batch(
+            raw.body, array_field, settings.max_json_depth, settings.max_batch_size
+        )
+        if simple is not None:  # the common body, read in C; anything else: the general way
+            return Fields(simple[0], simple[1], from_query=False)
     payload = json_read.parse_json_object(raw.body, max_depth=settings.max_json_depth)
     if array_field is None:
         return Fields(None, payload, from_query=False)
