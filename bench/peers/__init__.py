@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 Rows = npt.NDArray[np.float32]
 
@@ -43,6 +44,16 @@ class Peer:
     ready_path: str = "/"  # a GET that answers 200 once the model is loaded
     settings: Mapping[str, str] = field(default_factory=dict)  # how it runs, for RESULTS.md
     start_timeout_s: float = 180.0
+
+
+def inputs_body(rows: Rows) -> bytes:
+    """`{"inputs": [[...], ...]}`: the body our API and the peers modelled on it take."""
+    return orjson.dumps({"inputs": rows.tolist()})
+
+
+def outputs_field(answer: bytes) -> Rows:
+    """The `outputs` array of `{"outputs": [[...], ...]}`, (B, features)."""
+    return np.asarray(orjson.loads(answer)["outputs"], dtype=np.float32)
 
 
 def all_peers() -> list[Peer]:

@@ -2,19 +2,7 @@
 
 from __future__ import annotations
 
-import numpy as np
-import orjson
-
-from bench.peers import Peer, Rows
-
-
-def body(rows: Rows) -> bytes:
-    return orjson.dumps({"inputs": rows.tolist()})
-
-
-def outputs(answer: bytes) -> Rows:
-    return np.asarray(orjson.loads(answer)["outputs"], dtype=np.float32)
-
+from bench.peers import Peer, inputs_body, outputs_field
 
 PEERS = [
     Peer(
@@ -27,8 +15,8 @@ PEERS = [
         ),
         env={"BASELINE_MODEL_DIR": "{bundle}"},
         path="/reconstruct",
-        body=body,
-        outputs=outputs,
+        body=inputs_body,
+        outputs=outputs_field,
         ready_path="/openapi.json",
         settings={
             "command": "uvicorn bench.baseline_app:app --workers {workers} (uvloop, httptools)",

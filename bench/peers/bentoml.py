@@ -11,17 +11,13 @@ from __future__ import annotations
 import numpy as np
 import orjson
 
-from bench.peers import Peer, Rows
+from bench.peers import Peer, Rows, inputs_body
 
 MAX_BATCH_SIZE = 64  # as ours: VAE_BATCHING_MAX_BATCH_SIZE
 # 1000 ms as in BentoML's adaptive batching guide (the default is 60000). The guide calls it the
 # longest a batch waits; the dispatcher treats it as a budget: it picks its own window from the
 # latencies it measures, and answers 503 to what it could not serve within this.
 MAX_LATENCY_MS = 1000
-
-
-def body(rows: Rows) -> bytes:
-    return orjson.dumps({"inputs": rows.tolist()})
 
 
 def outputs(answer: bytes) -> Rows:
@@ -43,7 +39,7 @@ PEERS = [
         ),
         env={"BENTOML_DO_NOT_TRACK": "True"},
         path="/reconstruct",
-        body=body,
+        body=inputs_body,
         outputs=outputs,
         ready_path="/readyz",
         settings={

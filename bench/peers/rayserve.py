@@ -8,21 +8,10 @@ own venv (requirements/rayserve.txt).
 
 from __future__ import annotations
 
-import numpy as np
-import orjson
-
-from bench.peers import Peer, Rows
+from bench.peers import Peer, inputs_body, outputs_field
 
 MAX_BATCH_SIZE = 64  # as ours: VAE_BATCHING_MAX_BATCH_SIZE
 BATCH_WAIT_TIMEOUT_S = 0.0005  # as ours: VAE_BATCHING_MAX_DELAY_US=500 (Ray's default: 0.01)
-
-
-def body(rows: Rows) -> bytes:
-    return orjson.dumps({"inputs": rows.tolist()})
-
-
-def outputs(answer: bytes) -> Rows:
-    return np.asarray(orjson.loads(answer)["outputs"], dtype=np.float32)
 
 
 PEERS = [
@@ -38,8 +27,8 @@ PEERS = [
         ),
         env={"RAY_USAGE_STATS_ENABLED": "0"},
         path="/",
-        body=body,
-        outputs=outputs,
+        body=inputs_body,
+        outputs=outputs_field,
         ready_path="/",  # GET: 200 only once a replica has loaded the model
         settings={
             "versions": "ray[serve] 2.60.0, numpy 2.4.6, onnxruntime 1.32.0",
