@@ -80,6 +80,12 @@ class ServiceSettings(BaseSettings):
         "the event loop: a thread handoff costs more than such a small model call "
         "(bench/RESULTS.md); 0 sends everything to the executor",
     )
+    coalesce_inline_calls: bool = Field(
+        True,
+        description="inline model calls ready in the same event-loop turn, to the same model "
+        "with the same parameters, run as one onnxruntime call (no added wait; "
+        "service.dataplane.coalescing); false: each runs alone",
+    )
     fast_path: bool = Field(
         True,
         description="answer the array routes from a raw ASGI path ahead of FastAPI's router "

@@ -42,6 +42,7 @@ from service.observability.metrics import (
 )
 from service.observability.observe import RequestObserver
 from service.observability.request_context import current_request
+from service.observability.request_lines import RequestLines
 from service.settings import ServiceSettings
 
 log = logging.getLogger("vae_service")
@@ -111,6 +112,8 @@ def create_app(
     # The connection limits refuse before any request exists; this counts what they refuse.
     count_connection_refusals(metrics)
     state = ServiceState(settings, metrics=metrics)
+    # JSON: the service writes each request's line; text: uvicorn's access log does.
+    request_lines = RequestLines() if settings.log_format == "json" else None
     keys = settings.api_key_list()
     state.readiness_details_open = not keys and settings.binds_loopback_only()
 
@@ -138,6 +141,8 @@ def create_app(
             state.inference.close()
             if metrics is not None:
                 await metrics.stop()
+            if request_lines is not None:
+                request_lines.close()
 
     app = FastAPI(
         title="vae-service",
@@ -181,9 +186,7 @@ def create_app(
             max_age=600,
         )
     # Outermost: refusals, preflights and errors get a request id, a count and a log line too.
-    return RequestObserver(
-        served, app.router.routes, metrics, log_requests=settings.log_format == "json"
-    )
+    return RequestObserver(served, app.router.routes, metrics, request_lines)
 
 
 # What a browser client may send across origins.

@@ -16,6 +16,7 @@ from bundle.arrays import FloatArray
 from service.dataplane.admission import AdmissionControl
 from service.dataplane.batching import BatchTicket, DynamicBatcher
 from service.dataplane.body import BodyBudget, BodyReader
+from service.dataplane.coalescing import Coalescer
 from service.dataplane.memory import TRIM_AFTER_BYTES, MemoryReturn
 from service.errors import OutOfMemory, Overloaded, PayloadTooLarge, RequestTimedOut
 from service.models.results import OperationResult
@@ -71,6 +72,15 @@ class Inference:
             if settings.dynamic_batching
             else None
         )
+        self.coalescer = (
+            Coalescer(
+                _compute,
+                max_values=settings.inline_max_values,
+                on_batch=None if metrics is None else metrics.record_batch,
+            )
+            if settings.coalesce_inline_calls
+            else None
+        )
 
     def deadline(self) -> float | None:
         """When the current request must be answered, in event-loop time: VAE_REQUEST_TIMEOUT_S
@@ -104,6 +114,7 @@ class Inference:
                 raise
         admitted = time.perf_counter()
         pending: asyncio.Future[Any] | None = None
+        released = False  # the model slot, given back early by a coalesced call
         try:
             # Timed whether or not it succeeds: refusing a body is decoding work too.
             if inline:
@@ -131,10 +142,24 @@ class Inference:
                 # Measured: handing a call to a thread and back costs ~200 us here, more than
                 # a small model call itself; the loop is held no longer than JSON parsing
                 # holds it.
-                began = time.perf_counter()
-                result = _compute(work.compute, work.items)
-                record.inference_s = time.perf_counter() - began
-                record.queue_s = admitted - entered
+                if self.coalescer is not None and work.batch_key is not None:
+                    # The slot is given back first: the group runs on the loop, not on a
+                    # model thread, and a slot held through the turn would cap the group
+                    # at VAE_MAX_CONCURRENCY requests.
+                    self.admission.release()
+                    released = True
+                    ticket = BatchTicket()
+                    result = await self.coalescer.run(
+                        work.batch_key, work.items, work.compute, work.values, ticket
+                    )
+                    record.queue_s = admitted - entered + max(0.0, ticket.started - decoded)
+                    record.inference_s = ticket.seconds
+                    record.batch_size = ticket.size
+                else:
+                    began = time.perf_counter()
+                    result = _compute(work.compute, work.items)
+                    record.inference_s = time.perf_counter() - began
+                    record.queue_s = admitted - entered
             else:
                 call = _TimedCall(_compute)
                 pending = loop.run_in_executor(self.executor, call, work.compute, work.items)
@@ -154,9 +179,11 @@ class Inference:
             running.pending.add_done_callback(self._release_after)
             raise running.error from None
         except BaseException:
-            self.admission.release()
+            if not released:
+                self.admission.release()
             raise
-        self.admission.release()
+        if not released:
+            self.admission.release()
         result.in_layout(work.layout)
         return result
 

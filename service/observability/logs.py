@@ -2,7 +2,8 @@
 
 JSON: every record, the service's and uvicorn's alike, is one JSON object on one line of stdout
 (python-json-logger, written with orjson), with the id of the request it was logged for; and
-each request gets one line of its own (`log_request`) in place of uvicorn's access log. Text:
+each request gets one line of its own (service.observability.request_lines, written in batches)
+in place of uvicorn's access log. Text:
 plain lines and uvicorn's own access log, as a person at a terminal reads them.
 
 The same configuration is applied in `vae-serve`'s process and, by uvicorn, in each worker.
@@ -18,11 +19,12 @@ from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.orjson import OrjsonFormatter
 from uvicorn.config import LOGGING_CONFIG
 
-from service.asgi import Scope
-from service.observability.request_context import RequestRecord, current_request_id
+from service.observability.request_context import current_request_id
+from service.observability.request_lines import ACCESS_LOGGER
 from service.settings import ServiceSettings
 
-ACCESS_LOGGER = "vae_service.access"
+# Request lines are written by service.observability.request_lines, not through this logger;
+# its level still decides whether they are written (VAE_LOG_LEVEL above info: none).
 access_log = logging.getLogger(ACCESS_LOGGER)
 
 # Today's text format of the service's own lines (uvicorn keeps its own).
@@ -89,37 +91,3 @@ def logging_config(settings: ServiceSettings) -> dict[str, Any]:
             "uvicorn.access": {"handlers": [], "propagate": True, "level": level},
         },
     }
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000, 3)
-
-
-def log_request(scope: Scope, record: RequestRecord, route: str, seconds: float) -> None:
-    """The request's line: who asked what, what answered, how long each stage took. Never a
-    header's value (API keys), the query string or a body."""
-    method, path, status = scope["method"], scope["path"], record.status or 500
-    client = scope.get("client")
-    # The fields as the message itself, not as `extra`: measured, python-json-logger then
-    # formats the line in two thirds of the time, as fast as uvicorn's own access line.
-    access_log.info(
-        {
-            "message": f"{method} {path} {status}",
-            "request_id": record.request_id,
-            "method": method,
-            "route": route,
-            "path": path,
-            "status": status,
-            "latency_ms": round(seconds * 1000, 3),
-            "model": record.model,
-            "version": record.version,
-            "items": record.items,
-            # Items of the onnxruntime call: the request's own unless a dynamic batch merged it.
-            "batch_size": record.items if record.batch_size is None else record.batch_size,
-            "queue_ms": _ms(record.queue_s),
-            "inference_ms": _ms(record.inference_s),
-            "decode_ms": _ms(record.decode_s),
-            "encode_ms": _ms(record.encode_s),
-            "client": client[0] if client else None,
-        }
-    )

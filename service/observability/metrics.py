@@ -244,7 +244,8 @@ class ServiceMetrics:
         )
         self.batch_size = Histogram(
             "vae_batch_size",
-            "Items in each merged onnxruntime call of the dynamic batcher",
+            "Items in each merged onnxruntime call: the dynamic batcher's, and inline calls "
+            "coalesced in one event-loop turn",
             buckets=BATCH_BUCKETS,
             registry=own,
         )

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from starlette.routing import BaseRoute, Match
 
 from service.asgi import ASGIApp, Message, Receive, Scope, Send
-from service.observability.logs import access_log, log_request
+from service.observability.logs import access_log
 from service.observability.metrics import ServiceMetrics
 from service.observability.request_context import (
     REQUEST_ID_HEADER,
@@ -26,6 +26,7 @@ from service.observability.request_context import (
     leave_request,
     new_request_id,
 )
+from service.observability.request_lines import RequestLines
 
 # nginx's code for a request whose client went away before an answer was sent.
 CLIENT_CLOSED = 499
@@ -38,13 +39,12 @@ class RequestObserver:
         app: ASGIApp,
         routes: Sequence[BaseRoute],
         metrics: ServiceMetrics | None,
-        *,
-        log_requests: bool,
+        request_lines: RequestLines | None,
     ):
         self.app = app
         self.routes = routes
         self.metrics = metrics
-        self.log_requests = log_requests
+        self.request_lines = request_lines  # None: VAE_LOG_FORMAT=text, uvicorn logs requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -91,8 +91,8 @@ class RequestObserver:
         if self.metrics is not None:
             self.metrics.record_request(record, route, seconds)
         # Checked here, not in the logging call: a disabled line then costs no dict at all.
-        if self.log_requests and access_log.isEnabledFor(logging.INFO):
-            log_request(scope, record, route, seconds)
+        if self.request_lines is not None and access_log.isEnabledFor(logging.INFO):
+            self.request_lines.add(scope, record, route, seconds)
 
     def _route_template(self, scope: Scope, status: int | None) -> str:
         """The template of the route that answered (Starlette leaves it in the scope), or, for

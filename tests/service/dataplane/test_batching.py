@@ -127,9 +127,11 @@ def test_one_bad_request_does_not_fail_its_batch(served: ServedModel) -> None:
 
 @pytest.fixture(scope="module")
 def clients(settings: ServiceSettings) -> Any:
-    """Three apps on the same repository: fast path (default), FastAPI routes, batching on."""
+    """Four apps on the same repository: fast path (default), FastAPI routes, batching on,
+    inline calls never coalesced."""
     variants = {
         "fast": settings,
+        "alone": settings.model_copy(update={"coalesce_inline_calls": False}),
         "routed": settings.model_copy(update={"fast_path": False}),
         "batched": settings.model_copy(
             update={"dynamic_batching": True, "batching_max_delay_us": 200}

@@ -1,8 +1,9 @@
 """Request ids and the JSON request log lines, against the real app.
 
-The lines are formatted by the formatter `vae-serve` installs
-(service.observability.logs.json_formatter) and
-parsed back, so the test reads what a log collector would.
+The service's own lines are formatted by the formatter `vae-serve` installs
+(service.observability.logs.json_formatter), the request lines by the app's `RequestLines`
+(written at once here, not batched), and both are parsed back, so the test reads what a log
+collector would.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ from sklearn.datasets import load_digits
 
 from service.api.app import create_app
 from service.observability.logs import (
-    ACCESS_LOGGER,
     RequestIdFilter,
     json_formatter,
     logging_config,
 )
 from service.observability.request_context import RequestRecord, enter_request, leave_request
+from service.observability.request_lines import ACCESS_LOGGER, RequestLines
 from service.settings import ServiceSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -44,13 +45,21 @@ FIELDS = {
 
 
 class JsonLines:
-    """The JSON lines logged while it is installed, parsed."""
+    """The JSON lines logged while it is installed, and the request lines of the apps it
+    follows, parsed."""
 
     def __init__(self) -> None:
         self.stream = io.StringIO()
         self.handler = logging.StreamHandler(self.stream)
         self.handler.setFormatter(json_formatter())
         self.handler.addFilter(RequestIdFilter())
+
+    def follow(self, app: Any) -> None:
+        """Take the request lines of `app` (create_app's), each as soon as it is made."""
+        lines: RequestLines | None = app.request_lines
+        if lines is not None:
+            lines.write = lambda chunk: self.stream.write(chunk.decode())
+            lines.flush_s = 0
 
     def lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.stream.getvalue().splitlines()]
@@ -77,6 +86,12 @@ def logged() -> Iterator[JsonLines]:
         logger.setLevel(previous)
 
 
+@pytest.fixture
+def logged_client(client: TestClient, logged: JsonLines) -> TestClient:
+    logged.follow(client.app)
+    return client
+
+
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("request-log-repository")
@@ -94,8 +109,10 @@ def client(request: pytest.FixtureRequest, repository: Path) -> Iterator[TestCli
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
-def test_one_json_line_per_request_with_every_field(client: TestClient, logged: JsonLines) -> None:
-    answer = client.post(
+def test_one_json_line_per_request_with_every_field(
+    logged_client: TestClient, logged: JsonLines
+) -> None:
+    answer = logged_client.post(
         "/models/digits-vae/reconstruct",
         json={"inputs": DIGITS},
         headers={**AUTH, "X-Request-ID": "order-42/retry-1"},
@@ -123,7 +140,7 @@ def test_one_json_line_per_request_with_every_field(client: TestClient, logged: 
 
 
 def test_a_request_id_is_generated_when_none_or_an_unsafe_one_is_sent(
-    client: TestClient, logged: JsonLines
+    logged_client: TestClient, logged: JsonLines
 ) -> None:
     unsafe = [b"", b"has space", b"x" * 129, b"tab\tand\x7fdelete", "caf\u00e9".encode("latin-1")]
     sent: list[str] = []
@@ -131,14 +148,14 @@ def test_a_request_id_is_generated_when_none_or_an_unsafe_one_is_sent(
         headers = [(b"Authorization", f"Bearer {KEY}".encode())]
         if value is not None:
             headers.append((b"X-Request-ID", value))
-        answer = client.post("/encode", json={"inputs": DIGITS[:1]}, headers=headers)
+        answer = logged_client.post("/encode", json={"inputs": DIGITS[:1]}, headers=headers)
         assert answer.status_code == 200
         sent.append(answer.headers["X-Request-ID"])
     assert all(GENERATED.fullmatch(request_id) for request_id in sent)
     assert len(set(sent)) == len(sent)  # a new one each time
     assert [line["request_id"] for line in logged.requests()] == sent
     longest = "x" * 128
-    answer = client.post("/encode", json={"inputs": DIGITS[:1]},
+    answer = logged_client.post("/encode", json={"inputs": DIGITS[:1]},
                          headers={**AUTH, "X-Request-ID": longest})  # fmt: skip
     assert answer.headers["X-Request-ID"] == longest
 
@@ -159,7 +176,7 @@ def test_a_request_id_is_generated_when_none_or_an_unsafe_one_is_sent(
     ],
 )  # fmt: skip
 def test_errors_and_refusals_carry_an_id_and_get_their_line(
-    client: TestClient,
+    logged_client: TestClient,
     logged: JsonLines,
     method: str,
     path: str,
@@ -169,7 +186,7 @@ def test_errors_and_refusals_carry_an_id_and_get_their_line(
     route: str,
     model: str | None,
 ) -> None:
-    answer = client.request(
+    answer = logged_client.request(
         method, path, json=body, headers={**headers, "X-Request-ID": f"case-{status}"}
     )
     assert answer.status_code == status
@@ -181,11 +198,13 @@ def test_errors_and_refusals_carry_an_id_and_get_their_line(
     assert line["items"] is None
 
 
-def test_keys_bodies_and_queries_never_reach_the_log(client: TestClient, logged: JsonLines) -> None:
+def test_keys_bodies_and_queries_never_reach_the_log(
+    logged_client: TestClient, logged: JsonLines
+) -> None:
     marked = {"inputs": [[12.3456789] * 64]}
-    assert client.post("/encode?seed=31337", json=marked, headers=AUTH).status_code == 200
+    assert logged_client.post("/encode?seed=31337", json=marked, headers=AUTH).status_code == 200
     wrong = {"X-API-Key": "wrong-key-abcdefghijk"}
-    assert client.post("/encode", json=marked, headers=wrong).status_code == 403
+    assert logged_client.post("/encode", json=marked, headers=wrong).status_code == 403
     text = logged.stream.getvalue()
     assert len(logged.requests()) == 2
     for secret in (KEY, "wrong-key-abcdefghijk", "31337", "12.345"):
@@ -207,7 +226,9 @@ def test_lines_logged_while_answering_carry_the_request_id(logged: JsonLines) ->
 
 def test_text_format_leaves_request_lines_to_uvicorn(repository: Path, logged: JsonLines) -> None:
     settings = ServiceSettings(model_repository=repository, log_format="text")
-    with TestClient(create_app(settings)) as client:
+    app = create_app(settings)
+    logged.follow(app)
+    with TestClient(app) as client:
         answer = client.post("/encode", json={"inputs": DIGITS})
     assert answer.headers["X-Request-ID"]  # ids are returned in either format
     assert logged.requests() == []
@@ -231,7 +252,9 @@ def test_batched_requests_log_the_size_of_their_batch(repository: Path, logged: 
         batching_max_batch_size=3,
         batching_max_delay_us=1_000_000,
     )
-    with TestClient(create_app(settings)) as client, ThreadPoolExecutor(3) as pool:
+    app = create_app(settings)
+    logged.follow(app)
+    with TestClient(app) as client, ThreadPoolExecutor(3) as pool:
         answers = list(pool.map(lambda row: client.post("/encode", json={"inputs": [row]}), DIGITS))
     assert all(answer.status_code == 200 for answer in answers)
     lines = logged.requests()
