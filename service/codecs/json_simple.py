@@ -63,9 +63,10 @@ def read_simple_batch(
         return None
     batch_values = values.reshape(items, width)
     # JSON has no NaN or Infinity and simdjson refuses numbers beyond float64, so the one thing
-    # to check is float32's range: two reductions (~1.5 us) instead of finish_array's general
-    # checks (7.5 us on 64 numbers), which still word the refusal when it is out of range.
-    if values.max() > FLOAT32_MAX or values.min() < -FLOAT32_MAX:
+    # to check is float32's range: one reduction (2.6 us on 64 numbers; max and min, 5.4)
+    # instead of finish_array's general checks (7.5 us), which still word the refusal when it
+    # is out of range.
+    if np.abs(values).max() > FLOAT32_MAX:
         return finish_array(batch_values, field, 2), others  # raises, naming the value
     # astype copies out of the parser's buffer: the array outlives the document.
     return batch_values.astype(np.float32), others

@@ -51,7 +51,7 @@ def test_the_line_is_the_json_formatters_line_key_for_key() -> None:
     writes = Writes()
     lines = RequestLines(writes, flush_s=0)
     record = answered()
-    lines.add(SCOPE, record, "/reconstruct", 0.0012345)
+    lines.add(SCOPE, record, "/reconstruct", 0.0012346)
     (ours,) = writes.lines()
 
     formatted = io.StringIO()
@@ -69,7 +69,7 @@ def test_the_line_is_the_json_formatters_line_key_for_key() -> None:
             "route": "/reconstruct",
             "path": "/reconstruct",
             "status": 200,
-            "latency_ms": round(0.0012345 * 1000, 3),
+            "latency_ms": round(0.0012346 * 1000, 3),
             "model": "digits-vae",
             "version": "1",
             "items": 3,
