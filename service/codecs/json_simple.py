@@ -7,7 +7,7 @@ is made per number: the general reader takes 79.7 us to read one 784-number item
 13.6 us (timeit; bench/PROFILE.md has the request's stages).
 
 It only ever accepts: a body that is anything else (nested arrays or objects, duplicate keys,
-a value numpy would not take as it is, a batch deep enough to reach the nesting limit, any
+a value numpy would not take as it is, a nesting limit below the form's three levels, any
 parse error) returns None, and the general reader (service.codecs.json_read) decides, with its
 own errors. So every refusal a client sees still comes from one place; an accepted body gives
 the array the general reader gives, bit for bit (tests/service/codecs/test_json_simple.py).
@@ -31,9 +31,11 @@ def read_simple_batch(
 ) -> tuple[FloatArray, dict[str, Any]] | None:
     """(the batch under `field` as float32 (B, F), the other keys' scalar values), or None
     when the body is not of the simple form (the general reader then takes it)."""
+    # The simple form nests three deep: the object, the batch (one `[`) and its items (one `[`
+    # each, counted below: simdjson's buffer would flatten `[1, [2]]` into two numbers). Objects
+    # anywhere but the top are refused once parsed.
     brackets = body.count(b"[")
-    # Two levels of arrays and one object at most: `[` once for the batch, once per item.
-    if body.count(b"{") != 1 or brackets < 2 or brackets + 1 > max_depth or body.startswith(BOM):
+    if max_depth < 3 or brackets < 2 or body.startswith(BOM):
         return None
     try:
         # A parser per body (0.45 us): one reused must not be while a document it made lives,
@@ -42,7 +44,7 @@ def read_simple_batch(
         if not isinstance(document, simdjson.Object):
             return None
         keys = list(document.keys())
-        if len(set(keys)) != len(keys) or field not in keys:
+        if field not in keys or (len(keys) > 1 and len(set(keys)) != len(keys)):
             return None
         batch = document[field]
         if not isinstance(batch, simdjson.Array):
@@ -53,13 +55,15 @@ def read_simple_batch(
         width = len(batch[0])
         if width == 0 or any(len(batch[i]) != width for i in range(1, items)):
             return None  # ragged, or an empty item
+        # Numbers only: an object or anything but a number in an item refuses to make a
+        # buffer (ValueError).
         values = np.frombuffer(batch.as_buffer(of_type="d"), dtype=np.float64)
         if values.size != items * width:
             return None
-        others = {key: document[key] for key in keys if key != field}
+        others = {key: document[key] for key in keys if key != field} if len(keys) > 1 else {}
     except (ValueError, TypeError, RuntimeError, IndexError):
         return None  # not JSON, a value that is not a number, a number simdjson cannot hold
-    if any(isinstance(value, simdjson.Array | simdjson.Object) for value in others.values()):
+    if others and any(isinstance(v, simdjson.Array | simdjson.Object) for v in others.values()):
         return None
     batch_values = values.reshape(items, width)
     # JSON has no NaN or Infinity and simdjson refuses numbers beyond float64, so the one thing

@@ -74,6 +74,10 @@ def test_the_simple_form_is_read_as_the_general_reader_reads_it(body: bytes) -> 
     [
         b'{"inputs": [[1, 2], [3]]}',  # ragged
         b'{"inputs": [[1, [2]]]}',  # nested deeper
+        b'{"inputs": [[[1, 2]], [[3, 4]]]}',  # three levels of arrays
+        b'{"inputs": [[1, {"a": 2}]]}',
+        b'{"inputs": [{"a": 1}]}',
+        b'{"inputs": [[1]], "note": "[[{"}',  # brackets in a string are text
         b'{"inputs": [[1, true]]}',
         b'{"inputs": [[1, null]]}',
         b'{"inputs": [[1, "2"]]}',
@@ -97,8 +101,12 @@ def test_anything_else_is_left_to_the_general_reader(body: bytes) -> None:
     assert read_simple_batch(body, "inputs", MAX_DEPTH, None) is None
 
 
-def test_a_batch_at_the_nesting_limit_or_over_the_item_limit_is_left_alone() -> None:
-    deep = orjson.dumps({"inputs": [[1.0]] * MAX_DEPTH})
+def test_a_batch_over_the_nesting_limit_or_the_item_limit_is_left_alone() -> None:
+    many = orjson.dumps({"inputs": [[1.0, 2.0]] * 100})  # many items: still three deep
+    assert assert_agrees(many)
+    assert read_simple_batch(many, "inputs", 3, None) is not None
+    assert read_simple_batch(many, "inputs", 2, None) is None  # the general reader refuses it
+    deep = b'{"inputs": [[1, ' + b"[" * 2000 + b"]" * 2000 + b"]]}"
     assert read_simple_batch(deep, "inputs", MAX_DEPTH, None) is None
     three = orjson.dumps({"inputs": [[1.0]] * 3})
     assert read_simple_batch(three, "inputs", MAX_DEPTH, 2) is None
