@@ -84,17 +84,21 @@ class Coalescer:
         live = [i for i, future in enumerate(group.futures) if not future.done()]
         if not live:
             return  # every caller gave up (cancelled) before its turn
+        try:
+            self._merged(group, live)
+        except Exception:
+            # Whatever failed (a bad request's overflow, running out of memory merging), each
+            # request runs alone and meets its own answer or error: none is left waiting.
+            self._one_by_one(group, live)
+
+    def _merged(self, group: _Group, live: list[int]) -> None:
         inputs = [group.inputs[i] for i in live]
         merged = inputs[0] if len(inputs) == 1 else np.concatenate(inputs)
         self.calls += 1
         if self.on_batch is not None:
             self.on_batch(len(merged))
         started = time.perf_counter()
-        try:
-            result = self._run(group.compute, merged)
-        except Exception:
-            self._one_by_one(group, live)
-            return
+        result = self._run(group.compute, merged)
         seconds = time.perf_counter() - started
         parts = [result] if len(live) == 1 else split_result(result, [len(x) for x in inputs])
         for i, part in zip(live, parts, strict=True):
@@ -104,12 +108,15 @@ class Coalescer:
 
     def _one_by_one(self, group: _Group, live: list[int]) -> None:
         for i in live:
+            future = group.futures[i]
+            if future.done():
+                continue  # answered before the merged call failed, or cancelled meanwhile
             ticket = group.tickets[i]
             ticket.size, ticket.started = len(group.inputs[i]), time.perf_counter()
             try:
                 result = self._run(group.compute, group.inputs[i])
             except Exception as error:  # delivered to its own caller, who answers it
-                group.futures[i].set_exception(error)
+                future.set_exception(error)
             else:
-                group.futures[i].set_result(result)
+                future.set_result(result)
             ticket.seconds = time.perf_counter() - ticket.started

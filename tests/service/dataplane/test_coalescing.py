@@ -237,3 +237,21 @@ def test_concurrent_requests_get_the_answers_they_get_one_at_a_time(
         # bound is 4096 numbers), score (default and per-feature), encode, decode, and the
         # tabular model's, whose merged call overflowed and ran again one request at a time.
         assert 0 < calls < len(bodies) - 3
+
+
+def test_a_merge_that_fails_outside_the_model_leaves_no_request_waiting(
+    served: ServedModel,
+) -> None:
+    def broken_metrics(size: int) -> None:
+        raise RuntimeError("a bug in whatever counts batches")
+
+    coalescer = Coalescer(_direct, max_values=10_000, on_batch=broken_metrics)
+
+    def compute(x: np.ndarray) -> ReconstructResult:
+        return served.reconstruct(x, samples=None, seed=None)
+
+    items = [served.check_inputs(DIGITS[i : i + 1]) for i in range(3)]
+    answered = _together(coalescer, [("k", x, compute) for x in items])
+    for x, (result, ticket) in zip(items, answered, strict=True):
+        np.testing.assert_array_equal(result.outputs, compute(x).outputs)
+        assert ticket.size == 1
