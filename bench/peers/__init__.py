@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 
 Rows = npt.NDArray[np.float32]
 
@@ -46,13 +45,22 @@ class Peer:
     start_timeout_s: float = 180.0
 
 
+# orjson is imported where it is used: the peers' own servers import this package inside their
+# venvs, some of which have no orjson (make bench then saw PyTriton, BentoML and Ray Serve
+# fail to start).
+
+
 def inputs_body(rows: Rows) -> bytes:
     """`{"inputs": [[...], ...]}`: the body our API and the peers modelled on it take."""
+    import orjson
+
     return orjson.dumps({"inputs": rows.tolist()})
 
 
 def outputs_field(answer: bytes) -> Rows:
     """The `outputs` array of `{"outputs": [[...], ...]}`, (B, features)."""
+    import orjson
+
     return np.asarray(orjson.loads(answer)["outputs"], dtype=np.float32)
 
 
