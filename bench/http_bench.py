@@ -345,14 +345,18 @@ def run_model(model: BenchModel, options: Options) -> dict[str, Any]:
             server_bodies = {m.scenario: body for m in pairs}
             verify = functools.partial(_verify_peer, peer, model)
         timeout = peer.start_timeout_s if peer is not None else 90.0
-        try:
-            with servers.running(specs[label], model_out, ROOT, timeout) as server:
-                started[label] = round(server.started_s, 2)
-                measure_on(server, pairs, server_bodies, model_out, options, verify)
-        except servers.ServerFailed as error:
-            print(f"    {label} FAILED TO START: {error}", flush=True)
+        for attempt in (1, 2):  # a second start: PyTriton's start-up handshake fails now and then
             for m in pairs:
-                m.error = f"server failed to start: {error}"
+                m.error = None
+            try:
+                with servers.running(specs[label], model_out, ROOT, timeout) as server:
+                    started[label] = round(server.started_s, 2)
+                    measure_on(server, pairs, server_bodies, model_out, options, verify)
+                break
+            except servers.ServerFailed as error:
+                print(f"    {label} FAILED TO START (attempt {attempt}): {error}", flush=True)
+                for m in pairs:
+                    m.error = f"server failed to start: {error}"
     return {
         "key": model.key,
         "name": model.name,

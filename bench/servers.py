@@ -67,9 +67,35 @@ def log_tail(path: Path, lines: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
+def _cpu_times() -> tuple[int, int]:
+    """(idle, total) jiffies of all cores since boot."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return values[3] + values[4], sum(values)  # idle + iowait
+
+
+def wait_for_quiet(idle_share: float = 0.9, max_wait_s: float = 60.0) -> float:
+    """Wait until the cores are at least `idle_share` idle over one second, so a server is not
+    measured while the last one's processes still wind down (Ray's daemons outlive its
+    driver for seconds: a run measured 784-S1 at 3,593 req/s, 6,161 on a quiet machine).
+    Returns the seconds waited."""
+    began = time.perf_counter()
+    while True:
+        idle0, total0 = _cpu_times()
+        time.sleep(1.0)
+        idle1, total1 = _cpu_times()
+        if total1 == total0 or (idle1 - idle0) / (total1 - total0) >= idle_share:
+            return time.perf_counter() - began
+        if time.perf_counter() - began > max_wait_s:
+            print(f"    the machine is still busy after {max_wait_s:.0f} s; measuring anyway")
+            return time.perf_counter() - began
+
+
 def start(
     spec: ServerSpec, port: int, log_dir: Path, cwd: Path, timeout_s: float = 90.0
 ) -> RunningServer:
+    waited = wait_for_quiet()
+    if waited > 2.0:
+        print(f"    waited {waited:.0f} s for the machine to be quiet", flush=True)
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"server-{spec.label}-{port}.log"
     command = [part.replace("{port}", str(port)) for part in spec.command]
