@@ -2,9 +2,9 @@
 
 JSON: every record, the service's and uvicorn's alike, is one JSON object on one line of stdout
 (python-json-logger, written with orjson), with the id of the request it was logged for; and
-each request gets one line of its own (service.observability.request_lines, written in batches)
-in place of uvicorn's access log. Text:
-plain lines and uvicorn's own access log, as a person at a terminal reads them.
+each request gets one line of its own in place of uvicorn's access log, made and written in
+batches by service.observability.request_lines. Text: plain lines and uvicorn's own access log,
+as a person at a terminal reads them.
 
 The same configuration is applied in `vae-serve`'s process and, by uvicorn, in each worker.
 """
