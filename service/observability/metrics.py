@@ -190,10 +190,9 @@ class ServiceMetrics:
 
     A request costs the hot path a few dictionary lookups and additions (`record_request`) and
     two integer updates (`active`): its figures are added up into buffers per label child and
-    written out by `flush`, every
-    FLUSH_INTERVAL_S (`run_flusher`), before each scrape and at shutdown. A scrape therefore
-    sees this worker exactly and the server's other workers as of their last flush. `start` and
-    `stop` bracket a worker's life.
+    written out by `flush`, every FLUSH_INTERVAL_S (from `start`), before each scrape and at
+    shutdown. A scrape therefore sees this worker exactly and the server's other workers as of
+    their last flush. `start` and `stop` bracket a worker's life.
     """
 
     def __init__(self) -> None:
@@ -309,7 +308,7 @@ class ServiceMetrics:
         self._loaded: set[tuple[str, str]] = set()
         self._flusher: asyncio.Task[None] | None = None
 
-    # --- the hot path: append only ---
+    # --- the hot path: additions into buffers, no prometheus_client call ---
 
     def record_request(self, record: RequestRecord, route: str, seconds: float) -> None:
         # Added up at once, into plain buffers. Kept in a list until the flush instead, a
