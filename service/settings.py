@@ -83,8 +83,9 @@ class ServiceSettings(BaseSettings):
     coalesce_inline_calls: bool = Field(
         True,
         description="inline model calls ready in the same event-loop turn, to the same model "
-        "with the same parameters, run as one onnxruntime call (no added wait; "
-        "service.dataplane.coalescing); false: each runs alone",
+        "with the same parameters, run as one onnxruntime call (each waits one loop turn; "
+        "service.dataplane.coalescing); false: each runs alone, best for callers that never "
+        "overlap",
     )
     fast_path: bool = Field(
         True,

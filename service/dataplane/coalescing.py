@@ -1,5 +1,5 @@
 """Small model calls that are ready in the same event-loop turn run as one onnxruntime call,
-inline, with no added delay.
+inline, waiting one event-loop turn at most.
 
 Under load a worker's connections deliver their requests together: uvicorn parses whatever
 arrived since the loop last polled, and each request becomes a task that runs in the next turn.
@@ -7,11 +7,13 @@ Each task decodes its body and joins a group for its batch key (same model, rout
 parameters); the group runs once those tasks have had their turn (`loop.call_soon`), or at once
 when it reaches `max_values` numbers, the bound every inline call keeps (VAE_INLINE_MAX_VALUES).
 One call pays onnxruntime's fixed cost (~35 us in-process on the 64-input model, far more than
-a row's own work) and the result checks once for the whole group. A request alone waits one
-loop turn (a few microseconds). Measured with `python -m bench.server_cpu` (one worker, make
-bench's single-item JSON /reconstruct, default settings otherwise), worker CPU per request
-without -> with: 64 inputs 291 -> 212 us at 8 connections, 299 -> 181 us at 64; 784 inputs
-377 -> 312 us and 385 -> 291 us.
+a row's own work) and the result checks once for the whole group. Measured with `python -m
+bench.server_cpu` (one worker, make bench's single-item JSON /reconstruct, default settings
+otherwise), worker CPU per request without -> with: 64 inputs 291 -> 212 us at 8 connections,
+299 -> 181 us at 64; 784 inputs 377 -> 312 us and 385 -> 291 us. The price is paid by a request
+alone, which waits one loop turn for company that never comes: at one connection 303-310 ->
+336-344 us and 3,250 -> 2,930 requests/s (64 inputs). A service whose callers never overlap
+can turn it off (VAE_COALESCE_INLINE_CALLS=false).
 
 Only calls whose result for an item depends on that item alone share a group (the caller's
 batch key says so, as for service.dataplane.batching), and onnxruntime's CPU kernels gave
