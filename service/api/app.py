@@ -201,7 +201,7 @@ def _freeze_what_was_loaded() -> None:
     """Move every object alive after start-up (modules, settings, models) out of the garbage
     collector's sight: its full collections then walk only what requests made since, not the
     hundreds of thousands of objects numpy, onnx, pydantic and FastAPI leave behind. Measured,
-    make bench's S1 with 2 workers at 64 connections: p99 31.2-31.6 ms -> 15.0-16.8 ms on the
+    make bench's S1 with 2 workers at 64 connections: p99 31.2-31.6 ms -> 14.7-16.8 ms on the
     784-input model, 30.3 -> 10.7 ms on the default one, requests/s unchanged. Once, at
     start-up: what a hot reload loads later stays collectable (frozen objects that become
     cyclic garbage are never freed)."""
