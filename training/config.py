@@ -39,9 +39,9 @@ class TrainingConfig:
     # --- data ---
     dataset: str = option(
         "digits",
-        "built-in name (digits, digits:holdout=K, breast-cancer) or a path: .npy, .npz, .csv, "
-        "MNIST IDX (*-idx3-ubyte[.gz]) or a folder of PNG/JPEG images; options follow ':', "
-        "e.g. data.csv:label=class,holdout=3",
+        "built-in name (digits, digits:holdout=K, mnist-5k, mnist-5k:holdout=K, breast-cancer, "
+        "wine, iris) or a path: .npy, .npz, .csv, MNIST IDX (*-idx3-ubyte[.gz]) or a folder of "
+        "PNG/JPEG images; options follow ':', e.g. data.csv:label=class,holdout=3",
     )
     anomaly_labels: str | None = option(
         None, "file with one 0/1 per row marking anomalies: never trained on, used to score"
@@ -86,6 +86,13 @@ class TrainingConfig:
         "bench/QUALITY.md); 256,128 for everything else",
     )
     conv_channels: str = option("32,64", "conv channels per stride-2 layer (arch=conv)")
+    tied_weights: bool = option(
+        False,
+        "ae, sparse-ae and denoising-ae (mlp or conv): decoder layer i uses the transpose of "
+        "the matching encoder layer's weight (a transposed conv: the conv's adjoint) with a "
+        "bias of its own: half the weights, the classic tied autoencoder; not for a VAE, whose "
+        "encoder ends in mu and logvar",
+    )
     likelihood: LikelihoodName = option(
         "auto",
         "auto = bernoulli for images (values in [0, 1]), laplace for tables: heavier-tailed "
@@ -265,6 +272,12 @@ class TrainingConfig:
             (
                 not (self.score == "neg_elbo" and self.model != "vae"),
                 "--score neg_elbo needs --model vae",
+            ),
+            (
+                not (self.tied_weights and self.model == "vae"),
+                "--tied-weights needs --model ae, sparse-ae or denoising-ae: a VAE's encoder "
+                "ends in mu and logvar (2 x --latent-dim wide), whose transpose does not fit "
+                "a decoder of the --latent-dim wide code",
             ),
         ]
         for ok, message in checks:

@@ -78,6 +78,8 @@ def resolve_score(config: TrainingConfig, is_image: bool) -> ScoreType:
 
 
 def build_model(config: TrainingConfig, shape: ModelInput, likelihood: Likelihood) -> nn.Module:
+    """With --tied-weights (autoencoders only), the decoder's weights are the encoder's own
+    Parameters, transposed: the model holds one set of weights and its decoder its biases."""
     latent = config.code_size()
     encoder_out = 2 * latent if config.model == "vae" else latent  # VAE: mu and logvar
     encoder: nn.Module
@@ -85,12 +87,16 @@ def build_model(config: TrainingConfig, shape: ModelInput, likelihood: Likelihoo
     if config.arch == "conv":
         assert shape.image_shape is not None
         channels = config.conv_channel_sizes()
-        encoder = ConvEncoder(shape.image_shape, channels, encoder_out)
-        decoder = ConvDecoder(latent, channels, shape.image_shape)
+        conv_encoder = ConvEncoder(shape.image_shape, channels, encoder_out)
+        tied_conv = conv_encoder if config.tied_weights else None
+        encoder = conv_encoder
+        decoder = ConvDecoder(latent, channels, shape.image_shape, tied_to=tied_conv)
     else:
         hidden = config.hidden_sizes()
-        encoder = MLPEncoder(shape.shape, hidden, encoder_out)
-        decoder = MLPDecoder(latent, hidden, shape.shape)
+        mlp_encoder = MLPEncoder(shape.shape, hidden, encoder_out)
+        tied_mlp = mlp_encoder if config.tied_weights else None
+        encoder = mlp_encoder
+        decoder = MLPDecoder(latent, hidden, shape.shape, tied_to=tied_mlp)
     output = DecoderLikelihood(likelihood, config.sigma_value())
     if config.model == "vae":
         return VAE(encoder, decoder, latent, output)

