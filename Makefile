@@ -88,6 +88,6 @@ soak: setup  ## SOAK_SECONDS (120) of mixed valid, invalid and hostile requests,
 	$(BIN)/python -m bench.soak --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
 
 QUALITY_ARGS ?=
-quality: setup  ## our default models vs PyOD's detectors and the classic VAE on scikit-learn data (~20 min); writes bench/QUALITY.md; fails on a missed target
+quality: setup  ## our default models vs PyOD's detectors and the classic VAE on scikit-learn data and mnist-5k, seeds 0-2 (~1.5-2.5 h on 2 cores, about half of it mnist; QUALITY_ARGS='--tasks tables|digits|mnist' runs a part); writes bench/QUALITY.md; fails on a missed target
 	$(BIN)/python -m pip install --quiet -e ".[quality]"
 	$(BIN)/python -m bench.quality $(QUALITY_ARGS)

@@ -3,7 +3,8 @@
 Kingma & Welling (2014) and countless tutorials after them train one hidden layer of 400 ReLU
 units, a 20-dimensional Gaussian code and a Bernoulli decoder with Adam at 1e-3 on batches of
 128, minimising the one-sample negative ELBO, for a fixed number of epochs with no early
-stopping and no KL warm-up. On the 64 pixels of scikit-learn's digits that is 64-400-20.
+stopping and no KL warm-up. On the 64 pixels of scikit-learn's digits that is 64-400-20, on
+the 784 of MNIST (mnist-5k) the paper's own 784-400-20.
 
 It is written here, not in training/, because it is what we measure against, not what we ship.
 The held-out figures come from `training.evaluate.heldout_likelihood_metrics`, the very function
@@ -69,33 +70,43 @@ class ReferenceRun:
     heldout: dict[str, float]  # neg_elbo, iwae_nll, recon_nll, kl, ... on the test rows
     epochs: float  # epochs completed, fractional when the budget ran out mid-epoch
     steps: int
-    cpu_seconds: float  # the budget it spent, measured like ours (process CPU time)
-    wall_seconds: float
+    cpu_seconds: float  # process CPU time it spent, measured like ours
+    wall_seconds: float  # wall-clock time it spent (the budget on mnist-5k, issue 22)
 
 
 def train_reference(
     x_train: torch.Tensor,
     x_test: torch.Tensor,
     *,
-    budget_cpu_s: float,
+    budget_cpu_s: float | None = None,
+    budget_wall_s: float | None = None,
     iwae_samples: int,
     seed: int,
 ) -> ReferenceRun:
     """Train on `x_train` (values in [0, 1], shape (N, D)) until `budget_cpu_s` of process CPU
-    time is spent, then report held-out figures on `x_test`.
+    time or `budget_wall_s` wall-clock seconds are spent (whichever is given; with both, the
+    first spent), then report held-out figures on `x_test`.
 
     The budget is checked after every optimiser step, so the reference gets its whole allowance
     and not a step more.
     """
+    if budget_cpu_s is None and budget_wall_s is None:
+        raise ValueError("train_reference needs budget_cpu_s or budget_wall_s")
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = build_reference(x_train.shape[1])
     optimiser = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
     steps_per_epoch = math.ceil(len(x_train) / BATCH_SIZE)
     cpu_start, wall_start = time.process_time(), time.perf_counter()
+
+    def spent() -> bool:
+        return (budget_cpu_s is not None and time.process_time() - cpu_start >= budget_cpu_s) or (
+            budget_wall_s is not None and time.perf_counter() - wall_start >= budget_wall_s
+        )
+
     steps = 0
     model.train()
-    while time.process_time() - cpu_start < budget_cpu_s:
+    while not spent():
         order = torch.randperm(len(x_train), generator=generator)
         for start in range(0, len(x_train), BATCH_SIZE):
             x = x_train[order[start : start + BATCH_SIZE]]
@@ -110,7 +121,7 @@ def train_reference(
             (reconstruction + kl).backward()  # type: ignore[no-untyped-call]
             optimiser.step()
             steps += 1
-            if time.process_time() - cpu_start >= budget_cpu_s:
+            if spent():
                 break
     cpu_seconds = time.process_time() - cpu_start
     wall_seconds = time.perf_counter() - wall_start

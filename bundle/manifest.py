@@ -19,7 +19,7 @@ DECODER_FILENAME = "decoder.onnx"
 
 ModelKind = Literal["vae", "ae", "sparse_ae", "denoising_ae"]
 LikelihoodKind = Literal["bernoulli", "gaussian", "laplace"]
-ScoreType = Literal["recon_mse", "neg_elbo"]
+ScoreType = Literal["recon_mse", "neg_elbo", "recon_complexity"]
 
 
 class _Strict(BaseModel):
@@ -67,9 +67,21 @@ class ScoreCalibration(_Strict):
     quantiles: list[float] = Field(min_length=101, max_length=101)
 
 
+class ComplexitySpec(_Strict):
+    """recon_complexity's fit (bundle.scoring): log MSE ~ intercept + slope * log TV."""
+
+    measure: Literal["total_variation"] = "total_variation"
+    slope: float = Field(ge=0, allow_inf_nan=False)
+    intercept: float = Field(allow_inf_nan=False)
+    n_samples: int = Field(ge=1, description="training rows the fit was made on")
+
+
 class AnomalySpec(_Strict):
     default_score: ScoreType
     scores: dict[ScoreType, ScoreCalibration]
+    complexity: ComplexitySpec | None = Field(
+        default=None, description="recon_complexity's fit; images only, null elsewhere"
+    )
     calibrated_on: str = Field(description="which data the thresholds were fitted on")
     elbo_samples: int = Field(description="posterior samples L in the neg_elbo estimate")
     elbo_seed: int = Field(description="seed of the fixed epsilon shared by every item")

@@ -21,7 +21,7 @@ from bundle.arrays import FloatArray
 from bundle.manifest import GraphSpec, ModelManifest, ScoreType
 from bundle.mean_path import DECODED, LOGVAR, MU, OUTPUTS, X_MODEL, X, build_mean_path
 from bundle.preprocessing import Preprocessing
-from bundle.scoring import anomaly_scores, fixed_epsilon
+from bundle.scoring import ComplexityFit, anomaly_scores, fixed_epsilon
 
 
 class BundleError(ValueError):
@@ -90,6 +90,23 @@ def _check_manifest_consistency(manifest: ModelManifest, where: Path) -> None:
         raise BundleError(
             f"{where}: preprocessing has {offsets} offsets; expected 1 or {size} (one per feature)"
         )
+    complexity_fit(manifest, where)  # raises when recon_complexity cannot be computed
+
+
+def complexity_fit(manifest: ModelManifest, where: Path) -> ComplexityFit | None:
+    """recon_complexity's fit, or None when the bundle does not offer that score."""
+    anomaly, image_shape = manifest.anomaly, manifest.input.image_shape
+    if "recon_complexity" not in anomaly.scores:
+        return None
+    if anomaly.complexity is None or image_shape is None or len(image_shape) != 3:
+        raise BundleError(
+            f"{where}: model.json offers recon_complexity without anomaly.complexity or a "
+            "(C, H, W) input.image_shape"
+        )
+    if image_shape[0] * image_shape[1] * image_shape[2] != manifest.input.feature_count:
+        raise BundleError(f"{where}: input.image_shape {image_shape} is not the input's size")
+    c, h, w = image_shape
+    return ComplexityFit((c, h, w), anomaly.complexity.slope, anomaly.complexity.intercept)
 
 
 class OnnxBundle:
@@ -136,6 +153,7 @@ class OnnxBundle:
         self._decoder_input = graphs.decoder.inputs[0].name
         self._decoder_outputs = [t.name for t in graphs.decoder.outputs]
         anomaly = self.manifest.anomaly
+        self.complexity = complexity_fit(self.manifest, self.path)
         self.epsilon = fixed_epsilon(
             anomaly.elbo_samples, self.manifest.latent_dim, anomaly.elbo_seed
         )
@@ -219,6 +237,7 @@ class OnnxBundle:
                 likelihood.sigma,
                 self.epsilon,
                 path.decoded,
+                self.complexity,
             )
         except ValueError as error:
             raise BundleError(f"{self.manifest.name}: {error}") from error

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from bundle.runtime import BundleError, OnnxBundle
+from bundle.scoring import SCORE_TYPES
 from training.config import TrainingConfig
 from training.data import DataError, load_dataset
 from training.evaluate import detection_metrics
@@ -101,7 +102,7 @@ def build_evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--anomaly-labels", default=None, help="0/1 per row marking anomalies")
     parser.add_argument("--image-size", default=None, help="HxW resize for image data")
     parser.add_argument(
-        "--score", default=None, choices=["recon_mse", "neg_elbo"], help="score type to use"
+        "--score", default=None, choices=list(SCORE_TYPES), help="score type to use"
     )
     parser.add_argument(
         "--scores-out", type=Path, default=None, help="also write per-item scores to this CSV"

@@ -26,6 +26,7 @@ import torch
 from bundle.arrays import FloatArray
 from bundle.manifest import (
     AnomalySpec,
+    ComplexitySpec,
     InputSpec,
     LikelihoodSpec,
     ModelManifest,
@@ -39,10 +40,16 @@ from bundle.runtime import OnnxBundle
 from bundle.scoring import fixed_epsilon
 from training.architecture import FittedModel, fit_best_architecture, total_cpu_seconds
 from training.calibration.crossfit import needs_cross_fit
-from training.calibration.scores import SCORE_BATCH, calibration_scores, score_all
+from training.calibration.scores import (
+    SCORE_BATCH,
+    calibration_scores,
+    fit_recon_complexity,
+    score_all,
+)
 from training.calibration.thresholds import calibrate_threshold
 from training.config import TrainingConfig
 from training.data import DataSplits, LoadedData, load_dataset
+from training.defaults import resolve_data_defaults
 from training.distributed import Replicas, check_launch, join_replicas
 from training.evaluate import detection_metrics, heldout_likelihood_metrics
 from training.export import ExportedGraphs, OnnxGraphs, export_model
@@ -158,6 +165,7 @@ def run_training_replica(
         )
     progress = RunProgress(show_progress)
     prepared = prepare_data(config, progress)
+    config = prepared.config  # every data-dependent default now concrete
     replicas = join_replicas(config.distributed, resolve_device(config.device), config.batch_size)
     progress.show = progress.show and replicas.is_writer  # one voice among replicas
     staging = _new_staging_folder(out_dir) if replicas.is_writer else None
@@ -221,8 +229,11 @@ def run_training_replica(
 
 @dataclass(frozen=True)
 class PreparedData:
-    """The data set, split, preprocessed into model inputs."""
+    """The data set, split, preprocessed into model inputs, and the run's config with the
+    defaults that depend on the data resolved (training.defaults)."""
 
+    config: TrainingConfig
+    data_defaults: dict[str, dict[str, object]]  # what was chosen from the data, and why
     data: LoadedData
     splits: DataSplits | StreamedSplits
     shape: ModelInput
@@ -246,12 +257,16 @@ def prepare_data(config: TrainingConfig, progress: RunProgress) -> PreparedData:
         anomaly_labels=config.anomaly_labels,
         memory_budget=memory_budget,
     )
+    config, data_defaults = resolve_data_defaults(config, data.feature_shape, data.is_image)
     splits = split_for_training(data, config, memory_budget)
     shape = model_input(config, data.feature_shape, data.is_image)
     likelihood = resolve_likelihood(config, data.is_image)
+    resolve_score(config, data.is_image)  # refuses a score the data cannot have, before training
     prep = choose_preprocessing(config, data, splits.train, likelihood)
     x_test = _as_model_input(splits.test, prep, shape)
     return PreparedData(
+        config=config,
+        data_defaults=data_defaults,
         data=data,
         splits=splits,
         shape=shape,
@@ -340,6 +355,7 @@ class Calibration:
     default_score: ScoreType
     thresholds: dict[ScoreType, ScoreCalibration]
     calibrated_on: str  # where the scores each threshold is a percentile of came from
+    complexity: ComplexitySpec | None  # recon_complexity's fit (images), else None
     val_scores: dict[ScoreType, npt.NDArray[np.float64]]
     test_scores: dict[str, npt.NDArray[np.float64]]
     detection: dict[str, dict[str, float]]  # test split: held-out normal items and anomalies
@@ -370,8 +386,15 @@ def calibrate(
         ["recon_mse", "neg_elbo"] if isinstance(model, VAE) else ["recon_mse"]
     )
     likelihood, x_test, splits = prepared.likelihood, prepared.x_test, prepared.splits
+    complexity, complexity_spec = None, None
+    if prepared.shape.image_shape is not None:
+        complexity, complexity_spec = fit_recon_complexity(
+            graphs, [prepared.x_train, prepared.x_val], prepared.shape.image_shape
+        )
+        score_types.append("recon_complexity")
     val_scores = {
-        t: score_all(graphs, prepared.x_val, t, likelihood, sigma, epsilon) for t in score_types
+        t: score_all(graphs, prepared.x_val, t, likelihood, sigma, epsilon, complexity)
+        for t in score_types
     }
     threshold_scores, calibrated_on = calibration_scores(
         config,
@@ -384,6 +407,7 @@ def calibrate(
         device,
         final.cross_fit,
         refit_epochs=None if final.refit is None else final.refit.epochs,
+        complexity=complexity,
         show_progress=show_progress,
     )
     thresholds: dict[ScoreType, ScoreCalibration] = {}
@@ -395,7 +419,7 @@ def calibrate(
         )
         if len(x_test):
             test_scores[score_type] = score_all(
-                graphs, x_test, score_type, likelihood, sigma, epsilon
+                graphs, x_test, score_type, likelihood, sigma, epsilon, complexity
             )
             detection[score_type] = detection_metrics(
                 test_scores[score_type], splits.test_is_anomaly, thresholds[score_type].threshold
@@ -406,6 +430,7 @@ def calibrate(
         default_score=resolve_score(config, prepared.data.is_image),
         thresholds=thresholds,
         calibrated_on=calibrated_on,
+        complexity=complexity_spec,
         val_scores=val_scores,
         test_scores=test_scores,
         detection=detection,
@@ -441,6 +466,7 @@ def build_manifest(
             default_score=calibration.default_score,
             scores=calibration.thresholds,
             calibrated_on=calibration.calibrated_on,
+            complexity=calibration.complexity,
             elbo_samples=config.elbo_samples,
             elbo_seed=ELBO_SEED,
         ),
@@ -458,6 +484,7 @@ def build_manifest(
         },
         training={
             "config": config.to_dict(),
+            "data_defaults": prepared.data_defaults,
             "dataset": prepared.data.description,
             "split_sizes": {
                 "train": len(prepared.x_train),

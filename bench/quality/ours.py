@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.quality.config import TEST_FRACTION, Options
+from bench.quality.config import Options, task_test_fraction
 from bench.quality.data import auroc
 from bundle.runtime import OnnxBundle
 from training.config import TrainingConfig
@@ -19,12 +19,12 @@ def _slug(task: str) -> str:
     return task.replace(":", "-").replace("=", "")
 
 
-def run_ours(task: str, splits: DataSplits, options: Options) -> dict[str, Any]:
+def run_ours(task: str, seed: int, splits: DataSplits, options: Options) -> dict[str, Any]:
     """Train the default model on the task, then score the test rows through the bundle."""
     config = TrainingConfig(
-        dataset=task, seed=options.seed, test_fraction=TEST_FRACTION, plots=False
+        dataset=task, seed=seed, test_fraction=task_test_fraction(task), plots=False
     )
-    out = options.work_dir / _slug(task) / "1"
+    out = options.work_dir / f"{_slug(task)}-seed{seed}" / "1"
     cpu_started, started = time.process_time(), time.perf_counter()
     outcome = run_training(config, out, overwrite=True, show_progress=False)
     run_seconds = time.perf_counter() - started
@@ -77,6 +77,10 @@ def run_ours(task: str, splits: DataSplits, options: Options) -> dict[str, Any]:
         # Every candidate of --hidden auto (training.architecture) counted: what it cost.
         "search_cpu_seconds": manifest.training.get(
             "search_cpu_seconds", manifest.training["cpu_seconds"]
+        ),
+        # Wall seconds of the whole search phase (every candidate, models built in between).
+        "search_seconds": manifest.training.get("phase_seconds", {}).get(
+            "architecture search", manifest.training["seconds"]
         ),
         "candidates": [
             f"{record['candidate']} {record['best_val_loss']:.2f}"

@@ -288,12 +288,13 @@ OPERATION_DOCS: dict[str, OperationDoc] = {
         summary="Anomaly scores with the calibrated threshold",
         description="Higher is more anomalous. `is_anomaly` compares with the threshold fixed "
         "on validation data; `tail_probability` is the share of normal validation items that "
-        "scored at least as high. `score_type` picks recon_mse or neg_elbo (VAEs); "
+        "scored at least as high. `score_type` picks recon_mse, neg_elbo (VAEs) or "
+        "recon_complexity (images: the error against that of normal images as busy); "
         "`per_feature: true` adds each feature's squared error.",
         request_schema=_object(
             {
                 "inputs": NESTED_NUMBERS,
-                "score_type": {"enum": ["recon_mse", "neg_elbo", None]},
+                "score_type": {"enum": ["recon_mse", "neg_elbo", "recon_complexity", None]},
                 "per_feature": {"type": "boolean"},
             },
             ["inputs"],
@@ -312,7 +313,10 @@ OPERATION_DOCS: dict[str, OperationDoc] = {
             ["scores", "threshold", "is_anomaly", "score_type"],
         ),
         npy_field="inputs",
-        extra_errors={409: "neg_elbo asked of a model without a posterior"},
+        extra_errors={
+            409: "neg_elbo asked of a model without a posterior, or recon_complexity of a "
+            "model of tables"
+        },
         image_input=True,
         image_output="heat maps of each pixel's error (a grid for several items), with "
         "scores, threshold and is_anomaly as X-* headers",

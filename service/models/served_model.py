@@ -269,8 +269,9 @@ class ServedModel:
                 {"field": "score_type", "allowed": sorted(anomaly.scores)},
             )
         if chosen not in anomaly.scores:
+            needs = "images" if chosen == "recon_complexity" else "a VAE"
             raise OperationNotSupported(
-                f"score_type {chosen!r} needs a VAE; model {self.name} ({self.kind}) offers "
+                f"score_type {chosen!r} needs {needs}; model {self.name} ({self.kind}) offers "
                 f"{sorted(anomaly.scores)}",
                 {"field": "score_type", "allowed": sorted(anomaly.scores)},
             )
@@ -289,6 +290,7 @@ class ServedModel:
             likelihood.sigma,
             self.bundle.epsilon,
             path.decoded,
+            self.bundle.complexity,
         )
         # A NaN score compares False with the threshold: an extreme input would silently not
         # be flagged. The test bundles stay finite up to float32's max, but nothing in the

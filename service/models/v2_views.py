@@ -108,4 +108,3 @@ def find_model(repository: ModelRepository, name: str, version: str | None) -> V
         if name.endswith(suffix) and base in repository.models:
             return V2Model(name, base, role, repository.resolve(base, version))
     raise ModelNotFound(f"unknown model {excerpt(name)}")
-

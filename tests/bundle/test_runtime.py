@@ -54,10 +54,13 @@ def test_bundle_loads_and_describes_itself(loaded: OnnxBundle, digits_vae: Train
     assert loaded.input_shape == (64,)
     assert loaded.manifest.latent_dim == 2
     assert loaded.manifest.likelihood.kind == "bernoulli"
-    assert set(loaded.manifest.anomaly.scores) == {"recon_mse", "neg_elbo"}
+    assert set(loaded.manifest.anomaly.scores) == {"recon_mse", "neg_elbo", "recon_complexity"}
+    assert loaded.manifest.anomaly.default_score == "recon_complexity"
+    assert loaded.complexity is not None
+    assert loaded.complexity.image_shape == (1, 8, 8)
 
 
-@pytest.mark.parametrize("score_type", [None, "recon_mse", "neg_elbo"])
+@pytest.mark.parametrize("score_type", [None, "recon_mse", "neg_elbo", "recon_complexity"])
 def test_scores_shape_and_finite(
     loaded: OnnxBundle, digits_x: Float64Array, score_type: ScoreType | None
 ) -> None:
@@ -149,7 +152,7 @@ def test_scores_equal_scoring_on_graph_outputs(loaded: OnnxBundle, digits_x: Flo
     np.testing.assert_array_equal(loaded.scores(digits_x, "neg_elbo"), expected)
 
 
-@pytest.mark.parametrize("score_type", ["recon_mse", "neg_elbo"])
+@pytest.mark.parametrize("score_type", ["recon_mse", "neg_elbo", "recon_complexity"])
 def test_batch_scores_equal_one_by_one(
     loaded: OnnxBundle, digits_x: Float64Array, score_type: ScoreType
 ) -> None:
@@ -168,13 +171,41 @@ def test_two_loads_score_identically(digits_vae: TrainingOutcome, digits_x: Floa
 
 def test_calibration_matches_the_served_scores(loaded: OnnxBundle, digits_x: Float64Array) -> None:
     # Normal digits score in the range the calibration saw: stored quantiles are in score units.
-    for score_type in ("recon_mse", "neg_elbo"):
+    for score_type in ("recon_mse", "neg_elbo", "recon_complexity"):
         calibration = loaded.manifest.anomaly.scores[score_type]
         scores = loaded.scores(digits_x, score_type)
         assert calibration.min <= float(np.median(scores)) <= calibration.max
 
 
 # --- tampering -------------------------------------------------------------------------------
+
+
+def test_recon_complexity_without_its_fit_is_refused(bundle_copy: Path) -> None:
+    _edit_manifest(bundle_copy, lambda entry: entry["anomaly"].update(complexity=None))
+    with pytest.raises(BundleError, match=r"recon_complexity without anomaly\.complexity"):
+        OnnxBundle(bundle_copy)
+
+
+def test_recon_complexity_of_a_table_is_refused(bundle_copy: Path) -> None:
+    _edit_manifest(bundle_copy, lambda entry: entry["input"].update(image_shape=None))
+    with pytest.raises(BundleError, match=r"\(C, H, W\) input\.image_shape"):
+        OnnxBundle(bundle_copy)
+
+
+@pytest.mark.parametrize("image_shape", [[1, 4, 4], [2, 8, 8]])
+def test_recon_complexity_image_shape_must_be_the_inputs(
+    bundle_copy: Path, image_shape: list[int]
+) -> None:
+    _edit_manifest(bundle_copy, lambda entry: entry["input"].update(image_shape=image_shape))
+    with pytest.raises(BundleError, match="is not the input's size"):
+        OnnxBundle(bundle_copy)
+
+
+@pytest.mark.parametrize("slope", [-1.0, "NaN"])
+def test_recon_complexity_fit_is_checked(bundle_copy: Path, slope: object) -> None:
+    _edit_manifest(bundle_copy, lambda entry: entry["anomaly"]["complexity"].update(slope=slope))
+    with pytest.raises(BundleError, match=r"model\.json is invalid"):
+        OnnxBundle(bundle_copy)
 
 
 def test_intact_copy_loads(bundle_copy: Path) -> None:
@@ -324,6 +355,7 @@ def test_graph_that_disagrees_with_a_consistent_manifest_is_refused(bundle_copy:
     def reshape(entry: dict[str, Any]) -> None:
         entry["input"]["shape"] = [63]
         entry["input"]["feature_count"] = 63
+        entry["input"]["image_shape"] = [1, 7, 9]
         entry["onnx"]["encoder"]["inputs"][0]["shape"] = ["batch", 63]
         entry["onnx"]["decoder"]["outputs"][0]["shape"] = ["batch", 63]
 

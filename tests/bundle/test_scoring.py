@@ -17,15 +17,21 @@ from bundle.arrays import Float64Array, FloatArray
 from bundle.scoring import (
     BERNOULLI_EPS,
     LOG_2PI,
+    MSE_FLOOR,
+    TOTAL_VARIATION_FLOOR,
+    ComplexityFit,
     anomaly_scores,
     bernoulli_nll,
+    fit_complexity,
     fixed_epsilon,
     gaussian_nll,
     kl_to_standard_normal,
     neg_elbo,
+    recon_complexity,
     recon_mse,
     reconstruction_nll,
     tail_probability,
+    total_variation,
 )
 from training import models
 
@@ -339,6 +345,94 @@ def test_anomaly_scores_unknown_type() -> None:
     decode = linear_decoder(2, 4, bernoulli=True)
     with pytest.raises(ValueError, match=r"unknown score type 'iwae'.*recon_mse, neg_elbo"):
         anomaly_scores("iwae", x, mu, logvar, decode, "bernoulli", None, epsilon)
+
+
+# --- recon_complexity --------------------------------------------------------------------------
+
+
+def test_total_variation_by_hand() -> None:
+    image = np.array([[[0.0, 1.0], [0.5, 0.5]]])  # (C=1, H=2, W=2)
+    # vertical |0.5 - 0| + |0.5 - 1| = 1; horizontal |1 - 0| + |0.5 - 0.5| = 1
+    np.testing.assert_allclose(total_variation(image[None], (1, 2, 2)), [2.0])
+    # flat items of the same numbers give the same answer, and channels add up
+    two_channels = np.concatenate([image, 2 * image])[None].reshape(1, 8)
+    np.testing.assert_allclose(total_variation(two_channels, (2, 2, 2)), [6.0])
+    np.testing.assert_array_equal(total_variation(np.zeros((3, 16)), (1, 4, 4)), np.zeros(3))
+
+
+def test_fit_complexity_recovers_a_power_law() -> None:
+    rng = _rng()
+    log_tv = rng.uniform(3.0, 5.0, size=500)
+    log_mse = -9.0 + 1.3 * log_tv + rng.normal(0.0, 0.01, size=500)
+    fit = fit_complexity(log_mse, log_tv, (1, 28, 28))
+    assert fit.slope == pytest.approx(1.3, abs=0.01)
+    assert fit.intercept == pytest.approx(-9.0, abs=0.05)
+    assert fit.image_shape == (1, 28, 28)
+
+
+def test_fit_complexity_never_rewards_busy_images_and_survives_degenerate_rows() -> None:
+    log_tv = np.linspace(1.0, 2.0, 50)
+    falling = fit_complexity(5.0 - 2.0 * log_tv, log_tv, (1, 2, 2))
+    assert falling.slope == 0.0  # a negative slope is clipped: the score is log MSE shifted
+    assert falling.intercept == pytest.approx(np.mean(5.0 - 2.0 * log_tv))
+    constant = fit_complexity(np.array([-3.0, -4.0]), np.array([2.0, 2.0]), (1, 2, 2))
+    assert (constant.slope, constant.intercept) == (0.0, -3.5)
+    one = fit_complexity(np.array([-3.0]), np.array([1.0]), (1, 2, 2))
+    assert (one.slope, one.intercept) == (0.0, -3.0)
+    with pytest.raises(ValueError, match="at least one item"):
+        fit_complexity(np.zeros(0), np.zeros(0), (1, 2, 2))
+
+
+def test_recon_complexity_by_hand_and_batch_equals_items() -> None:
+    rng = _rng()
+    x = rng.uniform(0, 1, size=(6, 1, 4, 4)).astype(np.float32)
+    mean = np.clip(x + rng.normal(0, 0.1, size=x.shape), 0, 1).astype(np.float32)
+    fit = ComplexityFit((1, 4, 4), slope=1.5, intercept=-7.0)
+    expected = np.log(recon_mse(x, mean)) - (-7.0 + 1.5 * np.log(total_variation(x, (1, 4, 4))))
+    batch = recon_complexity(x, mean, fit)
+    np.testing.assert_allclose(batch, expected, rtol=1e-12)
+    items = np.concatenate([recon_complexity(x[i : i + 1], mean[i : i + 1], fit) for i in range(6)])
+    np.testing.assert_array_equal(batch, items)
+
+
+def test_recon_complexity_ranks_a_simple_image_above_a_busy_one_of_equal_error() -> None:
+    # The bias it corrects: with the same squared error, the image with fewer edges (a "1")
+    # must score as the more anomalous, where recon_mse ties them.
+    simple = np.zeros((1, 1, 6, 6))
+    simple[0, 0, :, 2] = 1.0  # one stroke
+    busy = np.zeros((1, 1, 6, 6))
+    busy[0, 0, ::2, :] = 1.0  # stripes
+    x = np.concatenate([simple, busy])
+    mean = x + 0.1
+    fit = ComplexityFit((1, 6, 6), slope=1.0, intercept=0.0)
+    assert recon_mse(x, mean)[0] == pytest.approx(recon_mse(x, mean)[1])
+    scores = recon_complexity(x, mean, fit)
+    assert scores[0] > scores[1]
+
+
+def test_recon_complexity_is_finite_for_a_blank_image_and_a_perfect_reconstruction() -> None:
+    blank = np.zeros((1, 1, 3, 3), dtype=np.float32)
+    fit = ComplexityFit((1, 3, 3), slope=1.2, intercept=-5.0)
+    score = recon_complexity(blank, blank, fit)
+    expected = np.log(MSE_FLOOR) - (-5.0 + 1.2 * np.log(TOTAL_VARIATION_FLOOR))
+    np.testing.assert_allclose(score, [expected])
+    assert np.isfinite(score).all()
+
+
+def test_anomaly_scores_recon_complexity_uses_the_fit_and_the_mean_path() -> None:
+    x, mu, logvar, epsilon = _elbo_inputs(batch=5, latent=2, features=16)
+    decode = linear_decoder(2, 16, bernoulli=True)
+    fit = ComplexityFit((1, 4, 4), slope=0.8, intercept=-4.0)
+    scores = anomaly_scores(
+        "recon_complexity", x, mu, None, decode, "bernoulli", None, epsilon, complexity=fit
+    )
+    np.testing.assert_array_equal(scores, recon_complexity(x, decode(mu), fit))
+    given = anomaly_scores(
+        "recon_complexity", x, mu, logvar, decode, "bernoulli", None, epsilon, decode(mu), fit
+    )
+    np.testing.assert_array_equal(given, scores)
+    with pytest.raises(ValueError, match="complexity fit"):
+        anomaly_scores("recon_complexity", x, mu, logvar, decode, "bernoulli", None, epsilon)
 
 
 # --- tail_probability ------------------------------------------------------------------------

@@ -37,7 +37,9 @@ def test_every_model_kind_writes_a_valid_bundle(
     expected_shape = [1, 8, 8] if arch == "conv" else [64]
     assert manifest.input.shape == expected_shape
     assert manifest.input.image_shape == [1, 8, 8]
-    expected_scores = {"neg_elbo", "recon_mse"} if model == "vae" else {"recon_mse"}
+    expected_scores = {"recon_mse", "recon_complexity"} | (
+        {"neg_elbo"} if model == "vae" else set()
+    )
     assert set(manifest.anomaly.scores) == expected_scores
     outputs = [t.name for t in manifest.onnx.encoder.outputs]
     assert outputs == (["mu", "logvar"] if model == "vae" else ["z"])
@@ -98,7 +100,15 @@ def test_manifest_has_every_section_of_the_contract(digits_vae: TrainingOutcome)
         "dtype": "float32",
     }
     anomaly = raw["anomaly"]
-    assert anomaly["default_score"] == "recon_mse"
+    assert anomaly["default_score"] == "recon_complexity"
+    assert set(anomaly["scores"]) == {"recon_mse", "neg_elbo", "recon_complexity"}
+    complexity = anomaly["complexity"]
+    assert complexity["measure"] == "total_variation"
+    assert complexity["slope"] >= 0
+    sizes = raw["training"]["split_sizes"]
+    assert complexity["n_samples"] == sizes["train"] + sizes["validation"]
+    assert raw["input"]["image_shape"] == [1, 8, 8]
+    assert raw["training"]["data_defaults"] == {"latent_dim": {"value": 2, "why": "given"}}
     calibration = anomaly["scores"]["neg_elbo"]
     assert calibration["percentile"] == 99.0
     assert len(calibration["quantiles"]) == 101
@@ -126,7 +136,7 @@ def test_threshold_is_the_validation_percentile(digits_vae: TrainingOutcome) -> 
     data = load_dataset("digits:holdout=0")
     splits = split_dataset(data, seed=0)
     assert len(splits.validation) == sizes["validation"]
-    scores = bundle.scores(splits.validation)
+    scores = bundle.scores(splits.validation, "recon_mse")
     threshold = manifest.anomaly.scores["recon_mse"].threshold
     assert threshold == pytest.approx(
         float(np.percentile(scores, 99.0, method="weibull")), rel=1e-6

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from bundle.arrays import FloatArray
 from bundle.manifest import ScoreType
-from bundle.scoring import anomaly_scores
+from bundle.scoring import ComplexityFit, anomaly_scores
 from training.config import TrainingConfig
 from training.factory import ModelInput, build_model, build_objective
 from training.models import VAE, Autoencoder, Likelihood
@@ -66,6 +66,7 @@ def _torch_scores(
     score_types: Sequence[ScoreType],
     likelihood: Likelihood,
     epsilon: FloatArray,
+    complexity: ComplexityFit | None,
 ) -> dict[ScoreType, npt.NDArray[np.float64]]:
     """The bundle's score formulas (bundle.scoring) on a torch model, without an ONNX export."""
     model = model.to("cpu").eval()
@@ -85,7 +86,7 @@ def _torch_scores(
     sigma = model.output.sigma()
     return {
         score_type: anomaly_scores(
-            score_type, x_model, mu, logvar, decode, likelihood, sigma, epsilon
+            score_type, x_model, mu, logvar, decode, likelihood, sigma, epsilon, None, complexity
         )
         for score_type in score_types
     }
@@ -102,6 +103,7 @@ def cross_fitted_scores(
     device: torch.device,
     *,
     refit_epochs: int | None = None,
+    complexity: ComplexityFit | None = None,
     show_progress: bool | None = False,
 ) -> dict[ScoreType, npt.NDArray[np.float64]]:
     """One out-of-fold score per item of `x_fit` (model space) and score type.
@@ -109,7 +111,8 @@ def cross_fitted_scores(
     Each fold model is trained the way the final model was. Without `refit_epochs`: early
     stopping on a share `validation_share` of its rows (the share the final model held out),
     trained on the rest. With `refit_epochs` (the final model was refitted, training.refit):
-    on all its rows for that many epochs.
+    on all its rows for that many epochs. recon_complexity is computed with the final
+    model's `complexity` fit: the bundle's, which the threshold goes with.
     """
     folds = config.calibration_folds
     if len(x_fit) < 2 * folds:
@@ -145,7 +148,9 @@ def cross_fitted_scores(
                 show_progress=False,
             )
         assert isinstance(model, VAE | Autoencoder)
-        fold_scores = _torch_scores(model, x_fit[held_out], score_types, likelihood, epsilon)
+        fold_scores = _torch_scores(
+            model, x_fit[held_out], score_types, likelihood, epsilon, complexity
+        )
         for score_type in score_types:
             scores[score_type][held_out] = fold_scores[score_type]
     return scores

@@ -363,7 +363,7 @@ def test_sample_on_plain_autoencoder_is_409(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize("prefix", ALL_PREFIXES)
-@pytest.mark.parametrize("score_type", ["recon_mse", "neg_elbo"])
+@pytest.mark.parametrize("score_type", ["recon_mse", "neg_elbo", "recon_complexity"])
 def test_anomaly_score_fields_and_threshold(
     client: TestClient, settings: ServiceSettings, prefix: str, score_type: str
 ) -> None:
@@ -430,7 +430,7 @@ def test_recon_mse_is_mean_squared_error_in_model_units(client: TestClient) -> N
 
 
 @pytest.mark.parametrize("prefix", ALL_PREFIXES)
-@pytest.mark.parametrize("score_type", ["recon_mse", "neg_elbo"])
+@pytest.mark.parametrize("score_type", ["recon_mse", "neg_elbo", "recon_complexity"])
 def test_tail_probability_is_non_increasing_in_score(
     client: TestClient, prefix: str, score_type: str
 ) -> None:
@@ -444,7 +444,7 @@ def test_tail_probability_is_non_increasing_in_score(
     assert tail[order][-1] < tail[order][0]
 
 
-@pytest.mark.parametrize("score_type", ["recon_mse", "neg_elbo"])
+@pytest.mark.parametrize("score_type", ["recon_mse", "neg_elbo", "recon_complexity"])
 def test_noise_images_are_flagged_by_the_trained_model(client: TestClient, score_type: str) -> None:
     noise = np.random.default_rng(1).uniform(0, 16, size=(8, 64))
     body = post(client, "/anomaly-score", {"inputs": noise.tolist(), "score_type": score_type})
@@ -455,7 +455,7 @@ def test_noise_images_are_flagged_by_the_trained_model(client: TestClient, score
 def test_neg_elbo_on_plain_autoencoder_is_409(client: TestClient) -> None:
     x = batch(2).tolist()
     ok = post(client, "/models/tiny-ae/anomaly-score", {"inputs": x})
-    assert ok["score_type"] == "recon_mse"
+    assert ok["score_type"] == "recon_complexity"  # an image model's default
     response = client.post(
         "/models/tiny-ae/anomaly-score", json={"inputs": x, "score_type": "neg_elbo"}
     )
@@ -464,6 +464,18 @@ def test_neg_elbo_on_plain_autoencoder_is_409(client: TestClient) -> None:
     assert error["code"] == "operation_not_supported"
     assert "neg_elbo" in error["message"]
     assert "recon_mse" in error["message"]
+
+
+def test_recon_complexity_on_a_table_model_is_409(client: TestClient) -> None:
+    response = client.post(
+        "/models/cancer-vae/anomaly-score",
+        json={"inputs": cancer()[:2].tolist(), "score_type": "recon_complexity"},
+    )
+    assert response.status_code == 409
+    error = response.json()["error"]
+    assert error["code"] == "operation_not_supported"
+    assert "'recon_complexity' needs images" in error["message"]
+    assert "neg_elbo" in error["message"]
 
 
 def test_anomaly_score_on_tabular_model(client: TestClient, settings: ServiceSettings) -> None:
@@ -552,7 +564,7 @@ def test_plain_autoencoder_metadata(client: TestClient) -> None:
     body = client.get("/models/tiny-ae").json()
     assert body["kind"] == "ae"
     assert "sample" not in body["operations"]
-    assert set(body["anomaly"]["scores"]) == {"recon_mse"}
+    assert set(body["anomaly"]["scores"]) == {"recon_mse", "recon_complexity"}
 
 
 def test_version_metadata(client: TestClient, settings: ServiceSettings) -> None:

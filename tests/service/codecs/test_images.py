@@ -423,7 +423,7 @@ def test_anomaly_heat_map_colours_each_pixels_error(client: TestClient) -> None:
     assert [float(s) for s in headers["x-scores"].split(",")] == numbers["scores"]
     assert headers["x-is-anomaly"] == ",".join(str(v).lower() for v in numbers["is_anomaly"])
     assert float(headers["x-threshold"]) == numbers["threshold"]
-    assert headers["x-score-type"] == "recon_mse"
+    assert headers["x-score-type"] == "recon_complexity"  # an image model's default
     grid = _decode(answer.content)
     assert grid.shape == (8, 8 + 1 + 8, 3)
     # Squared errors in model units (scale 16) -> RMS error as a share of the 0..16 range.

@@ -25,6 +25,11 @@ MODELS = [("tiny-vae", "2"), ("cancer-vae", "1"), ("digits-vae", "1")]
 # cross-fitted scores (tests/training/calibration/test_crossfit.py), which the service cannot recompute.
 VALIDATION_CALIBRATED = [model for model in MODELS if model[0] != "cancer-vae"]
 SCORE_TYPES = ["recon_mse", "neg_elbo"]
+IMAGE_MODELS = [model for model in MODELS if model[0] != "cancer-vae"]
+# (name, version, score type): every model's two scores, and the image models' third.
+SCORED = [(*model, score) for model in MODELS for score in SCORE_TYPES] + [
+    (*model, "recon_complexity") for model in IMAGE_MODELS
+]
 MAX_BATCH = 256  # the test settings' max_batch_size
 
 
@@ -57,8 +62,7 @@ def served_scores(
     return np.asarray(parts, dtype=np.float64)
 
 
-@pytest.mark.parametrize("score_type", SCORE_TYPES)
-@pytest.mark.parametrize(("name", "version"), MODELS)
+@pytest.mark.parametrize(("name", "version", "score_type"), SCORED)
 def test_served_scores_equal_bundle_scores_exactly(
     client: TestClient, settings: ServiceSettings, name: str, version: str, score_type: str
 ) -> None:
@@ -72,8 +76,10 @@ def test_served_scores_equal_bundle_scores_exactly(
     np.testing.assert_array_equal(got, expected)
 
 
-@pytest.mark.parametrize("score_type", SCORE_TYPES)
-@pytest.mark.parametrize(("name", "version"), VALIDATION_CALIBRATED)
+@pytest.mark.parametrize(
+    ("name", "version", "score_type"),
+    [entry for entry in SCORED if entry[:2] in VALIDATION_CALIBRATED],
+)
 def test_validation_split_reproduces_the_stored_threshold(
     client: TestClient, settings: ServiceSettings, name: str, version: str, score_type: str
 ) -> None:
@@ -99,8 +105,7 @@ def test_validation_split_reproduces_the_stored_threshold(
     assert flagged <= 0.02
 
 
-@pytest.mark.parametrize("score_type", SCORE_TYPES)
-@pytest.mark.parametrize(("name", "version"), MODELS)
+@pytest.mark.parametrize(("name", "version", "score_type"), SCORED)
 def test_batch_scores_equal_item_by_item(
     client: TestClient, name: str, version: str, score_type: str
 ) -> None:

@@ -533,6 +533,8 @@ function addNoise() {
 const SCORE_MEANING = {
   recon_mse: 'mean squared reconstruction error (model units)',
   neg_elbo: '-ELBO in nats (lower bound on -log p(x))',
+  recon_complexity:
+    'log reconstruction error minus what normal images with as many edges get (0: as expected)',
 };
 
 function scoreExplanation(scoreType) {
