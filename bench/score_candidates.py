@@ -15,7 +15,7 @@ quality`) through the bundle's graphs with each candidate and prints one JSON li
 - log MSE regressed on log total variation, fitted on the training rows, the validation rows,
   or both (what recon_complexity ships), with the fitted slopes.
 
-bench/quality_defaults.md ("recon_complexity") has the figures this printed.
+bench/quality_defaults.md ("Images the size of MNIST") has the figures this printed.
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ class ComplexitySpec(_Strict):
     measure: Literal["total_variation"] = "total_variation"
     slope: float = Field(ge=0, allow_inf_nan=False)
     intercept: float = Field(allow_inf_nan=False)
-    n_samples: int = Field(ge=1, description="training rows the fit was made on")
+    n_samples: int = Field(ge=1, description="training and validation rows the fit was made on")
 
 
 class AnomalySpec(_Strict):

@@ -164,7 +164,8 @@ TOTAL_VARIATION_FLOOR = 1e-3
 @dataclass(frozen=True)
 class ComplexityFit:
     """What recon_complexity expects of an image's reconstruction error, fitted at training
-    time on the training rows: log MSE ~ intercept + slope * log total variation."""
+    time on the training and validation rows: log MSE ~ intercept + slope * log total
+    variation."""
 
     image_shape: tuple[int, int, int]  # (C, H, W): the items are images of this shape
     slope: float
@@ -198,7 +199,7 @@ def log_recon_mse(x_model: AnyFloatArray, x_mean: AnyFloatArray) -> Float64Array
 def fit_complexity(
     log_mse: AnyFloatArray, log_tv: AnyFloatArray, image_shape: tuple[int, int, int]
 ) -> ComplexityFit:
-    """Least squares of log MSE on log total variation over normal items (training rows).
+    """Least squares of log MSE on log total variation over normal items.
 
     A slope below 0 would reward busy images, the opposite of the bias corrected here, so it
     is clipped at 0 (recon_complexity is then log MSE shifted); one item, or items of one

@@ -70,7 +70,7 @@ def fit_recon_complexity(
     (mnist-5k:holdout=1: 1.27 against 1.60 on validation rows) and the held-out "1"s stood
     out less (AUROC 0.866 against 0.934); fitted on a small validation split alone it was
     noise (digits: 243 rows, slopes -0.29..1.12 over the ten holdouts). Together: 0.884 and
-    steady slopes (bench/quality_defaults.md, "recon_complexity").
+    steady slopes (bench/quality_defaults.md, "Images the size of MNIST").
     """
     total = sum(len(split) for split in splits)
     step = max(1, -(-total // COMPLEXITY_FIT_ROWS))  # ceil: at most the cap in all
