@@ -288,7 +288,7 @@ def test_model_card_shows_metadata_metrics_and_report_plots(
     assert "Latent dimensions" in facts
     assert "0 to 16" in facts
     assert "neg_elbo" in page.inner_text("#card-metrics")
-    assert "recon_mse (default)" in page.inner_text("#card-thresholds")
+    assert "recon_complexity (default)" in page.inner_text("#card-thresholds")
     screenshot(page, tmp_path, "web-card")
     assert errors.messages == []
 
