@@ -228,6 +228,13 @@ def test_conv_on_tabular_data_is_a_clear_error(tmp_path: Path) -> None:
         run_training(config, tmp_path / "x")
 
 
+def test_recon_complexity_on_tabular_data_is_refused_before_training(tmp_path: Path) -> None:
+    config = TrainingConfig(dataset="breast-cancer", score="recon_complexity")
+    with pytest.raises(ValueError, match="--score recon_complexity needs images"):
+        run_training(config, tmp_path / "x")
+    assert not (tmp_path / "x").exists()  # refused at the data, before any model was built
+
+
 def test_bernoulli_on_standardised_data_is_refused(tmp_path: Path) -> None:
     config = TrainingConfig(
         dataset="breast-cancer", likelihood="bernoulli", preprocessing="standard"
