@@ -90,7 +90,6 @@ def _check_manifest_consistency(manifest: ModelManifest, where: Path) -> None:
         raise BundleError(
             f"{where}: preprocessing has {offsets} offsets; expected 1 or {size} (one per feature)"
         )
-    complexity_fit(manifest, where)  # raises when recon_complexity cannot be computed
 
 
 def complexity_fit(manifest: ModelManifest, where: Path) -> ComplexityFit | None:
@@ -125,6 +124,8 @@ class OnnxBundle:
         except ValueError as error:
             raise BundleError(f"{self.path}: model.json is invalid: {error}") from error
         _check_manifest_consistency(self.manifest, self.path)
+        # Before any graph is opened: a bundle offering recon_complexity without its fit fails here.
+        self.complexity = complexity_fit(self.manifest, self.path)
         try:
             self.preprocessing = Preprocessing.from_manifest(
                 self.manifest.preprocessing.model_dump()
@@ -153,7 +154,6 @@ class OnnxBundle:
         self._decoder_input = graphs.decoder.inputs[0].name
         self._decoder_outputs = [t.name for t in graphs.decoder.outputs]
         anomaly = self.manifest.anomaly
-        self.complexity = complexity_fit(self.manifest, self.path)
         self.epsilon = fixed_epsilon(
             anomaly.elbo_samples, self.manifest.latent_dim, anomaly.elbo_seed
         )
