@@ -91,7 +91,9 @@ class TrainingConfig:
         "encoder and decoder, or auto: for a VAE on a table, train two candidates, the MLP "
         "256,128 and the linear one (at 3x --lr), and keep the one with the lower validation "
         "loss (a linear model won on breast-cancer's rows, the MLP on wine and iris: "
-        "bench/QUALITY.md); 256,128 for everything else",
+        "bench/QUALITY.md); 256,128 for everything else (on mnist-5k the textbook's one layer "
+        "of 400 modelled held-out digits better, 111.7 vs 113.3 nats, and ranked held-out 1s "
+        "worse, AUROC 0.80 vs 0.87: bench/quality_defaults.md)",
     )
     conv_channels: str = option("32,64", "conv channels per stride-2 layer (arch=conv)")
     tied_weights: bool = option(
@@ -114,7 +116,11 @@ class TrainingConfig:
     )
     beta: float = option(1.0, "weight of the KL term; 1 is the true ELBO")
     kl_warmup_epochs: int = option(
-        10, "epochs over which the KL weight ramps linearly from 0 to beta, against collapse"
+        10,
+        "epochs over which the KL weight ramps linearly from 0 to beta, against collapse; 10 "
+        "for every data kind: on mnist-5k 0 / 10 / 30 epochs gave held-out -ELBO 114.1 / 113.3 "
+        "/ 112.4 nats and held-out 9s AUROC 0.76 / 0.74 / 0.71, a longer ramp modelling better "
+        "and ranking worse (bench/quality_defaults.md)",
     )
     sparsity_target: float = option(
         0.05, "sparse-ae: target mean activation rho of each code unit (Ng's notes)"

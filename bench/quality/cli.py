@@ -19,6 +19,7 @@ from bench.quality.config import (
     parse_tasks,
 )
 from bench.quality.figures import normalise
+from bench.quality.merge import merge
 from bench.quality.plot import plot
 from bench.quality.report import markdown
 from bench.quality.run import run
@@ -71,6 +72,15 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         help="where our bundles are written",
     )
     parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="QUALITY_JSON",
+        help="merge the quality.json of runs on parts of the tasks or seeds into one report in "
+        "--out-dir (each task and seed from one part only); no runs",
+    )
+    parser.add_argument(
         "--render-only",
         action="store_true",
         help="rewrite QUALITY.md and quality.png from the quality.json in --out-dir; no runs",
@@ -97,12 +107,18 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         work_dir=args.work_dir,
         command=" ".join(shown),
         render_only=args.render_only,
+        merge=list(args.merge or []),
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
-    if options.render_only:
+    if options.merge:
+        parts = [json.loads(path.read_text()) for path in options.merge]
+        results = merge(parts, options.command)
+        options.out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(options.out_dir / "quality.json", results)
+    elif options.render_only:
         # Prose and plot from the stored figures: the numbers are never recomputed here.
         results = normalise(json.loads((options.out_dir / "quality.json").read_text()))
     else:

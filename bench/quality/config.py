@@ -3,7 +3,7 @@ names, and a run's options (with the parsing of --tasks and --seeds, kept pure f
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DIGITS_HOLDOUTS = [f"digits:holdout={k}" for k in range(10)]
@@ -115,6 +115,7 @@ class Options:
     work_dir: Path
     command: str
     render_only: bool
+    merge: list[Path] = field(default_factory=list)  # quality.json files to merge, no runs
 
     def seeds_for(self, task: str) -> list[int]:
         return self.breast_cancer_seeds if task == "breast-cancer" else self.seeds

@@ -19,10 +19,21 @@ def _slug(task: str) -> str:
     return task.replace(":", "-").replace("=", "")
 
 
-def run_ours(task: str, seed: int, splits: DataSplits, options: Options) -> dict[str, Any]:
-    """Train the default model on the task, then score the test rows through the bundle."""
+def run_ours(
+    task: str,
+    seed: int,
+    splits: DataSplits,
+    options: Options,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train the default model on the task (with `overrides` of its config, for a sweep of
+    one setting: bench.defaults_sweep), then score the test rows through the bundle."""
     config = TrainingConfig(
-        dataset=task, seed=seed, test_fraction=task_test_fraction(task), plots=False
+        dataset=task,
+        seed=seed,
+        test_fraction=task_test_fraction(task),
+        plots=False,
+        **(overrides or {}),
     )
     out = options.work_dir / f"{_slug(task)}-seed{seed}" / "1"
     cpu_started, started = time.process_time(), time.perf_counter()

@@ -64,6 +64,10 @@ def _header(results: dict[str, Any]) -> list[str]:
         "",
         f"- date: {results['date']}",
         f"- command: `{results['command']}` (total {results['total_seconds']:.0f} s wall)",
+        *[
+            f"  - part: `{part['command']}` ({part['date']}, {part['total_seconds']:.0f} s wall)"
+            for part in results.get("parts", [])
+        ],
         f"- machine: {machine_text(results['machine'])}; shared with other work while it ran "
         f"(load average at the start {results['machine']['load_average']})",
         f"- packages: {packages_text(results['machine'])}",

@@ -77,7 +77,7 @@ def run_likelihood(task: str, seed: int, ours: dict[str, Any], options: Options)
     return entry
 
 
-def _summary(results: dict[str, Any], task: str) -> dict[str, Any]:
+def summary(results: dict[str, Any], task: str) -> dict[str, Any]:
     """The task's AUROC means and ranges over seeds, for a reader of quality.json."""
     found = {}
     for who in [OURS, *next(iter(results["tasks"][task]["seeds"].values()))["peers"]]:
@@ -110,7 +110,7 @@ def run(options: Options) -> dict[str, Any]:
                 ours = entry["seeds"][str(seed)]["ours"]
                 comparison = results["likelihood"].setdefault(task, {"seeds": {}})
                 comparison["seeds"][str(seed)] = run_likelihood(task, seed, ours, options)
-        entry["summary"] = _summary(results, task)
+        entry["summary"] = summary(results, task)
         # What has run so far, should a long run be cut short (not the report's quality.json).
         write_json(options.work_dir / "quality.partial.json", results)
     results["total_seconds"] = time.perf_counter() - started

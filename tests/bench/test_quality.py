@@ -21,6 +21,7 @@ from bench.quality.config import (
     task_test_fraction,
 )
 from bench.quality.figures import group_spread, normalise, spread
+from bench.quality.merge import merge
 from bench.quality.reference import training_seconds
 from bench.quality.targets import checks
 from bench.reference_vae import train_reference
@@ -229,3 +230,61 @@ def test_reference_budget_is_our_training_time() -> None:
     assert training_seconds(image, "wall") == 60.0  # the one loop
     table = dict(image, candidates=["mlp 25.2", "linear 13.4"])
     assert training_seconds(table, "wall") == 61.0  # the whole search
+
+
+def _part(results: dict[str, Any], seeds: set[str], tasks: set[str]) -> dict[str, Any]:
+    """The share of a results dict that a run of those seeds and tasks would have written."""
+
+    def keep(section: dict[str, Any]) -> dict[str, Any]:
+        return {
+            task: {"seeds": {s: r for s, r in entry["seeds"].items() if s in seeds}}
+            for task, entry in section.items()
+            if task in tasks and any(s in seeds for s in entry["seeds"])
+        }
+
+    return {
+        "seeds": sorted(int(s) for s in seeds),
+        "date": f"2026-12-0{min(seeds)}",
+        "command": f"python -m bench.quality --seeds {','.join(sorted(seeds))}",
+        "total_seconds": 10.0 * len(seeds),
+        "threads": 1,
+        "validation_fraction": 0.15,
+        "machine": {"cpus": 2},
+        "tasks": keep(results["tasks"]),
+        "likelihood": keep(results["likelihood"]),
+    }
+
+
+def test_merged_parts_judge_as_the_whole_run() -> None:
+    whole = _results(mnist_ours=0.82, bc_ours=[0.96, 0.958, 0.959, 0.961, 0.957], mnist_elbo=97)
+    mnist = {"mnist-5k", *MNIST_HOLDOUTS}
+    parts = [
+        _part(whole, {"0"}, mnist),
+        _part(whole, {"1", "2"}, mnist),
+        _part(whole, {"0", "1", "2", "3", "4"}, {"breast-cancer"}),
+    ]
+    merged = merge(parts, "python -m bench.quality --merge a b c")
+    assert merged["seeds"] == [0, 1, 2]
+    assert merged["breast_cancer_seeds"] == [0, 1, 2, 3, 4]
+    assert merged["total_seconds"] == 10 + 20 + 50
+    assert [p["command"] for p in merged["parts"]] == [p["command"] for p in parts]
+    assert len(merged["checks"]) == len(checks(whole))
+    assert {c["target"]: c["ok"] for c in merged["checks"]} == _verdicts(whole)
+    assert list(merged["tasks"])[:2] == ["breast-cancer", "mnist-5k"]  # the benchmark's order
+    summary = merged["tasks"]["mnist-5k:holdout=3"]["summary"]["auroc"]["ours"]
+    assert summary["n"] == 3
+    assert summary["mean"] == pytest.approx(0.82)
+
+
+def test_merge_refuses_a_seed_run_twice_and_mixed_threads() -> None:
+    whole = _results(mnist_ours=0.85, bc_ours=[0.96] * 5, mnist_elbo=96)
+    one = _part(whole, {"0", "1"}, {"mnist-5k:holdout=1"})
+    other = _part(whole, {"1"}, {"mnist-5k:holdout=1"})
+    with pytest.raises(ValueError, match="holdout=1 seed 1 is in more than one part"):
+        merge([one, other], "merge")
+    other = _part(whole, {"2"}, {"mnist-5k:holdout=1"})
+    other["threads"] = 2
+    with pytest.raises(ValueError, match="different torch threads"):
+        merge([one, other], "merge")
+    with pytest.raises(ValueError, match="nothing"):
+        merge([], "merge")

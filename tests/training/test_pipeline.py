@@ -108,7 +108,9 @@ def test_manifest_has_every_section_of_the_contract(digits_vae: TrainingOutcome)
     sizes = raw["training"]["split_sizes"]
     assert complexity["n_samples"] == sizes["train"] + sizes["validation"]
     assert raw["input"]["image_shape"] == [1, 8, 8]
-    assert raw["training"]["data_defaults"] == {"latent_dim": {"value": 2, "why": "given"}}
+    data_defaults = raw["training"]["data_defaults"]
+    assert data_defaults["latent_dim"] == {"value": 2, "why": "given"}
+    assert data_defaults["likelihood"]["value"] == raw["likelihood"]["kind"]
     calibration = anomaly["scores"]["neg_elbo"]
     assert calibration["percentile"] == 99.0
     assert len(calibration["quantiles"]) == 101
