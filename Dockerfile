@@ -56,7 +56,8 @@ COPY bundle ./bundle
 COPY service ./service
 COPY models/digits-vae /models/digits-vae
 USER vae
-EXPOSE 8000
+# HTTP, and the Open Inference Protocol over gRPC (VAE_GRPC_PORT; 0 turns it off)
+EXPOSE 8000 8001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
   CMD ["python", "-m", "service.server.healthcheck", "/healthz"]
 # Exec form: python is PID 1 and receives SIGTERM, so uvicorn drains and exits cleanly.

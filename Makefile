@@ -35,8 +35,8 @@ lint: setup  ## ruff and mypy, as CI runs them
 docs: setup  ## build the documentation site (docs/, MkDocs) into site/; a broken link fails it (CI runs it)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
-docs-serve: setup  ## serve the documentation site on http://127.0.0.1:8001 while you edit it
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
+docs-serve: setup  ## serve the documentation site on http://127.0.0.1:8002 while you edit it (8001 is gRPC's)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8002
 
 docs-check: setup  ## run every example in README.md and docs/ against a real server, as a reader would (CI runs it)
 	$(BIN)/python scripts/check_docs.py
@@ -70,8 +70,10 @@ replicas-smoke:  ## 3 replicas behind nginx (compose, 127.0.0.1:18082 or a free 
 clean:  ## remove caches (keeps .venv and models/)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build *.egg-info
 
-bench: setup  ## benchmark vae-serve vs KServe, MLServer, Triton, BentoML, Ray Serve, FastAPI and the ceilings (~20 min; the peers' venvs are built on first use); writes bench/RESULTS.md
+bench: setup  ## benchmark vae-serve vs KServe, MLServer, Triton, BentoML, Ray Serve, FastAPI and the ceilings, then gRPC vs Triton's (~30 min; the peers' venvs are built on first use); writes bench/RESULTS.md and bench/GRPC.md
+	scripts/bench-tools.sh
 	$(BIN)/python -m bench.http_bench
+	$(BIN)/python -m bench.grpc_bench
 
 bench-peers: setup  ## build (or check) each peer's own pinned venv under bench/out/venvs/, as make bench does on first use
 	$(BIN)/python -m bench.peers.venvs

@@ -5,8 +5,8 @@ README.md comes first, then the documentation site's pages in the order of mkdoc
 is run, in order, by one bash session in a scratch folder
 that holds a copy of the committed model repository (`models/digits-vae/1`), with the project's
 virtual environment activated, as the README tells a reader to do once. A server started like
-`make serve` (vae-serve on 127.0.0.1:8000, or on a free port written into the commands where
-8000 is taken) answers them.
+`make serve` (vae-serve on 127.0.0.1:8000 with gRPC on 8001, or on free ports written into the
+commands where those are taken) answers them.
 
 - `console` blocks: `$ ` starts a command (a line ending in `\\` or an open quote goes on to
   the next); the lines after it, up to a blank line, a `# ` comment or the next `$ `, are its
@@ -185,8 +185,9 @@ def free_port(preferred: int) -> int:
     raise RuntimeError("no free port")
 
 
-def start_server(workdir: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(workdir: Path, port: int, grpc_port: int) -> subprocess.Popen[bytes]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("VAE_")}
+    environment["VAE_GRPC_PORT"] = str(grpc_port)
     process = subprocess.Popen(
         [str(VENV_BIN / "vae-serve"), "--model-repository", "models", "--port", str(port)],
         cwd=workdir,
@@ -208,7 +209,7 @@ def start_server(workdir: Path, port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("the server did not become ready in 90 s")
 
 
-def run_examples(examples: list[Example], workdir: Path, port: int) -> list[str]:
+def run_examples(examples: list[Example], workdir: Path, port: int, grpc_port: int) -> list[str]:
     """One bash session runs them all, in order (variables and files carry over, as in a
     reader's terminal); each one's output and status land in files beside it."""
     results = workdir / ".docs-results"
@@ -220,6 +221,7 @@ def run_examples(examples: list[Example], workdir: Path, port: int) -> list[str]
     ]
     for number, example in enumerate(examples):
         command = example.command.replace("localhost:8000", f"localhost:{port}")
+        command = command.replace("localhost:8001", f"localhost:{grpc_port}")
         script.append(
             f"{{\n{command}\n}} > {results}/{number}.out 2>&1 < /dev/null; "
             f"echo $? > {results}/{number}.rc"
@@ -279,11 +281,11 @@ def main() -> int:
             print(f"skip {block.source}: {block.skipped}")
     workdir = Path(tempfile.mkdtemp(prefix="vae-docs-"))
     shutil.copytree(ROOT / "models" / "digits-vae" / "1", workdir / "models" / "digits-vae" / "1")
-    port = free_port(8000)
-    server = start_server(workdir, port)
+    port, grpc_port = free_port(8000), free_port(8001)
+    server = start_server(workdir, port, grpc_port)
     began = time.perf_counter()
     try:
-        failures = run_examples(examples, workdir, port)
+        failures = run_examples(examples, workdir, port, grpc_port)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)

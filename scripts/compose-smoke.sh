@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 project="vaesmoke$$"
 VAE_PUBLISH_PORT=$(python3 scripts/smoke_hygiene.py port --default 18081 \
   --wanted "${SMOKE_COMPOSE_PORT:-}")
-export VAE_PUBLISH_PORT
+VAE_PUBLISH_GRPC_PORT=$(python3 scripts/smoke_hygiene.py port --default 18092 \
+  --wanted "${SMOKE_COMPOSE_GRPC_PORT:-}")
+export VAE_PUBLISH_PORT VAE_PUBLISH_GRPC_PORT
 base="http://127.0.0.1:$VAE_PUBLISH_PORT"
 down() { compose_down "$project"; }
 trap down EXIT
@@ -52,6 +54,7 @@ case "$mounts" in *"/models rw=false"*) echo "  ok   model repository mounted re
 
 echo "== endpoints"
 python3 scripts/smoke_endpoints.py "$base"
+"${PYTHON:-.venv/bin/python}" scripts/smoke_grpc.py "127.0.0.1:$VAE_PUBLISH_GRPC_PORT"
 
 echo "== stop (SIGTERM)"
 "${compose[@]}" -p "$project" stop >/dev/null 2>&1

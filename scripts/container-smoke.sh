@@ -14,6 +14,7 @@ name="vae-smoke-$$"
 # otherwise test somebody else's server). scripts/smoke_hygiene.py says what it did.
 python3 scripts/smoke_hygiene.py reap "$engine"
 port=$(python3 scripts/smoke_hygiene.py port --default 18080 --wanted "${SMOKE_PORT:-}")
+grpc_port=$(python3 scripts/smoke_hygiene.py port --default 18091 --wanted "${SMOKE_GRPC_PORT:-}")
 format=(); [ "$engine" = podman ] && format=(--format docker)  # keeps HEALTHCHECK in the image
 cleanup() { "$engine" rm -f "$name" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
@@ -37,7 +38,8 @@ echo "  ok   refused to start (exit 2): $(grep -o 'no API keys[^:]*' <<<"$refusa
 # A fresh key for this run only; smoke_endpoints.py sends it and checks a call without it fails.
 key=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
 start=$(date +%s.%N)
-"$engine" run -d --name "$name" -p "127.0.0.1:$port:8000" -e "VAE_API_KEYS=$key" "$image" >/dev/null
+"$engine" run -d --name "$name" -p "127.0.0.1:$port:8000" -p "127.0.0.1:$grpc_port:8001" \
+  -e "VAE_API_KEYS=$key" "$image" >/dev/null
 for _ in $(seq 1 300); do
   if curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; then break; fi
   if [ "$("$engine" inspect "$name" --format '{{.State.Running}}')" != "true" ]; then
@@ -51,6 +53,8 @@ python3 -c "print(f'cold start to ready: {$ready - $start:.2f} s')"
 
 echo "== endpoints"
 SMOKE_API_KEY="$key" python3 scripts/smoke_endpoints.py "http://127.0.0.1:$port"
+echo "== gRPC (the Open Inference Protocol on the image's port 8001)"
+SMOKE_API_KEY="$key" "${PYTHON:-.venv/bin/python}" scripts/smoke_grpc.py "127.0.0.1:$grpc_port"
 
 echo "== inside the container"
 uid=$("$engine" exec "$name" id -u)

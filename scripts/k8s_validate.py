@@ -163,9 +163,16 @@ def environment(container: Resource, resources: list[Resource]) -> tuple[dict[st
 
 def probe_problems(container: Resource, env: dict[str, str]) -> Iterator[str]:
     ports = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
+    declared = sorted(ports.values(), key=str)  # a port of the wrong type is a string
     serving_port = int(env.get("VAE_PORT", "8000"))
     if serving_port not in ports.values():
-        yield f"VAE_PORT {serving_port} is not a containerPort ({sorted(ports.values())})"
+        yield f"VAE_PORT {serving_port} is not a containerPort ({declared})"
+    grpc_port = int(env.get("VAE_GRPC_PORT", "8001"))
+    if grpc_port and grpc_port not in ports.values():
+        yield f"VAE_GRPC_PORT {grpc_port} is not a containerPort ({declared})"
+    grpc_probe = container.get("startupProbe", {}).get("grpc")
+    if grpc_probe is not None and grpc_probe.get("port") != grpc_port:
+        yield f"startupProbe asks gRPC port {grpc_probe.get('port')}, not VAE_GRPC_PORT {grpc_port}"
     for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
         get = container.get(probe, {}).get("httpGet")
         if get is None:

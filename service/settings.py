@@ -154,6 +154,27 @@ class ServiceSettings(BaseSettings):
         description="open connections per worker; one more is answered 503 with Retry-After "
         "and closed at once",
     )
+    grpc_port: int = Field(
+        8001,
+        ge=0,
+        le=65535,
+        description="TCP port of the Open Inference Protocol over gRPC (Triton's and KServe's "
+        "8001), on VAE_HOST, shared by every worker (SO_REUSEPORT); 0: no gRPC",
+    )
+    grpc_max_concurrent_rpcs: int = Field(
+        1024,
+        ge=1,
+        le=100_000,
+        description="gRPC calls (streams included) a worker holds at once; one more is "
+        "answered RESOURCE_EXHAUSTED at once",
+    )
+    grpc_stream_idle_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=86_400,
+        description="a ModelStreamInfer stream that sends no request for this long is ended "
+        "(DEADLINE_EXCEEDED), so an abandoned stream frees its slot",
+    )
     max_image_pixels: int = Field(
         4 * 1024 * 1024,
         ge=1,

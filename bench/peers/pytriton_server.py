@@ -8,8 +8,9 @@ front of it, one callable per model instance, and `Triton.serve()` blocking unti
     python -m bench.peers.pytriton_server --bundle DIR --port 8000 [--instances 2]
 
 Run by the pytriton peer venv's python with the repository root as cwd (bench/peers/pytriton.py
-says how); the HTTP port is the harness's, the gRPC and metrics ports are free ones picked here
-(Triton opens all three; the harness speaks HTTP only).
+says how); the HTTP port is the harness's, the gRPC port too when --grpc-port names one
+(bench/grpc_bench.py speaks gRPC to it), the metrics port a free one picked here (Triton opens
+all three).
 
 Triton runs each instance's requests on its own thread of this process (PyTriton's proxy hands
 them over ZMQ), so two instances are two threads, each with its own onnxruntime sessions: they
@@ -30,7 +31,12 @@ from pathlib import Path
 import numpy as np
 from pytriton.decorators import batch
 from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-from pytriton.triton import Triton, TritonConfig
+from pytriton.triton import (
+    DEFAULT_PROTECTED_ENDPOINTS,
+    Triton,
+    TritonConfig,
+    TritonSecurityConfig,
+)
 
 from bench.peers.vae_onnx import VaeOnnx
 
@@ -79,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.peers.pytriton_server")
     parser.add_argument("--bundle", type=Path, required=True, help="model.json + ONNX graphs")
     parser.add_argument("--port", type=int, required=True, help="Triton's HTTP port")
+    parser.add_argument(
+        "--grpc-port", type=int, default=0, help="Triton's gRPC port (0: a free one)"
+    )
     parser.add_argument("--instances", type=int, default=2, help="model instances (threads)")
     parser.add_argument("--max-batch-size", type=int, default=64)
     parser.add_argument("--max-queue-delay-us", type=int, default=500)
@@ -95,11 +104,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         http_address="127.0.0.1",
         http_port=options.port,
         grpc_address="127.0.0.1",
-        grpc_port=free_port(),
+        grpc_port=options.grpc_port or free_port(),
         metrics_port=free_port(),
         log_verbose=0,
     )
-    with Triton(config=config) as triton:
+    # PyTriton guards Triton's statistics (and more) with a random access token; plain Triton
+    # leaves them open, and Triton's own benchmark client (perf_analyzer, bench/grpc_bench.py)
+    # reads them after every measurement window. The model endpoints are never guarded.
+    security = TritonSecurityConfig(
+        restricted_endpoints=[e for e in DEFAULT_PROTECTED_ENDPOINTS if e != "statistics"]
+    )
+    with Triton(config=config, security_config=security) as triton:
         triton.bind(
             model_name=models[0].name,
             infer_func=[instance(model) for model in models],

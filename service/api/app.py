@@ -35,6 +35,7 @@ from service.asgi import ASGIApp
 from service.dataplane.inference import Inference
 from service.dataplane.operations import RequestHead, serve_operation
 from service.dataplane.state import ServiceState
+from service.grpc.server import start_grpc_server
 from service.models.repository import ModelRepository
 from service.observability.metrics import (
     ServiceMetrics,
@@ -105,6 +106,7 @@ def create_app(
     *,
     reload_dir: Path | None = None,
     freeze_after_load: bool = False,
+    serve_grpc: bool = False,
 ) -> ASGIApp:
     """The ASGI app to serve, outside in: the request observer (request ids, metrics, request
     log lines), CORS (when origins are set), the API key guard (when keys are set), the fast
@@ -112,7 +114,9 @@ def create_app(
     models). Raises ApiKeyError for an unusable key. `reload_dir`: the folder through which
     the server's workers signal each other to reload (`service.dataplane.reload`).
     `freeze_after_load`: a server worker's app, the process's only one (`_freeze_what_was_loaded`);
-    never in a process that makes many apps (tests), whose old apps would never be collected."""
+    never in a process that makes many apps (tests), whose old apps would never be collected.
+    `serve_grpc`: also serve the Open Inference Protocol over gRPC on VAE_GRPC_PORT
+    (service.grpc.server) while the app runs: a server worker's app, not a test's."""
     settings = settings or ServiceSettings()
     metrics = ServiceMetrics() if settings.metrics else None
     # The connection limits refuse before any request exists; this counts what they refuse.
@@ -141,9 +145,15 @@ def create_app(
         await reloader.start(generation)
         if metrics is not None:
             metrics.start()
+        grpc_server = (
+            await start_grpc_server(state, settings, metrics, request_lines) if serve_grpc else None
+        )
         try:
             yield
         finally:
+            if grpc_server is not None:
+                # First: its streams drain while the data plane still serves them.
+                await grpc_server.stop(settings.shutdown_drain_s)
             await reloader.stop()
             state.ready = False
             state.inference.close()

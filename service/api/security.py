@@ -1,16 +1,12 @@
 """Optional API keys, checked in front of every route except the configured open paths.
 
-Keys come as `Authorization: Bearer KEY` or `X-API-Key: KEY` (never in the query string, where
-access logs and proxies would record them). The presented key is hashed and compared with the
-hash of every configured key with `hmac.compare_digest`, always all of them, so neither the
-match position nor a key's length shows in the response time. No key is ever logged: the error
-bodies name the header, not its value.
+How a key is carried and matched (hashed, compared with every configured key in constant
+time, never logged) is service.dataplane.api_keys, which gRPC uses too; this is the HTTP side:
+which paths are open, and the 401/403 answers in each protocol's body.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,26 +15,11 @@ from fastapi import FastAPI
 
 from service.api.openapi import ERROR_BODY, V2_ERROR_BODY
 from service.asgi import ASGIApp, Receive, Scope, Send
+from service.dataplane.api_keys import ApiKeys, presented_key
 from service.errors import Forbidden, ServiceError, Unauthorized
 
 # Set in the scope of a request to an open path that carried a valid key.
 AUTHENTICATED = "vae.authenticated"
-
-
-def _digest(key: bytes) -> bytes:
-    return hashlib.sha256(key).digest()
-
-
-def presented_key(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
-    """The key a request carries, from `Authorization: Bearer` or `X-API-Key`."""
-    for name, value in headers:
-        if name == b"x-api-key":
-            return value.strip()
-        if name == b"authorization":
-            scheme, _, credentials = value.strip().partition(b" ")
-            if scheme.lower() == b"bearer" and credentials.strip():
-                return credentials.strip()
-    return None
 
 
 class ApiKeyGuard:
@@ -52,7 +33,7 @@ class ApiKeyGuard:
         open_prefixes: tuple[str, ...],
     ):
         self.app = app
-        self._digests = [_digest(key.encode()) for key in keys]
+        self.keys = ApiKeys(keys)
         self.open_paths = open_paths
         self.open_prefixes = open_prefixes
 
@@ -60,11 +41,7 @@ class ApiKeyGuard:
         return path in self.open_paths or any(path.startswith(p) for p in self.open_prefixes)
 
     def allows(self, key: bytes) -> bool:
-        digest = _digest(key)
-        matched = False
-        for expected in self._digests:  # every key, whatever matched before
-            matched |= hmac.compare_digest(digest, expected)
-        return matched
+        return self.keys.allows(key)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

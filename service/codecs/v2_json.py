@@ -151,7 +151,7 @@ def _shape(tensor: dict[str, Any], name: str) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _dtype(datatype: Any, name: str) -> np.dtype[Any]:
+def input_dtype(datatype: Any, name: str) -> np.dtype[Any]:
     if not isinstance(datatype, str):
         raise _bad(f'input {excerpt(name)}: datatype must be a string such as "FP32"')
     if datatype in REFUSED_DTYPES:
@@ -164,7 +164,7 @@ def _dtype(datatype: Any, name: str) -> np.dtype[Any]:
     return NUMERIC_DTYPES[datatype]
 
 
-def _to_float32(values: npt.NDArray[Any], name: str) -> FloatArray:
+def to_float32(values: npt.NDArray[Any], name: str) -> FloatArray:
     """Any numeric array as float32, refusing NaN/Inf and values beyond the float32 range."""
     if values.dtype.kind == "f":
         finite = np.isfinite(values)
@@ -194,7 +194,7 @@ def decode_inputs(request: InferRequest) -> dict[str, FloatArray]:
         if name in arrays:
             raise _bad(f"input {excerpt(name)} is given more than once")
         shape = _shape(tensor, name)
-        dtype = _dtype(tensor.get("datatype"), name)
+        dtype = input_dtype(tensor.get("datatype"), name)
         count = math.prod(shape)  # at most MAX_RANK factors below 2**64: bounded
         parameters = _object(tensor.get("parameters"), f"input {excerpt(name)}: parameters")
         size = parameters.get("binary_data_size")
@@ -219,7 +219,7 @@ def decode_inputs(request: InferRequest) -> dict[str, FloatArray]:
                 )
             raw = np.frombuffer(request.binary, dtype=dtype, count=count, offset=offset)
             offset += size
-            values = _to_float32(raw, name)
+            values = to_float32(raw, name)
         else:
             values = _json_data(tensor.get("data"), name, count)
         try:
@@ -317,10 +317,10 @@ def single_input(view: V2Model, arrays: dict[str, FloatArray]) -> FloatArray:
 
 @dataclass(frozen=True)
 class DecodedInfer:
-    """An infer request read whole: the request, the outputs it wants, its one input batch
-    (checked against the model), and the score it asks for."""
+    """An infer request read whole, by any transport of the protocol: its id, the outputs it
+    wants, its one input batch (checked against the model), and the score it asks for."""
 
-    request: InferRequest
+    request_id: str | None
     wanted: list[WantedOutput]
     items: FloatArray
     score_type: str | None
@@ -334,12 +334,13 @@ def read_infer_request(
     score_type = request.parameters.get("score_type")
     if score_type is not None and not isinstance(score_type, str):
         raise _bad("parameters: score_type must be a string")
-    return DecodedInfer(request, wanted, single_input(view, decode_inputs(request)), score_type)
+    items = single_input(view, decode_inputs(request))
+    return DecodedInfer(request.id, wanted, items, score_type)
 
 
 def infer_response(
     view: V2Model,
-    request: InferRequest,
+    request_id: str | None,
     wanted: list[WantedOutput],
     result: TensorsResult,
 ) -> RawResponse:
@@ -361,8 +362,8 @@ def infer_response(
             entry["data"] = array.ravel()
         outputs.append(entry)
     payload: dict[str, Any] = {"model_name": view.name, "model_version": view.model.version}
-    if request.id is not None:
-        payload["id"] = request.id
+    if request_id is not None:
+        payload["id"] = request_id
     payload["outputs"] = outputs
     header = json_write.json_bytes(payload)
     if not chunks:

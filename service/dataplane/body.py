@@ -131,6 +131,18 @@ class BodyReader:
                 break
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
+    def hold(self, size: int, limit: int, what: str = "VAE_MAX_BODY_BYTES") -> None:
+        """A body its transport has read whole already (a gRPC message): 413 above `limit`,
+        503 over budget, else charged like a body read here."""
+        if size > limit:
+            raise PayloadTooLarge(
+                f"request message of {size} bytes is above the limit of {limit} for this "
+                f"request ({what})",
+                {"limit": limit},
+            )
+        self._charge(size)
+        self.received = size
+
     def _declared_length(self) -> int | None:
         text = self.content_length
         if text is None:

@@ -78,10 +78,20 @@ class Serving:
         self._reader = self.inference.body_reader(receive, content_length)
         return await self._reader.read(limit)
 
+    def hold_message(self, size: int, limit: int) -> None:
+        """A message its transport has already read whole (gRPC): refused above `limit` like
+        a body, and charged to the worker's body budget until the answer."""
+        self._reader = self.inference.body_reader(_nothing_to_receive, None)
+        self._reader.hold(size, limit)
+
     def answered(self, response: RawResponse) -> RawResponse:
         """The answer's size decides whether its memory is handed back to the system."""
         self._answer_bytes = len(response.body)
         return response
+
+    def answered_bytes(self, size: int) -> None:
+        """As `answered`, for a transport that encodes the answer itself."""
+        self._answer_bytes = size
 
     def __exit__(
         self,
@@ -94,3 +104,7 @@ class Serving:
             raise OutOfMemory(
                 "the worker ran out of memory answering; retry later", headers={"Retry-After": "1"}
             ) from None
+
+
+async def _nothing_to_receive() -> dict[str, object]:
+    return {"type": "http.disconnect"}  # a held message has no body left to read

@@ -114,8 +114,9 @@ class ScoreResult(OperationResult):
         "is_anomaly",
         "tail_probability",
         "feature_errors",
+        "reconstruction",
     )
-    IN_INPUT_LAYOUT: ClassVar[tuple[str, ...]] = ("feature_errors",)
+    IN_INPUT_LAYOUT: ClassVar[tuple[str, ...]] = ("feature_errors", "reconstruction")
     PRIMARY: ClassVar[str] = "scores"
 
     scores: Float64Array
@@ -124,13 +125,19 @@ class ScoreResult(OperationResult):
     score_type: str
     tail_probability: FloatArray
     feature_errors: FloatArray | None = None  # per feature, in the input's layout, on request
+    # the mean path's reconstruction, for a caller that asked for it too (the v2 VAE model)
+    reconstruction: FloatArray | None = None
 
 
 @dataclass(slots=True)
 class TensorsResult(OperationResult):
-    """Named output tensors, as the Open Inference Protocol answers them (never batched)."""
+    """Named output tensors, as the Open Inference Protocol answers them; every tensor has
+    one row per item, so a merged batch's result is cut by rows like the others."""
 
     tensors: dict[str, npt.NDArray[Any]]
 
     def item_count(self) -> int | None:
         return len(next(iter(self.tensors.values()))) if self.tensors else None
+
+    def rows(self, start: int, stop: int) -> Self:
+        return type(self)({name: array[start:stop] for name, array in self.tensors.items()})

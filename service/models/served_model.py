@@ -259,7 +259,16 @@ class ServedModel:
         return SampleResult(outputs.reshape((n, *self._output_layout(None))), z, seed, temperature)
 
     @_overflow_is_reported
-    def score(self, x: FloatArray, *, score_type: str | None, per_feature: bool) -> ScoreResult:
+    def score(
+        self,
+        x: FloatArray,
+        *,
+        score_type: str | None,
+        per_feature: bool,
+        with_reconstruction: bool = False,
+    ) -> ScoreResult:
+        """Scores of a batch; `with_reconstruction` also returns the reconstruction the same
+        onnxruntime call made (what `reconstruct` returns), for a caller that wants both."""
         anomaly = self.manifest.anomaly
         chosen = score_type or anomaly.default_score
         if chosen not in SCORE_TYPES:
@@ -311,6 +320,9 @@ class ServedModel:
             result.feature_errors = require_finite_result(
                 errors.astype(np.float32), "inputs", "per-feature errors"
             ).reshape((len(x), *layout))
+        if with_reconstruction:
+            checked = require_finite_result(path.outputs, "inputs", "reconstruction")
+            result.reconstruction = checked.reshape((len(x), *layout))
         return result
 
     def warm_up(self) -> None:

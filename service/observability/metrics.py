@@ -208,14 +208,15 @@ class ServiceMetrics:
             own = None
         self.requests = Counter(
             "vae_requests_total",
-            "HTTP requests answered, by route template, model and status",
-            ["route", "model", "status"],
+            "Requests answered, by route template (a gRPC call: its method), model, status "
+            "(a gRPC call: the HTTP status of the same answer over REST) and protocol",
+            ["route", "model", "status", "protocol"],
             registry=own,
         )
         self.request_seconds = Histogram(
             "vae_request_duration_seconds",
-            "Time from a request's arrival to its answer, by route template and model",
-            ["route", "model"],
+            "Time from a request's arrival to its answer, by route template, model and protocol",
+            ["route", "model", "protocol"],
             buckets=REQUEST_BUCKETS,
             registry=own,
         )
@@ -301,7 +302,7 @@ class ServiceMetrics:
         self._decode = _HistogramBuffer(self.codec_seconds.labels("decode"), STAGE_BUCKETS)
         self._encode = _HistogramBuffer(self.codec_seconds.labels("encode"), STAGE_BUCKETS)
         # Label children, made on first use: a series appears once it has something to say.
-        self._outcomes: dict[tuple[str, str, int], _Outcome] = {}
+        self._outcomes: dict[tuple[str, str, int, str], _Outcome] = {}
         self._items: dict[tuple[str, str], _CounterBuffer] = {}
         self._anomalies: dict[str, _CounterBuffer] = {}
         self._inference: dict[str, _HistogramBuffer] = {}
@@ -339,11 +340,14 @@ class ServiceMetrics:
     def _add(self, record: RequestRecord, route: str, seconds: float) -> None:
         model = record.model or "-"
         status = record.status or 500
-        outcome = self._outcomes.get((route, model, status))
+        protocol = record.protocol
+        outcome = self._outcomes.get((route, model, status, protocol))
         if outcome is None:
-            outcome = self._outcomes[(route, model, status)] = _Outcome(
-                _CounterBuffer(self.requests.labels(route, model, str(status))),
-                _HistogramBuffer(self.request_seconds.labels(route, model), REQUEST_BUCKETS),
+            outcome = self._outcomes[(route, model, status, protocol)] = _Outcome(
+                _CounterBuffer(self.requests.labels(route, model, str(status), protocol)),
+                _HistogramBuffer(
+                    self.request_seconds.labels(route, model, protocol), REQUEST_BUCKETS
+                ),
             )
         outcome.requests.amount += 1
         outcome.duration.observe(seconds)

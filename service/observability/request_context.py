@@ -48,6 +48,7 @@ class RequestRecord:
         "inference_s",
         "items",
         "model",
+        "protocol",
         "queue_s",
         "request_id",
         "route",
@@ -55,8 +56,9 @@ class RequestRecord:
         "version",
     )
 
-    def __init__(self, request_id: str) -> None:
+    def __init__(self, request_id: str, protocol: str = "http") -> None:
         self.request_id = request_id
+        self.protocol = protocol  # "http" or "grpc": the metrics' protocol label
         self.arrived: float | None = None  # event-loop time the request came in
         self.route: str | None = None  # the route template, never the raw path
         self.status: int | None = None

@@ -83,6 +83,7 @@ class RequestLines:
                 "pid": self._pid,
                 "message": f"{method} {path} {status}",
                 "request_id": record.request_id,
+                "protocol": record.protocol,
                 "method": method,
                 "route": route,
                 "path": path,

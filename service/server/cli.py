@@ -60,7 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
 def app_from_environment() -> ASGIApp:
     """uvicorn's factory in each worker: settings come from the environment set by main()."""
     return create_app(
-        ServiceSettings(), reload_dir=reload_dir_from_environment(), freeze_after_load=True
+        ServiceSettings(),
+        reload_dir=reload_dir_from_environment(),
+        freeze_after_load=True,
+        serve_grpc=True,
     )
 
 

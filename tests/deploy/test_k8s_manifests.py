@@ -60,6 +60,12 @@ BREAKAGES = {
         'containerPort: "8000"',
         "is not of type 'integer'",
     ),
+    "gRPC probe on another port": (
+        "base/deployment.yaml",
+        "            grpc:\n              port: 8001",
+        "            grpc:\n              port: 9001",
+        "startupProbe asks gRPC port 9001, not VAE_GRPC_PORT 8001",
+    ),
     "readiness on the liveness route": (
         "base/deployment.yaml",
         "path: /readyz",
@@ -175,11 +181,11 @@ def rendered(directory: Path) -> list[dict[str, Any]]:
 
 def test_the_configmap_names_every_setting_the_service_reads() -> None:
     # Like docker-compose.yml: every VAE_* setting is spelled out, so a reader sees them all.
-    # The exceptions live in the Deployment: host and port (the probes' port) and the keys,
+    # The exceptions live in the Deployment: host and ports (the probes' ports) and the keys,
     # which come from a Secret.
     (config,) = [r for r in rendered(MANIFESTS / "base") if r["kind"] == "ConfigMap"]
     data = config["data"]
-    in_deployment = {"VAE_HOST", "VAE_PORT", "VAE_API_KEYS"}
+    in_deployment = {"VAE_HOST", "VAE_PORT", "VAE_GRPC_PORT", "VAE_API_KEYS"}
     expected = {f"VAE_{name.upper()}" for name in ServiceSettings.model_fields} - in_deployment
     assert expected - set(data) == set()
     assert set(data) - expected == set(), "a setting the service does not read"

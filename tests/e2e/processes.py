@@ -35,7 +35,9 @@ def serve(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, **(env or {})},
+        # Each server's gRPC port its own (the default 8001 is shared through SO_REUSEPORT:
+        # two test servers on it would answer each other's calls).
+        env={**os.environ, "VAE_GRPC_PORT": str(free_port()), **(env or {})},
     )
 
 

@@ -55,7 +55,7 @@ def request_counts(base: str) -> tuple[float, float, float]:
         for sample in family.samples:
             labels = sample.labels
             if sample.name == "vae_requests_total" and labels == {
-                "route": ROUTE, "model": "digits-vae", "status": "200"
+                "route": ROUTE, "model": "digits-vae", "status": "200", "protocol": "http"
             }:  # fmt: skip
                 found["requests"] = sample.value
             elif sample.name == "vae_items_total" and labels.get("route") == ROUTE:

@@ -38,8 +38,13 @@ def server() -> Iterator[tuple[str, subprocess.Popen[str]]]:
     _wait_ready(base, process)
     yield base, process
     if process.poll() is None:
-        process.kill()
-        process.wait(timeout=10)
+        # SIGTERM: uvicorn stops its workers (SIGKILL would orphan them, still serving)
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
     close_output(process)
 
 

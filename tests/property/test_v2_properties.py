@@ -407,7 +407,7 @@ def test_binary_responses_split_back_into_the_same_bytes(
     )
     request = InferRequest("r", {"binary_data_output": flags[0]}, [{}], outputs, b"")
     wanted = wanted_outputs(view, request)
-    response = infer_response(view, request, wanted, TensorsResult(results))
+    response = infer_response(view, request.id, wanted, TensorsResult(results))
     assert response.status == 200
 
     length = response.headers.get("Inference-Header-Content-Length")

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.api.app import create_app
-from service.api.security import presented_key
+from service.dataplane.api_keys import presented_key
 from service.settings import ApiKeyError, ServiceSettings
 
 KEY_A = "key-a-0123456789abcdef"

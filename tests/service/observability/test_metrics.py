@@ -43,7 +43,12 @@ def samples(text: str) -> dict[tuple[str, Labels], float]:
     }
 
 
+PROTOCOL_LABELLED = ("vae_requests_total", "vae_request_duration_seconds")
+
+
 def value(scraped: dict[tuple[str, Labels], float], name: str, **labels: str) -> float:
+    if name.startswith(PROTOCOL_LABELLED):
+        labels.setdefault("protocol", "http")  # every request in these tests is HTTP
     return scraped.get((name, frozenset(labels.items())), 0.0)
 
 

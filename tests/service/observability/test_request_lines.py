@@ -65,6 +65,7 @@ def test_the_line_is_the_json_formatters_line_key_for_key() -> None:
         {
             "message": "POST /reconstruct 200",
             "request_id": "r-1",
+            "protocol": "http",
             "method": "POST",
             "route": "/reconstruct",
             "path": "/reconstruct",

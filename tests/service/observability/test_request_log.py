@@ -38,8 +38,8 @@ DIGITS = load_digits().data[:3].tolist()
 KEY = "request-log-key-0123456789"
 GENERATED = re.compile(r"[0-9a-f]{32}")
 FIELDS = {
-    "time", "level", "logger", "pid", "message", "request_id", "method", "route", "path",
-    "status", "latency_ms", "model", "version", "items", "batch_size", "queue_ms",
+    "time", "level", "logger", "pid", "message", "request_id", "protocol", "method", "route",
+    "path", "status", "latency_ms", "model", "version", "items", "batch_size", "queue_ms",
     "inference_ms", "decode_ms", "encode_ms", "client",
 }  # fmt: skip
 
@@ -122,6 +122,7 @@ def test_one_json_line_per_request_with_every_field(
     (line,) = logged.requests()
     assert set(line) == FIELDS
     assert line["request_id"] == "order-42/retry-1"
+    assert line["protocol"] == "http"
     assert line["level"] == "INFO"
     assert line["message"] == "POST /models/digits-vae/reconstruct 200"
     assert line["method"] == "POST"

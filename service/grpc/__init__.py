@@ -1,0 +1,1 @@
+"""gRPC transport: the Open Inference Protocol over gRPC, beside the HTTP api/."""

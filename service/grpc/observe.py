@@ -1,0 +1,90 @@
+"""Each gRPC call observed as the HTTP observer (service.observability.observe) observes a
+request: a request id (the caller's `x-request-id` metadata when safe to echo, else a new
+one, sent back as trailing metadata), a `RequestRecord` current while it is answered, and at
+the end its metrics (protocol label "grpc", the method as the route) and its JSON log line.
+A stream's requests are observed one by one, like unary calls, so every figure counts items."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import grpc
+
+from service.observability.logs import access_log
+from service.observability.metrics import ServiceMetrics
+from service.observability.request_context import (
+    REQUEST_ID_HEADER,
+    RequestRecord,
+    accepted_request_id,
+    enter_request,
+    leave_request,
+    new_request_id,
+)
+from service.observability.request_lines import RequestLines
+
+CLIENT_CLOSED = 499  # as the HTTP observer counts a client that went away
+# A servicer's context, whatever its messages (the servicer's methods are typed by the stubs).
+Context = grpc.aio.ServicerContext[Any, Any]
+REQUEST_ID_KEY = REQUEST_ID_HEADER.decode("ascii")
+
+
+def caller_request_id(context: Context) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_KEY:
+            raw = value if isinstance(value, bytes) else value.encode("utf-8", "replace")
+            return accepted_request_id(raw)
+    return None
+
+
+def _client(peer: str) -> tuple[str, int] | None:
+    """`ipv4:127.0.0.1:5000` or `ipv6:[::1]:5000` -> (host, port)."""
+    kind, _, address = peer.partition(":")
+    host, _, port = address.rpartition(":")
+    if kind not in ("ipv4", "ipv6") or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+class CallObserver:
+    def __init__(self, metrics: ServiceMetrics | None, request_lines: RequestLines | None):
+        self.metrics = metrics
+        self.request_lines = request_lines
+
+    @contextmanager
+    def call(
+        self, method: str, context: Context, request_id: str | None = None
+    ) -> Iterator[RequestRecord]:
+        """One request of a call (a unary call's only one, or one message of a stream). The
+        caller sets `record.status` (the HTTP status of the same answer over REST)."""
+        started = time.perf_counter()
+        record = RequestRecord(request_id or new_request_id(), protocol="grpc")
+        record.arrived = asyncio.get_running_loop().time()
+        record.route = method
+        token = enter_request(record)
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.active += 1
+        try:
+            yield record
+        except asyncio.CancelledError:
+            if record.status is None:
+                record.status = CLIENT_CLOSED
+            raise
+        except BaseException:
+            if record.status is None:
+                record.status = 500
+            raise
+        finally:
+            leave_request(token)
+            seconds = time.perf_counter() - started
+            if metrics is not None:
+                metrics.active -= 1
+                metrics.record_request(record, method, seconds)
+            if self.request_lines is not None and access_log.isEnabledFor(logging.INFO):
+                scope = {"method": "POST", "path": method, "client": _client(context.peer())}
+                self.request_lines.add(scope, record, method, seconds)
