@@ -29,6 +29,7 @@ from service.grpc.codec import (
 )
 from service.grpc.observe import REQUEST_ID_KEY, CallObserver, Context, caller_request_id
 from service.grpc.status import GrpcStatus, grpc_status
+from service.models.repository import ModelRepository
 from service.models.v2_views import TensorSpec, V2Model, find_model
 from service.observability.request_context import accepted_request_id, current_request
 from service.settings import ServiceSettings
@@ -139,11 +140,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             # An unknown model or a server still loading is "not ready", as a readiness
             # check wants to hear it, not an error.
             try:
-                repository = self.state.require_ready()[0]
-                view = find_model(repository, request.name, request.version or None)
+                self._resolve(request.name, request.version)
             except (ModelNotFound, NotReady):
                 return pb.ModelReadyResponse(ready=False)
-            self._served(view.model.name, view.model.version)
             return pb.ModelReadyResponse(ready=True)
 
         return await self._answer("ModelReady", context, ready)
@@ -162,9 +161,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelMetadataRequest, context: Context
     ) -> pb.ModelMetadataResponse:
         def metadata() -> pb.ModelMetadataResponse:
-            repository = self.state.require_ready()[0]
-            view = find_model(repository, request.name, request.version or None)
-            self._served(view.model.name, view.model.version)
+            repository, view = self._resolve(request.name, request.version)
             found = view.metadata(repository.versions_of(view.base))
             tensor = pb.ModelMetadataResponse.TensorMetadata
             return pb.ModelMetadataResponse(
@@ -181,16 +178,18 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelConfigRequest, context: Context
     ) -> pb.ModelConfigResponse:
         def config() -> pb.ModelConfigResponse:
-            repository = self.state.require_ready()[0]
-            view = find_model(repository, request.name, request.version or None)
-            self._served(view.model.name, view.model.version)
+            view = self._resolve(request.name, request.version)[1]
             return pb.ModelConfigResponse(config=model_config(view, self.state.settings))
 
         return await self._answer("ModelConfig", context, config)
 
-    @staticmethod
-    def _served(name: str, version: str) -> None:
-        current_request().served_by(name, version)
+    def _resolve(self, name: str, version: str) -> tuple[ModelRepository, V2Model]:
+        """The served repository and the v2 model a request names (an empty version: the
+        served one), recorded as the request's model."""
+        repository = self.state.require_ready()[0]
+        view = find_model(repository, name, version or None)
+        current_request().served_by(view.model.name, view.model.version)
+        return repository, view
 
     # --- inference -----------------------------------------------------------------------
 

@@ -70,14 +70,21 @@ def running_server(
         wait_ready(base, process)
         yield base, process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        close_output(process)
+        terminate(process)
+
+
+def terminate(process: subprocess.Popen[str], wait_s: float = 40) -> None:
+    """SIGTERM, as a supervisor stops a server: uvicorn stops its workers and the server
+    drains (SIGKILL would leave the workers running, orphaned, still serving their ports);
+    killed only if it is still there after `wait_s`. Its output pipe is closed."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+    close_output(process)
 
 
 def close_output(process: subprocess.Popen[str]) -> None:

@@ -30,7 +30,7 @@ from tritonclient.utils import InferenceServerException
 from service.grpc import inference_pb2 as pb
 from service.grpc import inference_pb2_grpc as pb_grpc
 from tests.bundles import committed_repository
-from tests.e2e.processes import close_output, free_port, serve, wait_ready
+from tests.e2e.processes import free_port, serve, terminate, wait_ready
 from tests.e2e.test_reload import publish_version
 
 DIGITS = load_digits().data.astype(np.float32)
@@ -63,17 +63,7 @@ def start(env: dict[str, str], repository: Path | None = None) -> Server:
 
 
 def stop(server: Server) -> None:
-    """SIGTERM, as a supervisor stops it: uvicorn stops its workers. (SIGKILL would leave
-    them running, orphaned, each still serving its ports.)"""
-    process = server.process
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-    close_output(process)
+    terminate(server.process)
 
 
 @pytest.fixture(scope="module")

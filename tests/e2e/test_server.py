@@ -15,9 +15,9 @@ import pytest
 from sklearn.datasets import load_digits
 
 from tests.bundles import committed_repository
-from tests.e2e.processes import close_output
 from tests.e2e.processes import free_port as _free_port
 from tests.e2e.processes import serve as _serve
+from tests.e2e.processes import terminate
 from tests.e2e.processes import wait_ready as _wait_ready
 
 
@@ -37,15 +37,7 @@ def server() -> Iterator[tuple[str, subprocess.Popen[str]]]:
     base = f"http://127.0.0.1:{port}"
     _wait_ready(base, process)
     yield base, process
-    if process.poll() is None:
-        # SIGTERM: uvicorn stops its workers (SIGKILL would orphan them, still serving)
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-    close_output(process)
+    terminate(process)
 
 
 def test_every_route_answers_over_tcp(server: tuple[str, subprocess.Popen[str]]) -> None:
