@@ -274,23 +274,33 @@ class WantedOutput:
     binary: bool
 
 
+def requested_output(
+    view: V2Model, chosen: list[WantedOutput], name: str, binary: bool
+) -> WantedOutput:
+    """The output a request names, refused when the model has none of that name or the
+    request names it twice (every transport of the protocol checks its outputs here)."""
+    spec = next((spec for spec in view.outputs if spec.name == name), None)
+    if spec is None:
+        names = [spec.name for spec in view.outputs]
+        raise _bad(f"model {view.name!r} has no output {excerpt(name)}; outputs: {names}")
+    if any(w.spec.name == name for w in chosen):
+        raise _bad(f"output {excerpt(name)} is requested more than once")
+    return WantedOutput(spec, binary)
+
+
 def wanted_outputs(view: V2Model, request: InferRequest) -> list[WantedOutput]:
-    specs = {spec.name: spec for spec in view.outputs}
     binary_default = _flag(request.parameters, "binary_data_output", "parameters")
     if request.outputs is None:
         return [WantedOutput(spec, binary_default) for spec in view.outputs]
     chosen: list[WantedOutput] = []
     for entry in request.outputs:
         name = entry["name"]
-        if name not in specs:
-            raise _bad(f"model {view.name!r} has no output {excerpt(name)}; outputs: {list(specs)}")
-        if any(w.spec.name == name for w in chosen):
-            raise _bad(f"output {excerpt(name)} is requested more than once")
+        output = requested_output(view, chosen, name, binary_default)
         parameters = _object(entry.get("parameters"), f"output {excerpt(name)}: parameters")
         binary = parameters.get("binary_data", binary_default)
         if not isinstance(binary, bool):
             raise _bad(f"output {excerpt(name)}: binary_data must be true or false")
-        chosen.append(WantedOutput(specs[name], binary))
+        chosen.append(WantedOutput(output.spec, binary))
     return chosen
 
 

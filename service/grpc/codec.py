@@ -29,6 +29,7 @@ from service.codecs.v2_json import (
     DecodedInfer,
     WantedOutput,
     input_dtype,
+    requested_output,
     single_input,
     to_float32,
 )
@@ -189,15 +190,9 @@ def wanted_outputs(
 ) -> list[WantedOutput]:
     """The outputs asked for (every output when none is named); `binary` here means raw
     bytes in `raw_output_contents`."""
-    specs = {spec.name: spec for spec in view.outputs}
     chosen: list[WantedOutput] = []
     for entry in requested:
-        name = entry.name
-        if name not in specs:
-            raise _bad(f"model {view.name!r} has no output {excerpt(name)}; outputs: {list(specs)}")
-        if any(w.spec.name == name for w in chosen):
-            raise _bad(f"output {excerpt(name)} is requested more than once")
-        chosen.append(WantedOutput(specs[name], raw))
+        chosen.append(requested_output(view, chosen, entry.name, raw))
     return chosen or [WantedOutput(spec, raw) for spec in view.outputs]
 
 

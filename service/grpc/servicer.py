@@ -13,7 +13,7 @@ import asyncio
 import importlib.metadata
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import NoReturn, TypeVar
 
 from service.codecs.wire import INLINE_DECODE_BYTES, INLINE_NPY_BYTES
@@ -104,11 +104,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     # --- health and metadata -------------------------------------------------------------
 
-    async def _answer(self, name: str, context: Context, answer: Callable[[], T]) -> T:
-        """A unary call that is not an infer: observed, its errors mapped."""
+    async def _answer(self, name: str, context: Context, answer: Callable[[], Awaitable[T]]) -> T:
+        """A unary call: observed as a request, its errors mapped to gRPC statuses."""
         with self.observer.call(method_path(name), context, caller_request_id(context)) as record:
             try:
-                response = answer()
+                response = await answer()
             except ServiceError as error:
                 record.status = error.status
                 await _abort(context, grpc_status(error))
@@ -122,12 +122,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ServerLive(
         self, request: pb.ServerLiveRequest, context: Context
     ) -> pb.ServerLiveResponse:
-        return await self._answer("ServerLive", context, lambda: pb.ServerLiveResponse(live=True))
+        async def live() -> pb.ServerLiveResponse:
+            return pb.ServerLiveResponse(live=True)
+
+        return await self._answer("ServerLive", context, live)
 
     async def ServerReady(
         self, request: pb.ServerReadyRequest, context: Context
     ) -> pb.ServerReadyResponse:
-        def ready() -> pb.ServerReadyResponse:
+        async def ready() -> pb.ServerReadyResponse:
             state = self.state
             return pb.ServerReadyResponse(ready=state.repository is not None and state.ready)
 
@@ -136,7 +139,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: Context
     ) -> pb.ModelReadyResponse:
-        def ready() -> pb.ModelReadyResponse:
+        async def ready() -> pb.ModelReadyResponse:
             # An unknown model or a server still loading is "not ready", as a readiness
             # check wants to hear it, not an error.
             try:
@@ -150,7 +153,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: Context
     ) -> pb.ServerMetadataResponse:
-        def metadata() -> pb.ServerMetadataResponse:
+        async def metadata() -> pb.ServerMetadataResponse:
             return pb.ServerMetadataResponse(
                 name="vae-service", version=self.version, extensions=["binary_tensor_data"]
             )
@@ -160,7 +163,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: Context
     ) -> pb.ModelMetadataResponse:
-        def metadata() -> pb.ModelMetadataResponse:
+        async def metadata() -> pb.ModelMetadataResponse:
             repository, view = self._resolve(request.name, request.version)
             found = view.metadata(repository.versions_of(view.base))
             tensor = pb.ModelMetadataResponse.TensorMetadata
@@ -177,7 +180,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelConfig(
         self, request: pb.ModelConfigRequest, context: Context
     ) -> pb.ModelConfigResponse:
-        def config() -> pb.ModelConfigResponse:
+        async def config() -> pb.ModelConfigResponse:
             view = self._resolve(request.name, request.version)[1]
             return pb.ModelConfigResponse(config=model_config(view, self.state.settings))
 
@@ -216,19 +219,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: Context
     ) -> pb.ModelInferResponse:
-        path = method_path("ModelInfer")
-        with self.observer.call(path, context, caller_request_id(context)) as record:
-            try:
-                response = await self._infer(request)
-            except ServiceError as error:
-                record.status = error.status
-                await _abort(context, grpc_status(error))
-            except Exception:
-                record.status = 500
-                await _abort(context, grpc_status(_internal("ModelInfer")))
-            record.status = 200
-            context.set_trailing_metadata(((REQUEST_ID_KEY, record.request_id),))
-            return response
+        return await self._answer("ModelInfer", context, lambda: self._infer(request))
 
     async def _stream_one(
         self, message: pb.ModelInferRequest, context: Context
