@@ -41,9 +41,9 @@ SERVICE_NAME = "inference.GRPCInferenceService"
 DATA_TYPES = {"FP32": pb.DataType.TYPE_FP32, "FP64": pb.DataType.TYPE_FP64}
 # Requests of one stream decoded and run at once, answered in the order they came, so a caller
 # that sends without waiting has them run (and coalesced) together; also the bound on what one
-# stream holds. Measured with one Python client (tritonclient) sending 3,000 single items on a
-# stream, one worker: 1,777 / 1,809 req/s with 32, 1,721 / 1,685 with 1 (the client itself is
-# the limit there; bench.grpc_bench's G3 sends one at a time per stream).
+# stream holds. Measured with one Python client sending 3,000 single items on a stream (`python
+# -m bench.grpc_probes stream`), one worker: 1,777 / 1,809 req/s with 32, 1,721 / 1,685 with 1
+# (the client itself is the limit there; bench.grpc_bench's G3 sends one at a time per stream).
 STREAM_WINDOW = 32
 
 
