@@ -172,7 +172,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "```",
         "make soak                    # 120 s; exits non-zero when a target fails",
-        "make soak SOAK_SECONDS=20    # what CI runs (with SOAK_ARGS=--out bench/out/soak-ci)",
+        "make soak SOAK_SECONDS=40    # what CI runs (with SOAK_ARGS=--out bench/out/soak-ci)",
         ".venv/bin/python -m bench.soak --seconds 120 --connections 8 --models default,784",
         "```",
         "",
