@@ -21,7 +21,7 @@ import numpy.typing as npt
 from bundle.arrays import FloatArray
 from bundle.manifest import ModelManifest
 from bundle.runtime import OnnxBundle
-from bundle.scoring import SCORE_TYPES, anomaly_scores, per_feature_squared_error, tail_probability
+from bundle.scoring import SCORE_TYPES, TailTable, anomaly_scores, per_feature_squared_error
 from service.errors import InvalidInput, OperationNotSupported, PayloadTooLarge, excerpt
 from service.models.results import (
     DecodeResult,
@@ -112,6 +112,10 @@ class ServedModel:
             if self.image_shape[0] == 1:
                 layouts.add(self.image_shape[1:])  # (H, W) greyscale
         self.accepted_layouts = sorted(layouts, key=len)
+        self.tails = {
+            name: TailTable(calibration.quantiles)
+            for name, calibration in manifest.anomaly.scores.items()
+        }
 
     # --- validation --------------------------------------------------------------------------
 
@@ -311,7 +315,7 @@ class ServedModel:
             calibration.threshold,
             scores > calibration.threshold,
             chosen,
-            tail_probability(scores, calibration.quantiles),
+            self.tails[chosen].survival(scores),
         )
         if per_feature:
             errors = per_feature_squared_error(model_x, path.decoded)

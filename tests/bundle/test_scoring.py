@@ -20,6 +20,7 @@ from bundle.scoring import (
     MSE_FLOOR,
     TOTAL_VARIATION_FLOOR,
     ComplexityFit,
+    TailTable,
     anomaly_scores,
     bernoulli_nll,
     fit_complexity,
@@ -472,6 +473,57 @@ def test_tail_probability_with_tied_quantiles_counts_the_ties() -> None:
     q = [0.0] * 30 + [float(v) for v in np.linspace(0.01, 1.0, 71)]
     # Every validation score is >= 0, so P(score >= 0) = 1.
     assert tail_probability(np.array([0.0]), q)[0] == 1.0
+
+
+def _general_survival(scores: Float64Array, quantiles: list[float]) -> FloatArray:
+    """TailTable's maths with no shortcut: every segment may be flat or overflow float64."""
+    q = np.asarray(quantiles, dtype=np.float64)
+    s = np.asarray(scores, dtype=np.float64)
+    steps = len(q) - 1
+    upper = np.clip(np.searchsorted(q, s, side="left"), 1, steps)
+    lower = upper - 1
+    q_lower, q_upper = q[lower], q[upper]
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        span = q_upper - q_lower
+        fraction = np.where(span > 0, (s - q_lower) / np.where(span > 0, span, 1.0), 1.0)
+        halves = (s / 2 - q_lower / 2) / (q_upper / 2 - q_lower / 2)
+        fraction = np.where(np.isinf(span), halves, fraction)
+    survival = 1.0 - (lower + np.clip(fraction, 0.0, 1.0)) / steps
+    survival = np.where(s <= q[0], 1.0, survival)
+    result: FloatArray = np.where(s > q[-1], 0.0, survival).astype(np.float32)
+    return result
+
+
+@pytest.mark.parametrize(
+    "quantiles",
+    [
+        _quantiles(),  # no flat and no wide segment: both shortcuts taken
+        [0.0] * 30 + [float(v) for v in np.linspace(0.01, 1.0, 71)],  # flat segments
+        # one segment wider than float64 holds (1.6e308 - -1.6e308 is inf)
+        [*np.linspace(-1.7e308, -1.6e308, 50).tolist(), *np.linspace(1.6e308, 1.7e308, 51)],
+        [-1.7e308] * 50 + [1.7e308] * 51,  # flat and wide
+        [float(v) for v in np.linspace(0.0, 1e-310, 101)],  # denormal spans
+    ],
+    ids=["plain", "flat", "wide", "flat-and-wide", "denormal"],
+)
+def test_tail_table_shortcuts_equal_the_general_formula(
+    quantiles: list[float], request: pytest.FixtureRequest
+) -> None:
+    kind = request.node.callspec.id
+    q = np.asarray(quantiles)
+    between = (q[:-1] / 2 + q[1:] / 2)[::7]
+    scores = np.concatenate(
+        [q, between, [-np.inf, np.inf, -1.7e308, 1.7e308, 0.0, -1e-300, 1e-300, 5e-324]]
+    )
+    table = TailTable(quantiles)
+    assert (table.has_flat, table.has_wide) == {
+        "plain": (False, False), "flat": (True, False), "wide": (False, True),
+        "flat-and-wide": (True, True), "denormal": (False, False),
+    }[kind]  # fmt: skip
+    np.testing.assert_array_equal(table.survival(scores), _general_survival(scores, quantiles))
+    # One item at a time (the single-item request's path) gives the same bits.
+    one_by_one = np.concatenate([table.survival(scores[i : i + 1]) for i in range(len(scores))])
+    np.testing.assert_array_equal(one_by_one, table.survival(scores))
 
 
 # --- properties ------------------------------------------------------------------------------
