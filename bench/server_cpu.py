@@ -2,11 +2,12 @@
 without wrk's share of the cores or the run-to-run noise of a throughput figure.
 
     .venv/bin/python -m bench.server_cpu [--model default|784] [--connections 8] \
-        [--seconds 8] [--rounds 2] [VAE_SETTING=value ...]
+        [--seconds 8] [--rounds 2] [--route reconstruct|anomaly-score] [VAE_SETTING=value ...]
 
 One `vae-serve` worker (VAE_WORKERS=1, every other setting its default unless given) answers
-make bench's S1 request (one item as JSON, `/reconstruct`) from wrk on 127.0.0.1; the figure is
-the worker's user + system CPU seconds (/proc) over the requests answered, after a warm-up.
+make bench's S1 request (one item as JSON, `/reconstruct`; `--route anomaly-score` scores it)
+from wrk on 127.0.0.1; the figure is the worker's user + system CPU seconds (/proc) over the
+requests answered, after a warm-up.
 Several settings may be compared in one sitting: `A=1 vs A=2` runs each group in turn, round
 after round, so drift on the machine touches them alike (`vs` alone: the defaults).
 """
@@ -33,7 +34,12 @@ def cpu_seconds(pid: int) -> float:
 
 
 def measure(
-    model_key: str, env: dict[str, str], connections: int, seconds: int, folder: Path
+    model_key: str,
+    env: dict[str, str],
+    connections: int,
+    seconds: int,
+    folder: Path,
+    route: str = "reconstruct",
 ) -> tuple[float, float]:
     """(worker CPU us per request, requests/s) for one setting."""
     model = load_model(model_key)
@@ -54,7 +60,7 @@ def measure(
         "/readyz",
     )
     with servers.running(spec, folder, ROOT) as server:
-        url = f"{server.base_url}/reconstruct"
+        url = f"{server.base_url}/{route}"
         wrk.run(url, lua, duration_s=2, connections=connections, threads=1)  # warm-up
         before = cpu_seconds(server.pid)
         result = wrk.run(url, lua, duration_s=seconds, connections=connections, threads=1)
@@ -68,6 +74,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--route",
+        default="reconstruct",
+        choices=("reconstruct", "anomaly-score"),
+        help="the single-item JSON route (anomaly-score is what monitoring records)",
+    )
     parser.add_argument("settings", nargs="*", help="VAE_X=value ..., groups split by vs")
     options = parser.parse_args(argv)
     groups: list[list[str]] = [[]]
@@ -81,11 +93,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         for round_number in range(1, options.rounds + 1):
             for env in variants:
                 us, rate = measure(
-                    options.model, env, options.connections, options.seconds, Path(folder)
+                    options.model,
+                    env,
+                    options.connections,
+                    options.seconds,
+                    Path(folder),
+                    options.route,
                 )
                 label = " ".join(f"{k}={v}" for k, v in env.items()) or "defaults"
                 print(
-                    f"round {round_number} model {options.model} c={options.connections} "
+                    f"round {round_number} model {options.model} /{options.route} "
+                    f"c={options.connections} "
                     f"{label}: {us:.1f} us of worker CPU per request ({rate:,.0f} req/s)",
                     flush=True,
                 )

@@ -87,6 +87,17 @@ class AnomalySpec(_Strict):
     elbo_seed: int = Field(description="seed of the fixed epsilon shared by every item")
 
 
+class ReferenceSpec(_Strict):
+    """reference.npz (bundle.reference): samples of normal data for the service's monitors."""
+
+    file: str
+    sha256: str
+    n_items: int = Field(ge=1, description="rows of latent_mu (and of features)")
+    score_types: list[ScoreType]
+    latent_dim: int = Field(ge=1)
+    features: int | None = Field(default=None, description="feature columns; tables only")
+
+
 class TensorSpec(_Strict):
     name: str
     shape: list[int | str]
@@ -123,6 +134,9 @@ class ModelManifest(_Strict):
     onnx: OnnxSpec
     metrics: dict[str, Any]
     training: dict[str, Any]
+    reference: ReferenceSpec | None = Field(
+        default=None, description="reference.npz for monitoring; null in older bundles"
+    )
 
     @property
     def is_variational(self) -> bool:

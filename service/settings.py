@@ -175,6 +175,44 @@ class ServiceSettings(BaseSettings):
         description="a ModelStreamInfer stream that sends no request for this long is ended "
         "(DEADLINE_EXCEEDED), so an abandoned stream frees its slot",
     )
+    monitoring: bool = Field(
+        True,
+        description="keep a window of each model version's scored items and judge it against "
+        "the bundle's reference (GET /models/{name}/monitoring); false: nothing is recorded",
+    )
+    monitor_window: int = Field(
+        500,
+        ge=10,
+        le=100_000,
+        description="scored items per monitoring window, over every worker (the most recent); "
+        "memory per model version and worker: 17 + 4 x (latent + table features) bytes an item",
+    )
+    monitor_alpha: float = Field(
+        0.05,
+        gt=0,
+        lt=0.5,
+        description="each monitoring verdict's false-alarm rate on traffic like the reference",
+    )
+    monitor_min_items: int = Field(
+        50,
+        ge=1,
+        le=100_000,
+        description="scored items a window needs before monitoring gives verdicts",
+    )
+    monitor_report_interval_s: float = Field(
+        1.0,
+        ge=0,
+        le=3600,
+        description="a monitoring report is computed at most this often per model version and "
+        "worker; asked sooner, the last one is answered (0: computed every time)",
+    )
+    monitor_feedback_items: int = Field(
+        10_000,
+        ge=1,
+        le=1_000_000,
+        description="scored items each worker remembers per model version by request id, for "
+        "POST /models/{name}/feedback to label (18 bytes each)",
+    )
     max_image_pixels: int = Field(
         4 * 1024 * 1024,
         ge=1,

@@ -32,6 +32,7 @@ from bundle.manifest import (
     ModelManifest,
     OnnxSpec,
     PreprocessingSpec,
+    ReferenceSpec,
     ScoreCalibration,
     ScoreType,
 )
@@ -40,6 +41,7 @@ from bundle.runtime import OnnxBundle
 from bundle.scoring import fixed_epsilon
 from training.architecture import FittedModel, fit_best_architecture, total_cpu_seconds
 from training.calibration.crossfit import needs_cross_fit
+from training.calibration.reference import write_monitoring_reference
 from training.calibration.scores import (
     SCORE_BATCH,
     calibration_scores,
@@ -357,6 +359,7 @@ class Calibration:
     calibrated_on: str  # where the scores each threshold is a percentile of came from
     complexity: ComplexitySpec | None  # recon_complexity's fit (images), else None
     val_scores: dict[ScoreType, npt.NDArray[np.float64]]
+    reference: ReferenceSpec | None  # reference.npz, for the service's monitors
     test_scores: dict[str, npt.NDArray[np.float64]]
     detection: dict[str, dict[str, float]]  # test split: held-out normal items and anomalies
 
@@ -424,8 +427,12 @@ def calibrate(
             detection[score_type] = detection_metrics(
                 test_scores[score_type], splits.test_is_anomaly, thresholds[score_type].threshold
             )
+    reference = write_monitoring_reference(
+        staging, graphs, threshold_scores, prepared.x_val, prepared.shape.image_shape is not None
+    )
     return Calibration(
         graphs=graphs,
+        reference=reference,
         sigma=sigma,
         default_score=resolve_score(config, prepared.data.is_image),
         thresholds=thresholds,
@@ -510,6 +517,7 @@ def build_manifest(
             "search_cpu_seconds": round(total_cpu_seconds(final.fitted.search), 2),
             "library_versions": library_versions(),
         },
+        reference=calibration.reference,
     )
 
 

@@ -25,6 +25,7 @@ from service.api.admin import register_reload_routes
 from service.api.deps import ReadyRepository, ServedState, served_state
 from service.api.errors import register_error_handlers, to_response
 from service.api.fastpath import FastPath
+from service.api.monitoring import register_monitoring_routes
 from service.api.openapi import OPERATION_DOCS, OperationDoc
 from service.api.pages import register_pages
 from service.api.responses import json_response
@@ -42,6 +43,7 @@ from service.observability.metrics import (
     count_connection_refusals,
     register_metrics_route,
 )
+from service.observability.monitoring_metrics import MonitoringCollector
 from service.observability.observe import RequestObserver
 from service.observability.request_context import current_request
 from service.observability.request_lines import RequestLines
@@ -122,6 +124,8 @@ def create_app(
     # The connection limits refuse before any request exists; this counts what they refuse.
     count_connection_refusals(metrics)
     state = ServiceState(settings, metrics=metrics)
+    if metrics is not None and settings.monitoring:
+        metrics.registry.register(MonitoringCollector(lambda: state.repository))
     # JSON: the service writes each request's line; text: uvicorn's access log does.
     request_lines = RequestLines() if settings.log_format == "json" else None
     keys = settings.api_key_list()
@@ -180,6 +184,7 @@ def create_app(
     _register_metadata_routes(app)
     register_pages(app)  # the web page at / and the report plots it shows
     register_v2_routes(app)
+    register_monitoring_routes(app)
     reloader = register_reload_routes(app, state, reload_dir)
     if metrics is not None:
         register_metrics_route(app, metrics)

@@ -417,6 +417,142 @@ def model_responses() -> dict[int | str, dict[str, Any]]:
     }
 
 
+_DRIFT_COLUMN = _object(
+    {
+        "statistic": {"type": "number"},
+        "p_value": {"type": "number", "description": "Holm-adjusted over the columns"},
+        "drifted": {"type": "boolean"},
+        "mean_shift_in_sd": {"type": "number"},
+    },
+    ["statistic", "p_value", "drifted", "mean_shift_in_sd"],
+)
+MONITORING_REPORT = _object(
+    {
+        "model": {"type": "string"},
+        "version": {"type": "string"},
+        "score_type": {"type": "string"},
+        "window": {
+            "type": "object",
+            "description": "items judged (the most recent, over every worker), the window's "
+            "size, and from/to (Unix seconds) once it holds any",
+        },
+        "alpha": {"type": "number"},
+        "anomaly_rate": {"type": ["number", "null"]},
+        "expected_anomaly_rate": {"type": "number"},
+        "anomaly_rate_test": {
+            "type": "object",
+            "description": "one-sided binomial test: flagged, p_value, alert",
+        },
+        "score_drift": {
+            "type": ["object", "null"],
+            "description": "two-sample Kolmogorov-Smirnov of the window's scores against the "
+            "reference: statistic, p_value, drifted",
+        },
+        "input_drift": {
+            "type": ["object", "null"],
+            "description": "per latent dimension (and, for tables, per feature) "
+            "Kolmogorov-Smirnov, Holm-corrected: drifted, dimensions, features",
+            "properties": {
+                "drifted": {"type": "boolean"},
+                "dimensions": {"type": "array", "items": _DRIFT_COLUMN},
+                "features": {"type": "array", "items": _DRIFT_COLUMN},
+            },
+        },
+        "missing": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "what keeps a verdict from being given (too few items, no reference)",
+        },
+    },
+    ["model", "version", "window", "alpha", "expected_anomaly_rate", "anomaly_rate"],
+)
+
+
+FEEDBACK_REQUEST = _object(
+    {
+        "labels": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 10_000,
+            "items": _object(
+                {
+                    "request_id": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 128,
+                        "description": "the X-Request-ID of the scoring answer",
+                    },
+                    "item": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "default": 0,
+                        "description": "the item's index in that request",
+                    },
+                    "anomaly": {"type": "boolean"},
+                },
+                ["request_id", "anomaly"],
+            ),
+        }
+    },
+    ["labels"],
+)
+FEEDBACK_ANSWER = _object(
+    {
+        "accepted": {"type": "integer"},
+        "unknown": {
+            "type": "integer",
+            "description": "labels whose item no worker remembers (too old, or never scored)",
+        },
+        "unknown_labels": {
+            "type": "array",
+            "items": {"type": "integer"},
+            "description": "indexes of the first 20 of them in the request's labels",
+        },
+    },
+    ["accepted", "unknown", "unknown_labels"],
+)
+
+
+def feedback_request_body() -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": FEEDBACK_REQUEST,
+                    "example": {
+                        "labels": [
+                            {"request_id": "4bf92f3577b34da6a3ce929d0e0e4736", "anomaly": True},
+                            {"request_id": "batch-17", "item": 3, "anomaly": False},
+                        ]
+                    },
+                }
+            },
+        }
+    }
+
+
+def feedback_responses() -> dict[int | str, dict[str, Any]]:
+    return {
+        200: json_body("how many labels found their item", FEEDBACK_ANSWER),
+        400: _error("the body is not JSON"),
+        **routing_errors(),
+        409: _error("monitoring is off (VAE_MONITORING=false)"),
+        413: _error("the body is above 1 MiB"),
+        422: _error("a label is not what it should be; the error names it"),
+        503: NOT_READY,
+    }
+
+
+def monitoring_responses() -> dict[int | str, dict[str, Any]]:
+    return {
+        200: json_body("the monitor's verdicts", MONITORING_REPORT),
+        **routing_errors(),
+        409: _error("monitoring is off (VAE_MONITORING=false)"),
+        503: NOT_READY,
+    }
+
+
 # --------------------------------------------------------------------------- v2 protocol
 # The Open Inference Protocol's own bodies (its REST spec), errors included: {"error": "..."}.
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from bundle.arrays import FloatArray
+from bundle.manifest import ScoreType
 from service.codecs.v2_json import (
     DecodedInfer,
     decodes_inline,
@@ -59,7 +61,17 @@ async def _run(
 
     result = await call.inference.run(decode, inline=inline)
     assert isinstance(result, TensorsResult)
-    current_request().items = result.item_count()
+    record = current_request()
+    record.items = result.item_count()
+    scores = result.tensors.get("anomaly_score")
+    if scores is not None:  # kept for feedback, as a native /anomaly-score answer is
+        model = view.model
+        anomaly = model.manifest.anomaly
+        score_type = cast(ScoreType, decoded[0].score_type or anomaly.default_score)
+        calibration = anomaly.scores.get(score_type)  # the model scored it: it has one
+        if calibration is not None:
+            flags = scores > calibration.threshold
+            model.remember_scored(record.request_id, score_type, scores, flags)
     return decoded[0], result
 
 

@@ -24,6 +24,7 @@ import onnxruntime as ort
 from bundle.manifest import MANIFEST_FILENAME
 from bundle.runtime import BundleError, OnnxBundle
 from service.errors import ModelNotFound, ServiceError, excerpt
+from service.monitoring.monitor import MonitorSettings, monitor_for
 from service.models.served_model import Limits, ServedModel
 from service.settings import ServiceSettings
 
@@ -209,6 +210,17 @@ class _BundleLoader:
         self.options = session_options(settings)
         self.providers = settings.provider_chain()
         self.limits = Limits.from_settings(settings)
+        self.monitoring = (
+            MonitorSettings(
+                settings.monitor_window,
+                settings.monitor_alpha,
+                settings.monitor_min_items,
+                settings.monitor_report_interval_s,
+                settings.monitor_feedback_items,
+            )
+            if settings.monitoring
+            else None
+        )
         if warn:  # once per process start, not again at each reload
             for missing in settings.unavailable_providers():
                 log.warning(
@@ -233,6 +245,8 @@ class _BundleLoader:
     def serve(self, bundle: OnnxBundle) -> ServedModel:
         served = ServedModel(bundle, self.limits)
         served.warm_up()
+        if self.monitoring is not None:  # after the warm-up, which is no traffic
+            served.monitor = monitor_for(bundle, self.monitoring)
         return served
 
 
@@ -303,6 +317,10 @@ def _build(
             if previous.loaded(key) is not None:
                 changes.unloaded.append(key)
                 log.info("unloaded bundle %s: its folder is gone", key)
+        for key in (*changes.unloaded, *changes.replaced):
+            gone = previous.loaded(key)
+            if gone is not None and gone.monitor is not None:
+                gone.monitor.close()  # its window file; requests still in flight may record
     repository._choose_served_versions(settings)
     repository._choose_default(settings)
     if previous is not None:

@@ -18,10 +18,11 @@ from typing import Any, ParamSpec, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from bundle.arrays import FloatArray
+from bundle.arrays import AnyFloatArray, FloatArray
 from bundle.manifest import ModelManifest
 from bundle.runtime import OnnxBundle
 from bundle.scoring import SCORE_TYPES, TailTable, anomaly_scores, per_feature_squared_error
+from service.monitoring.monitor import ModelMonitor
 from service.errors import InvalidInput, OperationNotSupported, PayloadTooLarge, excerpt
 from service.models.results import (
     DecodeResult,
@@ -116,6 +117,9 @@ class ServedModel:
             name: TailTable(calibration.quantiles)
             for name, calibration in manifest.anomaly.scores.items()
         }
+        # Set by the repository once warmed up (VAE_MONITORING); sees every scored batch of
+        # the default score type.
+        self.monitor: ModelMonitor | None = None
 
     # --- validation --------------------------------------------------------------------------
 
@@ -310,13 +314,17 @@ class ServedModel:
         # bundle contract bounds a graph's growth, so the answer itself is checked (B values).
         require_finite_result(scores, "inputs", "anomaly score")
         calibration = anomaly.scores[chosen]
+        flagged = scores > calibration.threshold
         result = ScoreResult(
             scores,
             calibration.threshold,
-            scores > calibration.threshold,
+            flagged,
             chosen,
             self.tails[chosen].survival(scores),
         )
+        monitor = self.monitor
+        if monitor is not None and chosen == monitor.score_type:
+            monitor.record(scores, flagged, encoding.mu, model_x)
         if per_feature:
             errors = per_feature_squared_error(model_x, path.decoded)
             # Squared errors beyond ~1.8e19 per feature are finite in float64 but not in the
@@ -328,6 +336,19 @@ class ServedModel:
             checked = require_finite_result(path.outputs, "inputs", "reconstruction")
             result.reconstruction = checked.reshape((len(x), *layout))
         return result
+
+    def remember_scored(
+        self,
+        request_id: str,
+        score_type: str,
+        scores: AnyFloatArray,
+        flags: npt.NDArray[np.bool_],
+    ) -> None:
+        """One answered scoring request, kept by its id for feedback to label (the monitor's
+        ring; nothing when monitoring is off or it used another score type)."""
+        monitor = self.monitor
+        if monitor is not None and score_type == monitor.score_type:
+            monitor.remember(request_id, scores, flags)
 
     def warm_up(self) -> None:
         """One batch through every graph and score, so the first request pays no set-up."""

@@ -6,6 +6,7 @@ the real manifests and on copies broken one way each, which it must refuse with 
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -206,3 +207,22 @@ def test_overlays_change_what_they_say() -> None:
     pod = deployment["spec"]["template"]["spec"]
     assert [v["name"] for v in pod["volumes"]] == ["tmp"]
     assert [m["mountPath"] for m in pod["containers"][0]["volumeMounts"]] == ["/tmp"]
+
+
+def test_the_alert_rules_name_gauges_the_service_exports() -> None:
+    """deploy/k8s/alerts/prometheus-rule.yaml: a PrometheusRule whose every alert waits for its
+    verdict to hold and reads only vae_monitor_* gauges the collector exports (a renamed gauge
+    would leave an alert that can never fire)."""
+    from service.observability.monitoring_metrics import GAUGES
+
+    rule = yaml.safe_load((MANIFESTS / "alerts" / "prometheus-rule.yaml").read_text())
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["kind"] == "PrometheusRule"
+    exported = {name for name, _, _ in GAUGES}
+    alerts = [r for group in rule["spec"]["groups"] for r in group["rules"]]
+    assert len(alerts) >= 3
+    for alert in alerts:
+        assert set(alert) >= {"alert", "expr", "for", "labels", "annotations"}, alert
+        named = set(re.findall(r"\bvae_[a-z_]+", alert["expr"]))
+        assert named, alert["alert"]
+        assert named <= exported, f"{alert['alert']}: {named - exported} is not exported"

@@ -15,9 +15,19 @@ import pytest
 SERVICE = Path(__file__).resolve().parents[2] / "service"
 
 # Lowest first; a module may import its own layer and any layer below it.
-LAYERS = ("base", "models", "observability", "codecs", "dataplane", "grpc", "api", "server")
+LAYERS = (
+    "base",
+    "monitoring",
+    "models",
+    "observability",
+    "codecs",
+    "dataplane",
+    "grpc",
+    "api",
+    "server",
+)
 BASE_MODULES = {"settings", "errors", "asgi"}
-TRANSPORT_FREE = ("models", "codecs", "dataplane")
+TRANSPORT_FREE = ("monitoring", "models", "codecs", "dataplane")
 WEB_FRAMEWORKS = ("fastapi", "starlette", "uvicorn")
 
 

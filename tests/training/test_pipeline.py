@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from bundle.manifest import DECODER_FILENAME, ENCODER_FILENAME, ModelManifest, sha256_of
+from bundle.reference import ReferenceError, read_reference
 from bundle.runtime import OnnxBundle
 from tests.bundles import BundleFactory
 from training.config import TrainingConfig
@@ -147,6 +148,47 @@ def test_threshold_is_the_validation_percentile(digits_vae: TrainingOutcome) -> 
     # or at the largest score when that rank lies past n: only the items above it are flagged.
     n = len(scores)
     assert int(np.sum(scores > threshold)) == max(0, n - int(np.floor(0.99 * (n + 1))))
+
+
+def test_bundle_holds_the_monitoring_reference(digits_vae: TrainingOutcome) -> None:
+    """reference.npz: the scores each threshold was set from (the validation split's here),
+    sorted, and the validation items' codes; images carry no per-feature sample."""
+    manifest = digits_vae.manifest
+    spec = manifest.reference
+    assert spec is not None
+    assert spec.sha256 == sha256_of(digits_vae.bundle_dir / "reference.npz")
+    reference = read_reference(digits_vae.bundle_dir, spec)
+    from training.data import split_dataset
+
+    validation = split_dataset(load_dataset("digits:holdout=0"), seed=0).validation
+    bundle = OnnxBundle(digits_vae.bundle_dir)
+    assert set(reference.scores) == set(manifest.anomaly.scores)
+    for score_type, values in reference.scores.items():
+        expected = np.sort(bundle.scores(validation, score_type))  # type: ignore[arg-type]
+        np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-6)
+    assert spec.n_items == len(validation) == len(reference.latent_mu)
+    codes = bundle.encode_model(bundle.to_model_input(validation)).mu
+    np.testing.assert_allclose(reference.latent_mu, codes, rtol=1e-5, atol=1e-6)
+    assert reference.features is None
+    assert spec.features is None
+
+
+def test_table_reference_keeps_features_in_model_units(train_bundle: BundleFactory) -> None:
+    outcome = train_bundle(dataset="breast-cancer", epochs=5, hidden="16", latent_dim=3)
+    spec = outcome.manifest.reference
+    assert spec is not None
+    assert spec.features == 30
+    assert spec.latent_dim == 3
+    reference = read_reference(outcome.bundle_dir, spec)
+    assert reference.features is not None
+    assert reference.features.shape == (spec.n_items, 30)
+    # Standardised by the training rows' statistics: held-out normal items sit near 0, 1.
+    assert np.abs(reference.features.mean(axis=0)).max() < 1.0
+    # A bundle whose reference file was altered is refused by name.
+    path = outcome.bundle_dir / "reference.npz"
+    path.write_bytes(path.read_bytes() + b"x")
+    with pytest.raises(ReferenceError, match="sha256"):
+        read_reference(outcome.bundle_dir, spec)
 
 
 def test_report_plots_are_written(digits_vae: TrainingOutcome) -> None:

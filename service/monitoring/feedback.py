@@ -1,0 +1,177 @@
+"""Feedback: ground truth for earlier answers; and the anomaly rate over fixed periods.
+
+Each worker remembers its last N scored items of a model version (VAE_MONITOR_FEEDBACK_ITEMS)
+by request id and item, with their score and whether they were flagged; POST
+/models/{name}/feedback labels some of them (anomaly or not), whichever worker scored them, and
+the monitor reports precision, recall and the false-alarm rate at the threshold over the
+labelled items still remembered.
+
+A ring in a file per worker (service.monitoring.shared), like the drift window: remembering is
+one record's assignment. An item is keyed by 47 bits of a hash of its request id and its index
+in the request (16 bits), so a key is one uint64 and a batch of labels is joined with every
+worker's ring in a few numpy calls. Each slot also holds when the item was scored: the ring,
+longer than the drift window, gives the anomaly rate of the last 5 minutes and the last hour
+(as far back as it reaches).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from bundle.arrays import AnyFloatArray
+
+MAGIC = 0x31304B4246454156  # b"VAEFBK01", little-endian
+HEADER_WORDS = 8  # magic, size, 6 spare
+_HEADER_BYTES = HEADER_WORDS * 8
+MAX_ITEM = (1 << 16) - 1  # items a request may label by index (VAE_MAX_BATCH_SIZE is below)
+_TOP_BIT = 1 << 63  # set in every key: 0 marks a slot never written
+UNLABELLED, NORMAL, ANOMALY = 0, 1, 2  # 0: a zeroed file is unlabelled
+
+
+def request_key(request_id: str) -> int:
+    """The request's part of its items' keys: 47 bits of its id's hash, shifted above the
+    item's 16, with the top bit set (a written slot is never 0)."""
+    digest = hashlib.blake2b(request_id.encode(), digest_size=6).digest()
+    return (int.from_bytes(digest, "little") >> 1 << 16) | _TOP_BIT
+
+
+# One slot: the item's key, its score, whether it was flagged, its label. One record a slot, so
+# remembering a single item is one assignment (0.7 us, against 1.3 for four arrays).
+SLOT = np.dtype(
+    [("key", "<u8"), ("stamp", "<i8"), ("score", "<f8"), ("flagged", "?"), ("label", "u1")]
+)
+
+
+def feedback_bytes(size: int) -> int:
+    return _HEADER_BYTES + SLOT.itemsize * size
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """The labelled items of every ring: whether each was flagged, and its label."""
+
+    flagged: npt.NDArray[np.bool_]
+    anomaly: npt.NDArray[np.bool_]
+
+
+class FeedbackLayoutError(ValueError):
+    pass
+
+
+class FeedbackRing:
+    def __init__(
+        self, size: int, buffer: memoryview | bytearray | None = None, *, existing: bool = False
+    ) -> None:
+        """A new ring (in its own memory, or over a zeroed `buffer`), or, `existing`, another
+        worker's ring over its file's bytes, whose header must say what it is."""
+        total = feedback_bytes(size)
+        raw = np.zeros(total, np.uint8) if buffer is None else np.frombuffer(buffer, np.uint8)
+        if len(raw) != total:
+            raise FeedbackLayoutError(f"a ring of {size} needs {total} bytes, got {len(raw)}")
+        header = raw[:_HEADER_BYTES].view(np.int64)
+        if not existing:
+            header[:2] = (MAGIC, size)
+        elif int(header[0]) != MAGIC or int(header[1]) != size:
+            raise FeedbackLayoutError("not a feedback ring of this size")
+        self.header = header
+        self.size = size
+        self.slots = raw[_HEADER_BYTES:].view(SLOT)
+        self.keys = self.slots["key"]
+        self.flagged = self.slots["flagged"]
+        self.labels = self.slots["label"]
+        self._recorded = 0  # this worker's count; where its next item goes
+
+    def remember(
+        self, request_id: str, scores: AnyFloatArray, flagged: npt.NDArray[np.bool_]
+    ) -> None:
+        """A scored request's items; a request of more items than the ring keeps its last."""
+        count = min(len(scores), MAX_ITEM + 1)
+        if count == 0:
+            return
+        base = request_key(request_id)
+        now = time.time_ns()
+        # No lock: the data plane remembers on the event loop, one request at a time (a lock
+        # cost 0.4 of this call's 3 us). Other workers read only the slots, by key.
+        recorded = self._recorded
+        if count == 1:  # most requests: one slot, one assignment
+            self.slots[recorded % self.size] = (base, now, scores[0], flagged[0], UNLABELLED)
+        else:
+            keep = min(count, self.size)
+            first = count - keep
+            block = np.zeros(keep, dtype=SLOT)  # label 0: unlabelled
+            block["key"] = np.uint64(base) | np.arange(first, count, dtype=np.uint64)
+            block["stamp"] = now
+            block["score"] = np.asarray(scores)[first:count]
+            block["flagged"] = np.asarray(flagged)[first:count]
+            self.slots[(recorded + first + np.arange(keep)) % self.size] = block
+        self._recorded = recorded + count
+
+    def label(self, keys: npt.NDArray[np.uint64], anomaly: npt.NDArray[np.bool_]) -> np.ndarray:
+        """Set the labels of the items among `keys` (sorted, unique) that this ring holds;
+        returns which of `keys` it held."""
+        found = np.zeros(len(keys), dtype=np.bool_)
+        if len(keys) == 0:
+            return found
+        position = np.minimum(np.searchsorted(keys, self.keys), len(keys) - 1)
+        held = (keys[position] == self.keys) & (self.keys != 0)
+        slots = np.flatnonzero(held)
+        self.labels[slots] = np.where(anomaly[position[slots]], ANOMALY, NORMAL)
+        found[position[slots]] = True
+        return found
+
+    def since(self, stamp_ns: int) -> tuple[int, int, bool]:
+        """Items remembered from `stamp_ns` on: how many, how many flagged, and whether the
+        ring reaches back that far (False: it was full and its oldest item is younger)."""
+        stamps = self.slots["stamp"]
+        recent = stamps >= stamp_ns
+        written = stamps > 0
+        full = bool(written.all())
+        reaches = not full or bool(stamps[written].min() <= stamp_ns)
+        return int(recent.sum()), int(np.count_nonzero(self.flagged & recent)), reaches
+
+    def labelled(self) -> Labelled:
+        known = self.labels != UNLABELLED
+        return Labelled(self.flagged[known].copy(), self.labels[known] == ANOMALY)
+
+
+def label_keys(
+    labels: Iterable[tuple[str, int, bool]],
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]]:
+    """(request id, item, anomaly) -> sorted unique keys and their labels (the last label
+    given for a key wins)."""
+    chosen: dict[int, bool] = {}
+    for request_id, item, anomaly in labels:
+        chosen[request_key(request_id) | item] = anomaly
+    keys = np.array(sorted(chosen), dtype=np.uint64)
+    return keys, np.array([chosen[int(k)] for k in keys], dtype=np.bool_)
+
+
+def feedback_figures(parts: list[Labelled]) -> dict[str, float | int | None]:
+    """Precision, recall and false-alarm rate at the threshold over every labelled item."""
+    flagged = np.concatenate([p.flagged for p in parts]) if parts else np.zeros(0, np.bool_)
+    anomaly = np.concatenate([p.anomaly for p in parts]) if parts else np.zeros(0, np.bool_)
+    tp = int(np.count_nonzero(flagged & anomaly))
+    fp = int(np.count_nonzero(flagged & ~anomaly))
+    fn = int(np.count_nonzero(~flagged & anomaly))
+    tn = int(np.count_nonzero(~flagged & ~anomaly))
+
+    def ratio(a: int, b: int) -> float | None:
+        return None if b == 0 else a / b
+
+    return {
+        "n": len(flagged),
+        "anomalies": tp + fn,
+        "precision": ratio(tp, tp + fp),
+        "recall": ratio(tp, tp + fn),
+        "false_alarm_rate": ratio(fp, fp + tn),
+        "true_positives": tp,
+        "false_positives": fp,
+        "false_negatives": fn,
+        "true_negatives": tn,
+    }

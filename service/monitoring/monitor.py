@@ -1,0 +1,228 @@
+"""One served model version's monitor: its reference (bundle.reference), its window of scored
+items (every worker's, service.monitoring.shared) and the report GET
+/models/{name}/monitoring answers (service.monitoring.assess).
+
+The request path only records (`record`, a few slice copies); the tests run when a report is
+asked for, on at most the window's items and the reference's rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from bundle.arrays import AnyFloatArray
+from bundle.reference import ReferenceData, ReferenceError, read_reference
+from bundle.runtime import OnnxBundle
+from service.monitoring.assess import anomaly_rate, input_drift, score_drift
+from service.monitoring.feedback import FeedbackRing, feedback_figures, label_keys, request_key
+from service.monitoring.shared import WindowHome
+from service.monitoring.stats import binomial_upper_tail
+from service.monitoring.window import merge_windows
+
+log = logging.getLogger("vae_service.monitoring")
+
+# The fixed periods the report gives the anomaly rate of (from the feedback rings, which keep
+# VAE_MONITOR_FEEDBACK_ITEMS items a worker: `complete` says whether they reach back so far).
+TIME_WINDOWS_S = (300, 3600)
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    window: int  # items per window (VAE_MONITOR_WINDOW)
+    alpha: float  # each verdict's false-alarm rate on unshifted traffic (VAE_MONITOR_ALPHA)
+    min_items: int  # fewer items than this get no verdict yet (VAE_MONITOR_MIN_ITEMS)
+    # A report is reused for this long (VAE_MONITOR_REPORT_INTERVAL_S): its cost grows with the
+    # window and the columns (5 ms for a full window of a 30-feature table, bench.monitor_cost),
+    # so callers asking in a loop get one computed a second per model version and worker.
+    report_interval_s: float = 1.0
+    feedback_items: int = 10_000  # scored items remembered for labels (VAE_MONITOR_FEEDBACK_ITEMS)
+
+
+class ModelMonitor:
+    def __init__(
+        self,
+        name: str,
+        version: str,
+        score_type: str,
+        expected_rate: float,
+        reference: ReferenceData | None,
+        latent_dim: int,
+        features: int | None,
+        settings: MonitorSettings,
+    ) -> None:
+        self.name, self.version, self.score_type = name, version, score_type
+        self.expected_rate = expected_rate
+        self.reference = reference
+        self.settings = settings
+        self.features = (
+            features if reference is not None and reference.features is not None else None
+        )
+        self.home = WindowHome(
+            name, version, settings.window, latent_dim, self.features, settings.feedback_items
+        )
+        self.errors = 0  # records that failed (logged, never the request's failure)
+        self._last: tuple[float, dict[str, Any]] | None = None
+        self._reporting = threading.Lock()  # one report at a time; the others reuse it
+
+    def record(
+        self,
+        scores: AnyFloatArray,
+        flags: npt.NDArray[np.bool_],
+        latent_mu: AnyFloatArray,
+        x_model: AnyFloatArray,
+    ) -> None:
+        """A scored batch; never raises (monitoring must not fail a request)."""
+        try:
+            self.home.window.record(
+                scores, flags, latent_mu, None if self.features is None else x_model
+            )
+        except Exception:
+            self.errors += 1
+            log.exception("monitor of %s/%s could not record a batch", self.name, self.version)
+
+    def remember(
+        self, request_id: str, scores: AnyFloatArray, flags: npt.NDArray[np.bool_]
+    ) -> None:
+        """A scoring request's items, for labels that may come later; never raises."""
+        try:
+            self.home.feedback.remember(request_id, scores, flags)
+        except Exception:
+            self.errors += 1
+            log.exception("monitor of %s/%s could not remember a request", self.name, self.version)
+
+    def label(self, labels: list[tuple[str, int, bool]]) -> tuple[int, list[int]]:
+        """Labels (request id, item, anomaly) for items some worker scored and remembers:
+        how many were found, and the indexes of those that were not (too old, or never scored
+        by this model version)."""
+        keys, anomaly = label_keys(labels)
+        found = np.zeros(len(keys), dtype=np.bool_)
+        for ring in self.home.feedback_rings():
+            found |= ring.label(keys, anomaly)
+        self._last = None  # the next report shows them
+        unknown_keys = set(keys[~found].tolist())
+        unknown = [
+            i for i, (rid, item, _) in enumerate(labels)
+            if (request_key(rid) | item) in unknown_keys
+        ]  # fmt: skip
+        return len(labels) - len(unknown), unknown
+
+    def report(self) -> dict[str, Any]:
+        """The window's verdicts against the reference, over every worker's items; computed
+        at most once every `report_interval_s`."""
+        with self._reporting:
+            now = time.monotonic()
+            if self._last is not None and now - self._last[0] < self.settings.report_interval_s:
+                return self._last[1]
+            report = self._compute()
+            self._last = (time.monotonic(), report)
+            return report
+
+    def _compute(self) -> dict[str, Any]:
+        items = merge_windows(self.home.gather(), self.settings.window)
+        count = 0 if items is None else len(items)
+        report: dict[str, Any] = {
+            "model": self.name,
+            "version": self.version,
+            "score_type": self.score_type,
+            "window": {"items": count, "size": self.settings.window},
+            "alpha": self.settings.alpha,
+            "expected_anomaly_rate": self.expected_rate,
+            "anomaly_rate": None,
+            "score_drift": None,
+            "input_drift": None,
+            "feedback": None,
+            "record_errors": self.errors,
+        }
+        rings = self.home.feedback_rings()
+        figures = feedback_figures([ring.labelled() for ring in rings])
+        if figures["n"]:
+            report["feedback"] = figures
+        report["time_windows"] = self._time_windows(rings)
+        if items is not None and count:
+            report["window"]["from"] = float(items.seconds[0])
+            report["window"]["to"] = float(items.seconds[-1])
+        missing = []
+        if self.reference is None:
+            missing.append(
+                "this bundle has no reference.npz (made by a trainer before monitoring): "
+                "score and input drift need one; retrain to get it"
+            )
+        if items is None or count < self.settings.min_items:
+            missing.append(
+                f"{count} scored items so far; verdicts start at {self.settings.min_items} "
+                "(VAE_MONITOR_MIN_ITEMS)"
+            )
+            report["missing"] = missing
+            return report
+        alpha = self.settings.alpha
+        report.update(anomaly_rate(items, self.expected_rate, alpha))
+        if self.reference is not None:
+            reference_scores = self.reference.scores.get(self.score_type)
+            if reference_scores is not None:
+                report["score_drift"] = score_drift(items, reference_scores, alpha)
+            report["input_drift"] = input_drift(items, self.reference, alpha)
+        if missing:
+            report["missing"] = missing
+        return report
+
+    def _time_windows(self, rings: list[FeedbackRing]) -> list[dict[str, Any]]:
+        """The anomaly rate of the last TIME_WINDOWS_S seconds, over every worker's ring,
+        with its binomial test once it holds min_items."""
+        now = time.time_ns()
+        periods = []
+        for seconds in TIME_WINDOWS_S:
+            counts = [ring.since(now - seconds * 1_000_000_000) for ring in rings]
+            items = sum(c[0] for c in counts)
+            flagged = sum(c[1] for c in counts)
+            period: dict[str, Any] = {
+                "seconds": seconds,
+                "items": items,
+                "complete": all(c[2] for c in counts),
+                "anomaly_rate": flagged / items if items else None,
+                "anomaly_rate_test": None,
+            }
+            if items >= self.settings.min_items:
+                p_value = binomial_upper_tail(flagged, items, self.expected_rate)
+                period["anomaly_rate_test"] = {
+                    "flagged": flagged,
+                    "p_value": p_value,
+                    "alert": p_value < self.settings.alpha,
+                }
+            periods.append(period)
+        return periods
+
+    def close(self) -> None:
+        self.home.close()
+
+
+def monitor_for(bundle: OnnxBundle, settings: MonitorSettings) -> ModelMonitor:
+    """The monitor of a loaded bundle. A reference that does not read (altered, truncated) is
+    logged and left out: the model serves, and the report says drift cannot be judged."""
+    manifest = bundle.manifest
+    reference = None
+    if manifest.reference is not None:
+        try:
+            reference = read_reference(bundle.path, manifest.reference)
+        except (OSError, ReferenceError, ValueError) as error:
+            log.error(
+                "%s/%s: monitoring reference not used: %s", manifest.name, manifest.version, error
+            )
+    score_type = manifest.anomaly.default_score
+    calibration = manifest.anomaly.scores[score_type]
+    return ModelMonitor(
+        manifest.name,
+        manifest.version,
+        score_type,
+        (100.0 - calibration.percentile) / 100.0,
+        reference,
+        manifest.latent_dim,
+        manifest.input.feature_count,
+        settings,
+    )

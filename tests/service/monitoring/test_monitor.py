@@ -1,0 +1,98 @@
+"""A model version's monitor in one process: what it says without a reference or with too few
+items, that a failure to record never reaches the request, and that reports are reused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bundle.reference import build_reference
+from service.monitoring.monitor import ModelMonitor, MonitorSettings
+
+
+def _monitor(interval_s: float = 0.0, with_reference: bool = True) -> ModelMonitor:
+    rng = np.random.default_rng(0)
+    reference = build_reference(
+        {"recon_mse": rng.gamma(2.0, 1.0, 1000)}, rng.normal(size=(1000, 3)), None
+    )
+    settings = MonitorSettings(window=200, alpha=0.05, min_items=20, report_interval_s=interval_s)
+    return ModelMonitor(
+        "m", "1", "recon_mse", 0.01, reference if with_reference else None, 3, 8, settings
+    )
+
+
+def _record(monitor: ModelMonitor, count: int, shift: float = 0.0, seed: int = 1) -> None:
+    rng = np.random.default_rng(seed)
+    scores = rng.gamma(2.0, 1.0, count) + shift
+    monitor.record(scores, scores > 6.6, rng.normal(shift, 1.0, (count, 3)), np.zeros((count, 8)))
+
+
+def test_too_few_items_get_no_verdict_and_say_so() -> None:
+    monitor = _monitor()
+    _record(monitor, 10)
+    body = monitor.report()
+    assert body["window"]["items"] == 10
+    assert body["anomaly_rate"] is None
+    assert body["score_drift"] is None
+    assert "verdicts start at 20" in body["missing"][0]
+
+
+def test_without_a_reference_the_rate_is_judged_and_drift_is_not() -> None:
+    monitor = _monitor(with_reference=False)
+    _record(monitor, 100)
+    body = monitor.report()
+    assert body["anomaly_rate"] is not None
+    assert body["score_drift"] is None
+    assert body["input_drift"] is None
+    assert "no reference.npz" in body["missing"][0]
+
+
+def test_a_shift_is_drift_and_unshifted_is_not() -> None:
+    calm, moved = _monitor(), _monitor()
+    _record(calm, 200)
+    _record(moved, 200, shift=1.0)
+    assert calm.report()["score_drift"]["drifted"] is False
+    assert calm.report()["input_drift"]["drifted"] is False
+    assert moved.report()["score_drift"]["drifted"] is True
+    assert moved.report()["input_drift"]["dimensions"][0]["mean_shift_in_sd"] > 0.5
+
+
+def test_a_batch_that_cannot_be_recorded_is_counted_not_raised() -> None:
+    monitor = _monitor()
+    monitor.record(
+        np.zeros(2), np.zeros(2, bool), np.zeros((2, 5)), np.zeros((2, 8))
+    )  # 5 dims, not 3
+    assert monitor.errors == 1
+    assert monitor.report()["record_errors"] == 1
+
+
+def test_reports_are_reused_for_the_interval() -> None:
+    reused, fresh = _monitor(interval_s=60.0), _monitor(interval_s=0.0)
+    for monitor in (reused, fresh):
+        assert monitor.report()["window"]["items"] == 0
+        _record(monitor, 30)
+    assert reused.report()["window"]["items"] == 0  # the last report, within its minute
+    assert fresh.report()["window"]["items"] == 30
+
+
+def test_time_windows_count_the_recent_requests_and_say_how_far_back_they_reach() -> None:
+    monitor = _monitor()
+    scores = np.array([1.0, 9.0, 1.0])
+    for i in range(10):  # 30 items, 10 of them flagged
+        monitor.remember(f"r{i}", scores, scores > 6.6)
+    five_minutes, hour = monitor.report()["time_windows"]
+    assert (five_minutes["seconds"], hour["seconds"]) == (300, 3600)
+    assert five_minutes["items"] == 30
+    assert five_minutes["anomaly_rate"] == pytest.approx(1 / 3)
+    assert five_minutes["anomaly_rate_test"]["alert"] is True  # 10 of 30 where 1% is promised
+    assert five_minutes["complete"] is True  # the ring is not full: it holds all there was
+    small = ModelMonitor(
+        "m", "1", "recon_mse", 0.01, None, 3, 8,
+        MonitorSettings(window=50, alpha=0.05, min_items=20, feedback_items=8),
+    )  # fmt: skip
+    for i in range(10):
+        small.remember(f"r{i}", scores, scores > 6.6)
+    period = small.report()["time_windows"][0]
+    assert period["items"] == 8
+    assert period["complete"] is False  # full, and its oldest item is newer than 5 minutes
+    assert period["anomaly_rate_test"] is None  # 8 items: below min_items

@@ -1,0 +1,117 @@
+"""The window ring: what it keeps, in which order, in plain memory and in a worker's file, and
+that a damaged or foreign file is refused rather than read past its end."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from service.monitoring.shared import WindowHome
+from service.monitoring.window import (
+    ScoreWindow,
+    WindowLayoutError,
+    merge_windows,
+    read_window,
+    window_bytes,
+)
+
+Batch = tuple[
+    npt.NDArray[np.float64], npt.NDArray[np.bool_], npt.NDArray[np.float32],
+    npt.NDArray[np.float64] | None,
+]  # fmt: skip
+
+
+def _batch(start: int, count: int, features: int | None = 3) -> Batch:
+    scores = np.arange(start, start + count, dtype=np.float64)
+    flags = scores % 2 == 0
+    mu = np.repeat(scores[:, None], 2, axis=1).astype(np.float32)
+    table = None if features is None else np.repeat(scores[:, None], features, 1)
+    return scores, flags, mu, table
+
+
+@pytest.mark.parametrize("batches", [[3], [4, 4], [5, 1, 1], [2, 9], [11], [1] * 13, [6, 6, 6]])
+def test_the_window_keeps_the_last_items_oldest_first(batches: list[int]) -> None:
+    window = ScoreWindow(5, 2, 3)
+    start = 0
+    for count in batches:
+        window.record(*_batch(start, count))
+        start += count
+    items = window.items()
+    expected = np.arange(max(0, start - 5), start, dtype=np.float64)
+    np.testing.assert_array_equal(items.scores, expected)
+    np.testing.assert_array_equal(items.flags, expected % 2 == 0)
+    np.testing.assert_array_equal(items.latent_mu[:, 1], expected)
+    assert items.features is not None
+    np.testing.assert_array_equal(items.features[:, 2], expected)
+    assert window.recorded == start
+    assert np.all(np.diff(items.seconds) >= 0)
+
+
+def test_an_empty_batch_changes_nothing() -> None:
+    window = ScoreWindow(4, 2, None)
+    window.record(*_batch(0, 0, None))
+    assert len(window.items()) == 0
+    assert window.recorded == 0
+
+
+def test_read_window_refuses_what_is_not_a_window() -> None:
+    buffer = bytearray(window_bytes(4, 2, 3))  # what another worker's file holds
+    window = ScoreWindow(4, 2, 3, buffer)
+    window.record(*_batch(0, 3))
+    window.record(*_batch(3, 3))
+    raw = np.frombuffer(bytes(buffer), np.uint8)
+    # Read from the bytes alone, the items come oldest first, as their own worker sees them.
+    np.testing.assert_array_equal(read_window(raw).scores, window.items().scores)
+    for damaged in (raw[:-8], raw[:10], np.zeros_like(raw), np.concatenate([raw, raw[:8]])):
+        with pytest.raises(WindowLayoutError):
+            read_window(damaged)
+    huge = raw.copy()
+    huge[8:16] = np.frombuffer(np.int64(2**40).tobytes(), np.uint8)  # a size no file holds
+    with pytest.raises(WindowLayoutError):
+        read_window(huge)
+
+
+def test_merge_keeps_the_most_recent_over_every_worker() -> None:
+    first, second = ScoreWindow(4, 2, None), ScoreWindow(4, 2, None)
+    first.record(*_batch(0, 3, None))
+    second.record(*_batch(100, 4, None))
+    first.record(*_batch(3, 2, None))
+    merged = merge_windows([first.items(), second.items()], 5)
+    assert merged is not None
+    np.testing.assert_array_equal(merged.scores, [101, 102, 103, 3, 4])
+    assert merge_windows([ScoreWindow(3, 2, None).items()], 5) is None
+
+
+def test_workers_read_each_others_files_and_skip_the_dead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    mine = WindowHome("m", "1", 8, 2, None)
+    other = WindowHome("m", "1", 8, 2, None)  # stands for another worker of the same process
+    unrelated = WindowHome("other", "1", 8, 2, None)
+    mine.window.record(*_batch(0, 3, None))
+    other.window.record(*_batch(10, 2, None))
+    unrelated.window.record(*_batch(50, 5, None))
+    parts = mine.gather()
+    merged = merge_windows(parts, 8)
+    assert merged is not None
+    assert sorted(merged.scores) == [0, 1, 2, 10, 11]
+    # A window file left by a worker that is gone is removed, not counted.
+    assert other.path is not None
+    dead = other.path.with_name(other.path.name.replace(f".{os.getpid()}-", ".999999999-"))
+    other.path.rename(dead)
+    assert sorted(merge_windows(mine.gather(), 8).scores) == [0, 1, 2]  # type: ignore[union-attr]
+    assert not dead.exists()
+    # A file of the right name but another shape is skipped.
+    (tmp_path / "vae-monitor" / f"{mine.key}.{os.getpid()}-77.window").write_bytes(b"x" * 100)
+    assert len(mine.gather()) == 1
+    own_file = mine.path
+    assert own_file is not None
+    assert own_file.exists()
+    mine.close()
+    assert not own_file.exists()
+    mine.window.record(*_batch(20, 1, None))  # a request still in flight records harmlessly
