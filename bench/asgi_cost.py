@@ -4,8 +4,8 @@ generator sharing the cores, so a few microseconds show where `make bench` canno
     .venv/bin/python -m bench.asgi_cost [--rounds 5] [--requests 5000] [--model default|784]
 
 The app `vae-serve` builds (`create_app`, on the default bundle of `bench/models/repo-default`
-or make bench's 784-input model) gets make bench's S1 body (one item as JSON, `/reconstruct`)
-and S3 body (64 items as npy)
+or make bench's 784-input model) gets make bench's S1 body (one item as JSON, `/reconstruct`),
+the same item to `/anomaly-score` (what monitoring records), and S3 body (64 items as npy)
 through ASGI, as uvicorn would hand them over, one request at a time; the figure is CPU time
 per request (`time.process_time`), each round's and the best. To measure another checkout OTHER
 (its service/ and bench/), run `PYTHONPATH=OTHER .venv/bin/python bench/asgi_cost.py` from this
@@ -77,12 +77,13 @@ async def measure(rounds: int, requests: int, model: str) -> list[tuple[str, lis
     await started.wait()
     rows = bench_model.rows
     cases = [
-        ("S1 single-item JSON /reconstruct", JSON, json_inputs(rows[:1])),
-        ("S3 batch-64 npy /reconstruct", NPY, npy_bytes(rows[:64])),
+        ("S1 single-item JSON /reconstruct", "/reconstruct", JSON, json_inputs(rows[:1])),
+        ("single-item JSON /anomaly-score", "/anomaly-score", JSON, json_inputs(rows[:1])),
+        ("S3 batch-64 npy /reconstruct", "/reconstruct", NPY, npy_bytes(rows[:64])),
     ]
     figures = []
-    for label, content_type, body in cases:
-        scope = _scope("/reconstruct", content_type, body)
+    for label, path, content_type, body in cases:
+        scope = _scope(path, content_type, body)
 
         async def one(scope: Scope = scope, body: bytes = body, label: str = label) -> None:
             delivered = False

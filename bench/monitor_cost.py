@@ -6,7 +6,9 @@ the request path), and a report (the tests, off the path).
 
 On make bench's default model (20 latent dimensions; an image model keeps no features) and a
 table's shape (4 dimensions, 30 features, as breast-cancer): one item and a batch of 64, best
-of five rounds; then one report over a full window of 500 against a 2,000-row reference.
+of five rounds, amortised over the writes the rings make every 64 items; then one report over
+a full window of 500 against a 2,000-row reference. A hot loop flatters per-request work: what
+a whole request pays is `bench.asgi_cost` with VAE_MONITORING on and off (bench/MONITORING.md).
 The whole server, monitoring on against off, is `python -m bench.server_cpu --route
 anomaly-score VAE_MONITORING=true vs VAE_MONITORING=false`.
 """

@@ -34,6 +34,7 @@ from service.api.security import AUTHENTICATED, ApiKeyGuard, document_api_keys
 from service.api.v2 import register_v2_routes
 from service.asgi import ASGIApp
 from service.dataplane.inference import Inference
+from service.dataplane.monitor_flush import MonitorFlusher
 from service.dataplane.operations import RequestHead, serve_operation
 from service.dataplane.state import ServiceState
 from service.grpc.server import start_grpc_server
@@ -130,6 +131,7 @@ def create_app(
     request_lines = RequestLines() if settings.log_format == "json" else None
     keys = settings.api_key_list()
     state.readiness_details_open = not keys and settings.binds_loopback_only()
+    flusher = MonitorFlusher(state)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -149,6 +151,7 @@ def create_app(
         await reloader.start(generation)
         if metrics is not None:
             metrics.start()
+        flusher.start()
         grpc_server = (
             await start_grpc_server(state, settings, metrics, request_lines) if serve_grpc else None
         )
@@ -159,6 +162,7 @@ def create_app(
                 # First: its streams drain while the data plane still serves them.
                 await grpc_server.stop(settings.shutdown_drain_s)
             await reloader.stop()
+            await flusher.stop()
             state.ready = False
             state.inference.close()
             if metrics is not None:

@@ -138,7 +138,7 @@ class ModelMonitor:
             "score_drift": None,
             "input_drift": None,
             "feedback": None,
-            "record_errors": self.errors,
+            "record_errors": self.record_errors(),
         }
         rings = self.home.feedback_rings()
         figures = feedback_figures([ring.labelled() for ring in rings])
@@ -198,7 +198,22 @@ class ModelMonitor:
             periods.append(period)
         return periods
 
+    def record_errors(self) -> int:
+        """Items this worker could not record (logged; never a request's failure)."""
+        return self.errors + self.home.window.errors + self.home.feedback.errors
+
+    def flush(self) -> None:
+        """Write what this worker kept aside, for the other workers to see (the app calls it
+        every MONITOR_FLUSH_S; reading its own window or ring flushes it too)."""
+        try:
+            self.home.window.flush()
+            self.home.feedback.flush()
+        except Exception:
+            self.errors += 1
+            log.exception("monitor of %s/%s could not flush", self.name, self.version)
+
     def close(self) -> None:
+        self.flush()
         self.home.close()
 
 

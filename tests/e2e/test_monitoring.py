@@ -8,6 +8,7 @@ moved; normal traffic that refills the window clears the verdict.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from service.dataplane.monitor_flush import MONITOR_FLUSH_S
 from tests.bundles import BundleFactory
 from tests.e2e.processes import running_server
 from training.data import load_dataset, split_dataset
@@ -43,7 +45,13 @@ def send(base: str, model: str, rows: Rows) -> None:
             answer.raise_for_status()
 
 
+def settle() -> None:
+    """Each worker writes what it scored within MONITOR_FLUSH_S; wait for both to have."""
+    time.sleep(2 * MONITOR_FLUSH_S + 0.1)
+
+
 def report(base: str, model: str) -> dict[str, Any]:
+    settle()
     answer = httpx.get(f"{base}/models/{model}/monitoring", timeout=10.0)
     assert answer.status_code == 200, answer.text
     body: dict[str, Any] = answer.json()
@@ -239,6 +247,7 @@ def test_feedback_figures_equal_the_offline_ones(table_server: str, table_split:
         for i, a in enumerate(truth[40:])
     ]
     unknown = [{"request_id": "never-scored", "anomaly": True}]
+    settle()  # ground truth comes later than this, in life
     answer = httpx.post(f"{base}/models/model/feedback", json={"labels": labels + unknown})
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"accepted": 60, "unknown": 1, "unknown_labels": [60]}

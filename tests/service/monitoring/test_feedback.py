@@ -79,6 +79,9 @@ def test_another_workers_ring_is_labelled_in_its_file(
     mine, other = WindowHome("m", "1", 8, 2, None, 32), WindowHome("m", "1", 8, 2, None, 32)
     other.feedback.remember("theirs", np.array([9.0]), np.array([True]))
     keys, anomaly = label_keys([("theirs", 0, True)])
+    for ring in mine.feedback_rings():  # kept aside in the other worker: not in its file yet
+        assert not ring.label(keys, anomaly).any()
+    other.feedback.flush()  # as the app's timer does
     found = np.zeros(1, bool)
     for ring in mine.feedback_rings():
         found |= ring.label(keys, anomaly)

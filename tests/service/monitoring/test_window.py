@@ -63,6 +63,7 @@ def test_read_window_refuses_what_is_not_a_window() -> None:
     window = ScoreWindow(4, 2, 3, buffer)
     window.record(*_batch(0, 3))
     window.record(*_batch(3, 3))
+    window.flush()  # what another worker reads is what was written
     raw = np.frombuffer(bytes(buffer), np.uint8)
     # Read from the bytes alone, the items come oldest first, as their own worker sees them.
     np.testing.assert_array_equal(read_window(raw).scores, window.items().scores)
@@ -96,6 +97,8 @@ def test_workers_read_each_others_files_and_skip_the_dead(
     mine.window.record(*_batch(0, 3, None))
     other.window.record(*_batch(10, 2, None))
     unrelated.window.record(*_batch(50, 5, None))
+    for home in (other, unrelated):
+        home.window.flush()  # as each worker's timer does
     parts = mine.gather()
     merged = merge_windows(parts, 8)
     assert merged is not None
