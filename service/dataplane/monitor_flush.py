@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 
 from service.dataplane.state import ServiceState
-
-log = logging.getLogger("vae_service.monitoring")
 
 # At 0.25 s a worker's items reach the others' reports within a quarter of a second; a flush of
 # nothing costs a few microseconds per model version.

@@ -43,7 +43,7 @@ from service.models.repository import (
     RepositoryError,
     repository_fingerprint,
 )
-from service.observability.processes import process_exists
+from service.processes import process_exists
 
 log = logging.getLogger("vae_service.reload")
 _T = TypeVar("_T")

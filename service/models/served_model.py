@@ -22,8 +22,8 @@ from bundle.arrays import AnyFloatArray, FloatArray
 from bundle.manifest import ModelManifest
 from bundle.runtime import OnnxBundle
 from bundle.scoring import SCORE_TYPES, TailTable, anomaly_scores, per_feature_squared_error
-from service.monitoring.monitor import ModelMonitor
 from service.errors import InvalidInput, OperationNotSupported, PayloadTooLarge, excerpt
+from service.monitoring.monitor import ModelMonitor
 from service.models.results import (
     DecodeResult,
     EncodeResult,

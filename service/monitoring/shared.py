@@ -29,6 +29,7 @@ from service.monitoring.window import (
     read_window,
     window_bytes,
 )
+from service.processes import process_exists
 
 log = logging.getLogger("vae_service.monitoring")
 
@@ -49,16 +50,6 @@ def shared_folder() -> Path | None:
 def model_key(name: str, version: str) -> str:
     """A file-name-safe key per model version (names are folder names, but may hold dots)."""
     return hashlib.sha256(f"{name}\0{version}".encode()).hexdigest()[:24]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process of that pid: not ours to judge
-    return True
 
 
 def _mapped(path: Path, size: int, create: bool) -> mmap.mmap:
@@ -119,7 +110,7 @@ class WindowHome:
             pid_text = path.name[len(self.key) + 1 : -len(suffix)].partition("-")[0]
             if not pid_text.isdigit():
                 continue
-            if not _alive(int(pid_text)):
+            if not process_exists(int(pid_text)):
                 path.unlink(missing_ok=True)
                 continue
             try:

@@ -39,8 +39,8 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from starlette.concurrency import run_in_threadpool
 
-from service.observability.processes import process_exists
 from service.observability.request_context import RequestRecord
+from service.processes import process_exists
 
 if TYPE_CHECKING:
     from service.models.repository import ModelRepository

@@ -26,7 +26,7 @@ LAYERS = (
     "api",
     "server",
 )
-BASE_MODULES = {"settings", "errors", "asgi"}
+BASE_MODULES = {"settings", "errors", "asgi", "processes"}
 TRANSPORT_FREE = ("monitoring", "models", "codecs", "dataplane")
 WEB_FRAMEWORKS = ("fastapi", "starlette", "uvicorn")
 

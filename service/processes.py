@@ -1,5 +1,5 @@
 """Whether a process id is still alive: shared by the worker-to-worker bookkeeping
-(metrics files of dead workers, reload acknowledgements)."""
+(metrics files of dead workers, reload acknowledgements, monitoring windows)."""
 
 from __future__ import annotations
 
