@@ -16,7 +16,9 @@ longer than the drift window, gives the anomaly rate of the last 5 minutes and t
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import threading
 import time
 import zlib
@@ -99,7 +101,11 @@ class FeedbackRing:
         self.labels = self.slots["label"]
         self._recorded = 0  # this worker's count; where its next item goes
         self._lock = threading.Lock()
-        self._pending: list[tuple[str, int, Any, Any]] = []  # remembered, not yet written
+        # What remember() kept aside: a SimpleQueue, as executor threads may add while the
+        # loop flushes (its put and get are atomic; a list swapped under a lock could lose one).
+        self._pending: queue.SimpleQueue[tuple[str, int, Any, Any]] = (
+            queue.SimpleQueue()
+        )  # remembered, not yet written
         self._pending_items = 0
         self.errors = 0  # items dropped because they could not be written
 
@@ -111,7 +117,7 @@ class FeedbackRing:
         count = len(scores)
         if count == 0:
             return
-        self._pending.append((request_id, time.time_ns(), scores, flagged))
+        self._pending.put((request_id, time.time_ns(), scores, flagged))
         self._pending_items += count
         if self._pending_items >= FLUSH_ITEMS:
             self.flush()
@@ -120,7 +126,11 @@ class FeedbackRing:
         """Write what `remember` kept aside into the ring, as one block. Any thread may call
         it; only this worker writes its ring's slots (others only set labels)."""
         with self._lock:
-            pending, self._pending, self._pending_items = self._pending, [], 0
+            self._pending_items = 0
+            pending = []
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    pending.append(self._pending.get_nowait())
             if not pending:
                 return
             try:

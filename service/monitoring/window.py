@@ -14,7 +14,9 @@ code of 20) to 2.9 us (a table's 4 + 30 features), a batch of 64 6.0 to 7.5 us.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -96,7 +98,9 @@ class ScoreWindow:
         )
         # Threads of the executor may score batches of one model at once.
         self._lock = threading.Lock()
-        self._pending: list[Pending] = []  # recorded, not yet written
+        # What record() kept aside: a SimpleQueue, as executor threads may record while the
+        # loop flushes (its put and get are atomic; a list swapped under a lock could lose one).
+        self._pending: queue.SimpleQueue[Pending] = queue.SimpleQueue()
         self._pending_items = 0
         self.errors = 0  # items dropped because they could not be written
         # Where the next item goes. Not in the file: another worker orders this window's items
@@ -122,7 +126,7 @@ class ScoreWindow:
             return
         # Nanoseconds, one apart within a batch (`flush`): every item's stamp is its own, so
         # any worker orders a window's items exactly from the file alone.
-        self._pending.append((time.time_ns(), scores, flags, latent_mu, features))
+        self._pending.put((time.time_ns(), scores, flags, latent_mu, features))
         self._pending_items += count
         if self._pending_items >= FLUSH_ITEMS:
             self.flush()
@@ -130,7 +134,11 @@ class ScoreWindow:
     def flush(self) -> None:
         """Write what `record` kept aside, as one batch. Any thread may call it."""
         with self._lock:
-            pending, self._pending, self._pending_items = self._pending, [], 0
+            self._pending_items = 0
+            pending = []
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    pending.append(self._pending.get_nowait())
             if not pending:
                 return
             counts = [len(entry[1]) for entry in pending]
