@@ -213,6 +213,31 @@ class ServiceSettings(BaseSettings):
         description="scored items each worker remembers per model version by request id, for "
         "POST /models/{name}/feedback to label (18 bytes each)",
     )
+    payload_log_url: str | None = Field(
+        None,
+        description="send each inference request and its answer as CloudEvents (HTTP, binary "
+        "mode) to this http(s) URL, from a bounded queue; none: off",
+    )
+    payload_log_queue: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="payload log events a worker holds for sending; past it new ones are "
+        "dropped and counted, never the request",
+    )
+    payload_log_max_bytes: int = Field(
+        64 * 1024,
+        ge=0,
+        le=1 << 30,
+        description="a request or answer body above this is logged without its data; the "
+        "queue then holds at most VAE_PAYLOAD_LOG_QUEUE x this (64 MiB by default)",
+    )
+    payload_log_timeout_s: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="how long a payload log event may take to send before it counts as failed",
+    )
     max_image_pixels: int = Field(
         4 * 1024 * 1024,
         ge=1,
@@ -312,7 +337,14 @@ class ServiceSettings(BaseSettings):
         # 'none' spells "empty" for environments (compose files) that cannot leave it empty.
         return "" if isinstance(value, str) and value.strip().lower() == "none" else value
 
-    @field_validator("api_keys_file", "default_model", mode="before")
+    @field_validator("payload_log_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("an http:// or https:// URL, or none")
+        return value
+
+    @field_validator("api_keys_file", "default_model", "payload_log_url", mode="before")
     @classmethod
     def _none_means_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value

@@ -28,6 +28,7 @@ from service.api.fastpath import FastPath
 from service.api.monitoring import register_monitoring_routes
 from service.api.openapi import OPERATION_DOCS, OperationDoc
 from service.api.pages import register_pages
+from service.api.payload_capture import PayloadCapture
 from service.api.responses import json_response
 from service.api.routes import ARRAY_ROUTES, ArrayRoute
 from service.api.security import AUTHENTICATED, ApiKeyGuard, document_api_keys
@@ -46,6 +47,7 @@ from service.observability.metrics import (
 )
 from service.observability.monitoring_metrics import MonitoringCollector
 from service.observability.observe import RequestObserver
+from service.observability.payload_log import PayloadLogger
 from service.observability.request_context import current_request
 from service.observability.request_lines import RequestLines
 from service.settings import ServiceSettings
@@ -132,6 +134,17 @@ def create_app(
     keys = settings.api_key_list()
     state.readiness_details_open = not keys and settings.binds_loopback_only()
     flusher = MonitorFlusher(state)
+    payload_logger = (
+        PayloadLogger(
+            settings.payload_log_url,
+            settings.payload_log_queue,
+            settings.payload_log_max_bytes,
+            settings.payload_log_timeout_s,
+            metrics,
+        )
+        if settings.payload_log_url
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -152,6 +165,8 @@ def create_app(
         if metrics is not None:
             metrics.start()
         flusher.start()
+        if payload_logger is not None:
+            payload_logger.start()
         grpc_server = (
             await start_grpc_server(state, settings, metrics, request_lines) if serve_grpc else None
         )
@@ -163,6 +178,8 @@ def create_app(
                 await grpc_server.stop(settings.shutdown_drain_s)
             await reloader.stop()
             await flusher.stop()
+            if payload_logger is not None:
+                await payload_logger.stop()
             state.ready = False
             state.inference.close()
             if metrics is not None:
@@ -212,6 +229,9 @@ def create_app(
             expose_headers=CORS_EXPOSED_HEADERS,
             max_age=600,
         )
+    if payload_logger is not None:
+        # Inside the observer, which sets the request id and status the events carry.
+        served = PayloadCapture(served, payload_logger)
     # Outermost: refusals, preflights and errors get a request id, a count and a log line too.
     return RequestObserver(served, app.router.routes, metrics, request_lines)
 

@@ -19,6 +19,7 @@ from service.api import openapi
 from service.api.deps import ReadyRepository, ServedState
 from service.api.responses import json_response
 from service.codecs.feedback import FEEDBACK_BODY_BYTES, read_feedback
+from service.dataplane.monitor_flush import MONITOR_FLUSH_S
 from service.dataplane.state import ServiceState
 from service.errors import OperationNotSupported
 from service.models.served_model import ServedModel
@@ -56,7 +57,10 @@ async def _feedback(
         )
         max_item = min(MAX_ITEM, state.settings.max_batch_size - 1)
         labels = read_feedback(body, max_item)
-        accepted, unknown = await run_in_threadpool(monitor.label, labels)
+        # Labels for answers another worker gave moments ago are looked for again once it has
+        # written them (every MONITOR_FLUSH_S).
+        settle_s = 1.5 * MONITOR_FLUSH_S
+        accepted, unknown = await run_in_threadpool(monitor.label, labels, settle_s)
         return json_response(
             {
                 "accepted": accepted,

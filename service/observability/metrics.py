@@ -295,6 +295,13 @@ class ServiceMetrics:
         )
         for reason in CONNECTION_REFUSALS:
             self.connections_refused.labels(reason)
+        self.payload_log_events = Counter(
+            "vae_payload_log_events",
+            "Payload log events (VAE_PAYLOAD_LOG_URL): sent, failed (the sink refused or did not "
+            "answer) or dropped (the queue was full)",
+            ["outcome"],
+            registry=own,
+        )
         self.active = 0  # requests being answered by this worker now
         self._published_active = 0
         self._batch_sizes = _HistogramBuffer(self.batch_size, BATCH_BUCKETS)

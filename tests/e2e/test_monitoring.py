@@ -247,7 +247,7 @@ def test_feedback_figures_equal_the_offline_ones(table_server: str, table_split:
         for i, a in enumerate(truth[40:])
     ]
     unknown = [{"request_id": "never-scored", "anomaly": True}]
-    settle()  # ground truth comes later than this, in life
+    # Sent at once: labels for items the other worker has not written yet are looked for again.
     answer = httpx.post(f"{base}/models/model/feedback", json={"labels": labels + unknown})
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"accepted": 60, "unknown": 1, "unknown_labels": [60]}
