@@ -11,6 +11,8 @@ the worker's body budget.
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
@@ -57,10 +59,15 @@ async def _feedback(
         )
         max_item = min(MAX_ITEM, state.settings.max_batch_size - 1)
         labels = read_feedback(body, max_item)
-        # Labels for answers another worker gave moments ago are looked for again once it has
-        # written them (every MONITOR_FLUSH_S).
-        settle_s = 1.5 * MONITOR_FLUSH_S
-        accepted, unknown = await run_in_threadpool(monitor.label, labels, settle_s)
+        accepted, unknown = await run_in_threadpool(monitor.label, labels)
+        if unknown:
+            # Answers another worker gave moments ago are in its files once it has written
+            # them (every MONITOR_FLUSH_S): look again then, waiting on the loop, not a thread.
+            await asyncio.sleep(1.5 * MONITOR_FLUSH_S)
+            again = [labels[i] for i in unknown]
+            found, still = await run_in_threadpool(monitor.label, again)
+            accepted += found
+            unknown = [unknown[j] for j in still]
         return json_response(
             {
                 "accepted": accepted,

@@ -97,23 +97,14 @@ class ModelMonitor:
             self.errors += 1
             log.exception("monitor of %s/%s could not remember a request", self.name, self.version)
 
-    def label(
-        self, labels: list[tuple[str, int, bool]], settle_s: float = 0.0
-    ) -> tuple[int, list[int]]:
+    def label(self, labels: list[tuple[str, int, bool]]) -> tuple[int, list[int]]:
         """Labels (request id, item, anomaly) for items some worker scored and remembers:
-        how many were found, and the indexes of those that were not (too old, or never scored
-        by this model version). Labels not found are looked for once more after `settle_s`:
-        another worker writes what it scored every few tenths of a second, so a label sent
-        right after its answer finds it then (blocks the calling thread that long)."""
+        how many were found, and the indexes of those that were not (too old, never scored by
+        this model version, or scored by another worker moments ago and not written yet)."""
         keys, anomaly = label_keys(labels)
         found = np.zeros(len(keys), dtype=np.bool_)
         for ring in self.home.feedback_rings():
             found |= ring.label(keys, anomaly)
-        if settle_s > 0 and not found.all():
-            time.sleep(settle_s)
-            missing = ~found
-            for ring in self.home.feedback_rings():
-                found[missing] |= ring.label(keys[missing], anomaly[missing])
         self._last = None  # the next report shows them
         unknown_keys = set(keys[~found].tolist())
         unknown = [
