@@ -1,5 +1,5 @@
 """Every MONITOR_FLUSH_S, each model version's monitor writes what this worker kept aside
-(service.monitoring.window says why it keeps items aside), so that a report answered by
+(service.monitoring.kept_aside says why items are kept aside), so that a report answered by
 another worker sees them within that time."""
 
 from __future__ import annotations

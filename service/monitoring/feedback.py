@@ -16,9 +16,7 @@ longer than the drift window, gives the anomaly rate of the last 5 minutes and t
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import queue
 import threading
 import time
 import zlib
@@ -30,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bundle.arrays import AnyFloatArray
+from service.monitoring.kept_aside import KeptAside
 
 MAGIC = 0x31304B4246454156  # b"VAEFBK01", little-endian
 HEADER_WORDS = 8  # magic, size, 6 spare
@@ -37,7 +36,6 @@ _HEADER_BYTES = HEADER_WORDS * 8
 MAX_ITEM = (1 << 16) - 1  # items a request may label by index (VAE_MAX_BATCH_SIZE is below)
 _TOP_BIT = 1 << 63  # set in every key: 0 marks a slot never written
 log = logging.getLogger("vae_service.monitoring")
-FLUSH_ITEMS = 64  # items kept aside before one write (service.monitoring.window says why)
 UNLABELLED, NORMAL, ANOMALY = 0, 1, 2  # 0: a zeroed file is unlabelled
 
 
@@ -101,12 +99,7 @@ class FeedbackRing:
         self.labels = self.slots["label"]
         self._recorded = 0  # this worker's count; where its next item goes
         self._lock = threading.Lock()
-        # What remember() kept aside: a SimpleQueue, as executor threads may add while the
-        # loop flushes (its put and get are atomic; a list swapped under a lock could lose one).
-        self._pending: queue.SimpleQueue[tuple[str, int, Any, Any]] = (
-            queue.SimpleQueue()
-        )  # remembered, not yet written
-        self._pending_items = 0
+        self._pending: KeptAside[tuple[str, int, Any, Any]] = KeptAside()  # not yet written
         self.errors = 0  # items dropped because they could not be written
 
     def remember(
@@ -117,20 +110,14 @@ class FeedbackRing:
         count = len(scores)
         if count == 0:
             return
-        self._pending.put((request_id, time.time_ns(), scores, flagged))
-        self._pending_items += count
-        if self._pending_items >= FLUSH_ITEMS:
+        if self._pending.put((request_id, time.time_ns(), scores, flagged), count):
             self.flush()
 
     def flush(self) -> None:
         """Write what `remember` kept aside into the ring, as one block. Any thread may call
         it; only this worker writes its ring's slots (others only set labels)."""
         with self._lock:
-            self._pending_items = 0
-            pending = []
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    pending.append(self._pending.get_nowait())
+            pending = self._pending.drain()
             if not pending:
                 return
             try:

@@ -14,9 +14,7 @@ code of 20) to 2.9 us (a table's 4 + 30 features), a batch of 64 6.0 to 7.5 us.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -26,14 +24,8 @@ import numpy as np
 import numpy.typing as npt
 
 from bundle.arrays import AnyFloatArray, Float64Array, FloatArray
+from service.monitoring.kept_aside import KeptAside
 
-# Items `record` keeps aside before writing them as one batch. Measured in-process on a
-# single-item /anomaly-score (`python -m bench.asgi_cost`, monitoring on against off, three
-# processes each): writing each request's items at once cost +17 to +21 us a request (the
-# micro-benchmark said 5: cold code and numpy calls per item), kept aside +4 to +10 us (of
-# ~300). Others see them once written: at 64 items, on the app's timer
-# (service.dataplane.monitor_flush, every 0.25 s), or when this worker reads its own window.
-FLUSH_ITEMS = 64
 log = logging.getLogger("vae_service.monitoring")
 
 MAGIC = 0x31304E4957454156  # b"VAEWIN01", little-endian
@@ -98,10 +90,7 @@ class ScoreWindow:
         )
         # Threads of the executor may score batches of one model at once.
         self._lock = threading.Lock()
-        # What record() kept aside: a SimpleQueue, as executor threads may record while the
-        # loop flushes (its put and get are atomic; a list swapped under a lock could lose one).
-        self._pending: queue.SimpleQueue[Pending] = queue.SimpleQueue()
-        self._pending_items = 0
+        self._pending: KeptAside[Pending] = KeptAside()  # recorded, not yet written
         self.errors = 0  # items dropped because they could not be written
         # Where the next item goes. Not in the file: another worker orders this window's items
         # by their times (writing the count there cost 0.3 us of a 2 us record).
@@ -120,25 +109,20 @@ class ScoreWindow:
         features: AnyFloatArray | None,
     ) -> None:
         """One scored batch, kept aside until `flush` writes it into the ring (when
-        FLUSH_ITEMS wait, on the app's timer, or before this worker reads the ring)."""
+        FLUSH_ITEMS wait (service.monitoring.kept_aside says why), on the app's timer, or
+        before this worker reads the ring)."""
         count = len(scores)
         if count == 0:
             return
         # Nanoseconds, one apart within a batch (`flush`): every item's stamp is its own, so
         # any worker orders a window's items exactly from the file alone.
-        self._pending.put((time.time_ns(), scores, flags, latent_mu, features))
-        self._pending_items += count
-        if self._pending_items >= FLUSH_ITEMS:
+        if self._pending.put((time.time_ns(), scores, flags, latent_mu, features), count):
             self.flush()
 
     def flush(self) -> None:
         """Write what `record` kept aside, as one batch. Any thread may call it."""
         with self._lock:
-            self._pending_items = 0
-            pending = []
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    pending.append(self._pending.get_nowait())
+            pending = self._pending.drain()
             if not pending:
                 return
             counts = [len(entry[1]) for entry in pending]
