@@ -168,7 +168,9 @@ def create_app(
         if payload_logger is not None:
             payload_logger.start()
         grpc_server = (
-            await start_grpc_server(state, settings, metrics, request_lines) if serve_grpc else None
+            await start_grpc_server(state, settings, metrics, request_lines, payload_logger)
+            if serve_grpc
+            else None
         )
         try:
             yield

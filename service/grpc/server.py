@@ -26,6 +26,7 @@ from service.grpc.auth import ApiKeyInterceptor
 from service.grpc.observe import CallObserver
 from service.grpc.servicer import SERVICE_NAME, InferenceServicer
 from service.observability.metrics import ServiceMetrics
+from service.observability.payload_log import PayloadLogger
 from service.observability.request_lines import RequestLines
 from service.settings import ServiceSettings
 
@@ -65,6 +66,7 @@ async def start_grpc_server(
     settings: ServiceSettings,
     metrics: ServiceMetrics | None,
     request_lines: RequestLines | None,
+    payload_logger: PayloadLogger | None = None,
 ) -> GrpcServer | None:
     """The worker's gRPC server, started; None when VAE_GRPC_PORT is 0."""
     if settings.grpc_port == 0:
@@ -86,7 +88,9 @@ async def start_grpc_server(
         ],
         maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
     )
-    servicer = InferenceServicer(state, observer, settings.grpc_stream_idle_timeout_s)
+    servicer = InferenceServicer(
+        state, observer, settings.grpc_stream_idle_timeout_s, payload_logger
+    )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

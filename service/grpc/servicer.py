@@ -28,9 +28,11 @@ from service.grpc.codec import (
     read_infer_message,
 )
 from service.grpc.observe import REQUEST_ID_KEY, CallObserver, Context, caller_request_id
+from service.grpc.payload import log_grpc_exchange
 from service.grpc.status import GrpcStatus, grpc_status
 from service.models.repository import ModelRepository
 from service.models.v2_views import TensorSpec, V2Model, find_model
+from service.observability.payload_log import PayloadLogger
 from service.observability.request_context import accepted_request_id, current_request
 from service.settings import ServiceSettings
 
@@ -96,10 +98,17 @@ async def _abort(context: Context, status: GrpcStatus) -> NoReturn:
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, state: ServiceState, observer: CallObserver, stream_idle_s: float):
+    def __init__(
+        self,
+        state: ServiceState,
+        observer: CallObserver,
+        stream_idle_s: float,
+        payload_logger: PayloadLogger | None = None,
+    ):
         self.state = state
         self.observer = observer
         self.stream_idle_s = stream_idle_s
+        self.payload_logger = payload_logger
         self.version = _server_version()
 
     # --- health and metadata -------------------------------------------------------------
@@ -216,10 +225,27 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         current_request().encode_s = time.perf_counter() - began
         return response
 
+    async def _infer_logged(self, message: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        """_infer, and with VAE_PAYLOAD_LOG_URL the message and its answer (or error) sent
+        to the payload log, as the HTTP routes' are (service.api.payload_capture)."""
+        logger = self.payload_logger
+        if logger is None:
+            return await self._infer(message)
+        try:
+            response = await self._infer(message)
+        except ServiceError as error:
+            log_grpc_exchange(logger, message, error.status, None, error.message)
+            raise
+        except Exception:
+            log_grpc_exchange(logger, message, 500, None, "internal error")
+            raise
+        log_grpc_exchange(logger, message, 200, response, None)
+        return response
+
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: Context
     ) -> pb.ModelInferResponse:
-        return await self._answer("ModelInfer", context, lambda: self._infer(request))
+        return await self._answer("ModelInfer", context, lambda: self._infer_logged(request))
 
     async def _stream_one(
         self, message: pb.ModelInferRequest, context: Context
@@ -227,7 +253,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         request_id = accepted_request_id(message.id.encode()) if message.id else None
         with self.observer.call(method_path("ModelStreamInfer"), context, request_id) as record:
             try:
-                response = await self._infer(message)
+                response = await self._infer_logged(message)
             except ServiceError as error:
                 record.status = error.status
                 return pb.ModelStreamInferResponse(error_message=error.message)

@@ -6,20 +6,26 @@ from __future__ import annotations
 
 import http.server
 import json
+import queue
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+from service.grpc import inference_pb2 as pb
 from tests.e2e.processes import free_port, running_server
+from tests.e2e.test_grpc import infer_input, start, stop
 
 DIGITS = load_digits().data.astype(np.float32)
 ENV = {"VAE_HOST": "127.0.0.1", "VAE_WORKERS": "2", "VAE_LOG_LEVEL": "warning"}
+REQUEST = "org.kubeflow.serving.inference.request"
+RESPONSE = "org.kubeflow.serving.inference.response"
 
 
 @dataclass
@@ -157,3 +163,61 @@ def test_a_sink_that_is_down_or_slow_costs_the_requests_nothing(sink: Sink) -> N
         assert time.monotonic() - began < 5.0  # 30 requests, never waiting on the sink
         dropped = metric(base, "dropped")
         assert dropped >= 60 - 4 - 4 - 2 * 5  # 60 events; a queue of 4 and 4 in flight
+
+
+def test_grpc_inferences_arrive_as_protobuf_events(sink: Sink) -> None:
+    """Unary and streamed gRPC calls: the request message and its answer as protobuf bytes
+    that parse back into what was sent and received; a refused message logs its error."""
+    running = start({**ENV, "VAE_PAYLOAD_LOG_URL": sink.url})
+    try:
+        client = running.client()
+        unary = client.infer(
+            "digits-vae", [infer_input("x", DIGITS[:2])], headers={"x-request-id": "grpc-1"}
+        )
+        answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
+        client.start_stream(callback=lambda result, error: answers.put((result, error)))
+        try:
+            for index in range(3):
+                row = DIGITS[index][None]
+                client.async_stream_infer(
+                    "digits-vae-encoder", [infer_input("x", row)], request_id=f"stream-{index}"
+                )
+            client.async_stream_infer(
+                "digits-vae", [infer_input("x", np.zeros((1, 5), np.float32))], request_id="bad"
+            )
+            streamed = [answers.get(timeout=30) for _ in range(4)]
+        finally:
+            client.stop_stream()
+        assert [error is None for _, error in streamed] == [True, True, True, False]
+        wait_for(lambda: len(sink.events) >= 10)
+        time.sleep(0.5)
+        assert len(sink.events) == 10  # 5 inferences x (request, response)
+        events = sink.by_id()
+
+        request, response = (events["grpc-1"][kind] for kind in (REQUEST, RESPONSE))
+        assert request[0]["content-type"].startswith("application/x-protobuf")
+        assert request[0]["ce-vaeroute"] == "/inference.GRPCInferenceService/ModelInfer"
+        sent = pb.ModelInferRequest.FromString(request[1])
+        assert sent.model_name == "digits-vae"
+        assert np.frombuffer(sent.raw_input_contents[0], np.float32).tolist() == (
+            DIGITS[:2].ravel().tolist()
+        )
+        answered = pb.ModelInferResponse.FromString(response[1])
+        names = [output.name for output in answered.outputs]
+        at = names.index("anomaly_score")
+        dtype = {"FP32": np.float32, "FP64": np.float64}[answered.outputs[at].datatype]
+        scores = np.frombuffer(answered.raw_output_contents[at], dtype)
+        assert scores.tolist() == unary.as_numpy("anomaly_score").ravel().tolist()
+        assert response[0]["ce-vaestatus"] == "200"
+
+        for index in range(3):
+            streamed_answer = events[f"stream-{index}"][RESPONSE]
+            assert streamed_answer[0]["ce-vaeroute"].endswith("/ModelStreamInfer")
+            encoded = pb.ModelInferResponse.FromString(streamed_answer[1])
+            assert encoded.model_name == "digits-vae-encoder"
+        refused = events["bad"][RESPONSE]
+        assert refused[0]["ce-vaestatus"] == "422"  # what REST answers the same shape
+        assert refused[0]["content-type"] == "application/json"
+        assert "expected shape" in json.loads(refused[1])["error"]
+    finally:
+        stop(running)
