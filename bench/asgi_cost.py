@@ -10,19 +10,26 @@ through ASGI, as uvicorn would hand them over, one request at a time; the figure
 per request (`time.process_time`), each round's and the best. To measure another checkout OTHER
 (its service/ and bench/), run `PYTHONPATH=OTHER .venv/bin/python bench/asgi_cost.py` from this
 one; the first line printed names the file the app came from, so a mixed-up path shows.
+
+`--monitoring-pairs` measures what monitoring costs a single-item `/anomaly-score`: rounds with
+the monitors detached and attached in turn, in one process (bench/MONITORING.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 
 from bench.bodies import JSON, NPY, json_inputs, npy_bytes
 from bench.models import load_model
 from service.asgi import Message, Scope
+
+Runner = Callable[[], Awaitable[None]]
 
 
 def _scope(path: str, content_type: str, body: bytes) -> Scope:
@@ -48,7 +55,44 @@ def _scope(path: str, content_type: str, body: bytes) -> Scope:
     }
 
 
-async def measure(rounds: int, requests: int, model: str) -> list[tuple[str, list[float]]]:
+def _runner(app: Any, label: str, path: str, content_type: str, body: bytes) -> Runner:
+    """One request of a case through the app, as uvicorn hands it over; raises unless 200."""
+    scope = _scope(path, content_type, body)
+
+    async def one() -> None:
+        delivered = False
+        status = 0
+
+        async def receive() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.sleep(3600)  # never: the app reads the body once
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+
+        await app(scope, receive, send)
+        if status != 200:
+            raise RuntimeError(f"{label}: status {status}")
+
+    return one
+
+
+async def _cpu_us_per_request(one: Runner, requests: int) -> float:
+    began = time.process_time()
+    for _ in range(requests):
+        await one()
+    return (time.process_time() - began) / requests * 1e6
+
+
+@contextlib.asynccontextmanager
+async def running_app(model: str) -> AsyncIterator[tuple[Any, Any]]:
+    """The app `vae-serve` builds on a bench model, its lifespan started; (app, rows)."""
     bench_model = load_model(model)
     os.environ["VAE_MODEL_REPOSITORY"] = str(bench_model.repository)
     os.environ.setdefault("VAE_LOG_LEVEL", "warning")
@@ -75,49 +119,59 @@ async def measure(rounds: int, requests: int, model: str) -> list[tuple[str, lis
     lifespan_scope: Scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
     task = asyncio.ensure_future(app(lifespan_scope, lifespan.get, lifespan_send))
     await started.wait()
-    rows = bench_model.rows
-    cases = [
-        ("S1 single-item JSON /reconstruct", "/reconstruct", JSON, json_inputs(rows[:1])),
-        ("single-item JSON /anomaly-score", "/anomaly-score", JSON, json_inputs(rows[:1])),
-        ("S3 batch-64 npy /reconstruct", "/reconstruct", NPY, npy_bytes(rows[:64])),
-    ]
-    figures = []
-    for label, path, content_type, body in cases:
-        scope = _scope(path, content_type, body)
+    try:
+        yield app, bench_model.rows
+    finally:
+        await lifespan.put({"type": "lifespan.shutdown"})
+        await task
 
-        async def one(scope: Scope = scope, body: bytes = body, label: str = label) -> None:
-            delivered = False
-            status = 0
 
-            async def receive() -> Message:
-                nonlocal delivered
-                if not delivered:
-                    delivered = True
-                    return {"type": "http.request", "body": body, "more_body": False}
-                await asyncio.sleep(3600)  # never: the app reads the body once
-                return {"type": "http.disconnect"}
+async def measure(rounds: int, requests: int, model: str) -> list[tuple[str, list[float]]]:
+    async with running_app(model) as (app, rows):
+        cases = [
+            ("S1 single-item JSON /reconstruct", "/reconstruct", JSON, json_inputs(rows[:1])),
+            ("single-item JSON /anomaly-score", "/anomaly-score", JSON, json_inputs(rows[:1])),
+            ("S3 batch-64 npy /reconstruct", "/reconstruct", NPY, npy_bytes(rows[:64])),
+        ]
+        figures = []
+        for label, path, content_type, body in cases:
+            one = _runner(app, label, path, content_type, body)
+            for _ in range(requests // 2):  # warm-up
+                await one()
+            per_round = [await _cpu_us_per_request(one, requests) for _ in range(rounds)]
+            figures.append((label, per_round))
+    return figures
 
-            async def send(message: Message) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = message["status"]
 
-            await app(scope, receive, send)
-            if status != 200:
-                raise RuntimeError(f"{label}: status {status}")
-
+async def monitoring_pairs(rounds: int, requests: int, model: str) -> list[tuple[float, float]]:
+    """Single-item /anomaly-score with the models' monitors attached and detached, round by
+    round in one process: (off, on) CPU us per request for each pair. Detached is what
+    VAE_MONITORING=false does on the request path (`model.monitor` is None), and alternating
+    in one process keeps the machine's drift, which moves whole processes by 10 us, out of
+    the difference."""
+    async with running_app(model) as (app, rows):
+        inner = app
+        while not hasattr(inner, "state"):  # the layers around the app keep the next in .app
+            inner = inner.app
+        # The fast path holds the ServiceState itself; FastAPI keeps it as state.service.
+        repository = getattr(inner.state, "service", inner.state).repository
+        monitors = {id(m): m.monitor for m in repository}
+        if not any(monitors.values()):
+            raise SystemExit("monitoring is off (VAE_MONITORING=false): nothing to compare")
+        one = _runner(app, "anomaly-score", "/anomaly-score", JSON, json_inputs(rows[:1]))
         for _ in range(requests // 2):  # warm-up
             await one()
-        per_round = []
+        pairs = []
         for _ in range(rounds):
-            began = time.process_time()
-            for _ in range(requests):
-                await one()
-            per_round.append((time.process_time() - began) / requests * 1e6)
-        figures.append((label, per_round))
-    await lifespan.put({"type": "lifespan.shutdown"})
-    await task
-    return figures
+            figures = []
+            for attached in (False, True):
+                for served in repository:
+                    served.monitor = monitors[id(served)] if attached else None
+                figures.append(await _cpu_us_per_request(one, requests))
+            pairs.append((figures[0], figures[1]))
+        for served in repository:
+            served.monitor = monitors[id(served)]
+    return pairs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -125,7 +179,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--model", default="default", choices=("default", "784"))
+    parser.add_argument(
+        "--monitoring-pairs",
+        action="store_true",
+        help="single-item /anomaly-score only, monitors detached and attached in turn",
+    )
     options = parser.parse_args(argv)
+    if options.monitoring_pairs:
+        pairs = asyncio.run(monitoring_pairs(options.rounds, options.requests, options.model))
+        for off, on in pairs:
+            print(f"off {off:.1f} us, on {on:.1f} us: {on - off:+.1f} us")
+        differences = sorted(on - off for off, on in pairs)
+        median = differences[len(differences) // 2]
+        print(f"median cost of monitoring: {median:+.1f} us per single-item request")
+        return 0
     measured = asyncio.run(measure(options.rounds, options.requests, options.model))
     for label, per_round in measured:
         rounds = " ".join(f"{us:.1f}" for us in per_round)

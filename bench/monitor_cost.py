@@ -23,7 +23,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from bundle.reference import build_reference
+from service.monitoring.assess import RatePromise
 from service.monitoring.monitor import ModelMonitor, MonitorSettings
+
+# A threshold at the 99th percentile of many calibration scores: a promise of 1%.
+PROMISE = RatePromise(6.6, 99.0, 100_000)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             None if features is None else rng.normal(size=(2000, features)),
         )
         monitor = ModelMonitor(
-            "m", "1", "recon_mse", 0.01, reference, latent, features or 64, settings
+            "m", "1", "recon_mse", PROMISE, reference, latent, features or 64, settings
         )
         for batch in (1, 64):
             scores = rng.gamma(2.0, 1.0, batch)

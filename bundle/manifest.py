@@ -34,6 +34,11 @@ class InputSpec(_Strict):
         default=None, description="(C, H, W) when the data are images, else null"
     )
     feature_count: int = Field(description="product of shape: the flattened feature count")
+    feature_names: list[str] | None = Field(
+        default=None,
+        description="tables: each feature's name (the CSV header, the dataset's names), in "
+        "column order; null for images or unnamed columns",
+    )
 
 
 class PreprocessingSpec(_Strict):

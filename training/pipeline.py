@@ -465,6 +465,7 @@ def build_manifest(
             shape=list(shape.shape),
             image_shape=list(shape.image_shape) if shape.image_shape else None,
             feature_count=int(np.prod(shape.shape)),
+            feature_names=prepared.data.feature_names,
         ),
         latent_dim=config.code_size(),
         preprocessing=PreprocessingSpec(**prepared.prep.to_manifest()),

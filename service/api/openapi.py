@@ -419,6 +419,9 @@ def model_responses() -> dict[int | str, dict[str, Any]]:
 
 _DRIFT_COLUMN = _object(
     {
+        "dimension": {"type": "integer", "description": "latent dimension (dimensions only)"},
+        "feature": {"type": "integer", "description": "feature column (features only)"},
+        "name": {"type": "string", "description": "the feature's name, when the bundle has it"},
         "statistic": {"type": "number"},
         "p_value": {"type": "number", "description": "Holm-adjusted over the columns"},
         "drifted": {"type": "boolean"},
@@ -439,9 +442,32 @@ MONITORING_REPORT = _object(
         "alpha": {"type": "number"},
         "anomaly_rate": {"type": ["number", "null"]},
         "expected_anomaly_rate": {"type": "number"},
+        "calibration_items": {
+            "type": "integer",
+            "description": "normal scores the threshold was set from: the fewer, the less "
+            "sure its promised rate, which the anomaly-rate test takes into account",
+        },
+        "threshold": {"type": "number"},
         "anomaly_rate_test": {
             "type": "object",
-            "description": "one-sided binomial test: flagged, p_value, alert",
+            "description": "one-sided beta-binomial test (the promised rate with the "
+            "calibration's own uncertainty): flagged, p_value, alert",
+        },
+        "score_histogram": {
+            "type": ["object", "null"],
+            "description": "the window's scores and the reference's as shares of each on one "
+            "set of bins (edges), with the shares below and above them and the threshold",
+        },
+        "time_windows": {
+            "type": "array",
+            "description": "the anomaly rate of the last 5 minutes and hour: seconds, items, "
+            "complete, anomaly_rate, anomaly_rate_test",
+            "items": {"type": "object"},
+        },
+        "feedback": {
+            "type": ["object", "null"],
+            "description": "from labels posted to .../feedback: n, precision, recall, "
+            "false_alarm_rate and the counts behind them",
         },
         "score_drift": {
             "type": ["object", "null"],

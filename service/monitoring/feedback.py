@@ -7,11 +7,11 @@ the monitor reports precision, recall and the false-alarm rate at the threshold 
 labelled items still remembered.
 
 A ring in a file per worker (service.monitoring.shared), like the drift window, written in
-blocks of FLUSH_ITEMS. An item is keyed by 47 bits of checksums of its request id and its
-index in the request (16 bits), so a key is one uint64 and a batch of labels is joined with every
-worker's ring in a few numpy calls. Each slot also holds when the item was scored: the ring,
-longer than the drift window, gives the anomaly rate of the last 5 minutes and the last hour
-(as far back as it reaches).
+blocks (service.monitoring.kept_aside). An item is keyed by 47 bits of checksums of its request
+id and its index in the request (16 bits), so a key is one uint64 and a batch of labels is
+joined with every worker's ring in a few numpy calls. Each slot also holds when the item was
+scored: the ring, longer than the drift window, gives the anomaly rate of the last 5 minutes
+and the last hour (as far back as it reaches).
 """
 
 from __future__ import annotations
@@ -22,13 +22,12 @@ import time
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from bundle.arrays import AnyFloatArray
-from service.monitoring.kept_aside import KeptAside
+from service.monitoring.kept_aside import FLUSH_ITEMS, extend_items
 
 MAGIC = 0x31304B4246454156  # b"VAEFBK01", little-endian
 HEADER_WORDS = 8  # magic, size, 6 spare
@@ -98,50 +97,71 @@ class FeedbackRing:
         self.flagged = self.slots["flagged"]
         self.labels = self.slots["label"]
         self._recorded = 0  # this worker's count; where its next item goes
+        # Guards the kept-aside lists (service.monitoring.kept_aside) and the ring's writes.
         self._lock = threading.Lock()
-        self._pending: KeptAside[tuple[str, int, Any, Any]] = KeptAside()  # not yet written
+        self._ids: list[str] = []  # a request's at a time
+        self._counts: list[int] = []
+        self._stamps: list[int] = []
+        self._scores: list[float] = []  # an item's at a time
+        self._flags: list[bool] = []
         self.errors = 0  # items dropped because they could not be written
 
     def remember(
         self, request_id: str, scores: AnyFloatArray, flagged: npt.NDArray[np.bool_]
     ) -> None:
-        """A scored request's items, kept aside until `flush` writes them (FLUSH_ITEMS, as
-        for the drift window); a request of more items than MAX_ITEM + 1 keeps its first."""
-        count = len(scores)
-        if count == 0:
-            return
-        if self._pending.put((request_id, time.time_ns(), scores, flagged), count):
+        """A scored request's items (flat scores and flags), kept aside until `flush` writes
+        them; a request of more items than MAX_ITEM + 1 keeps its first. Raises ValueError on
+        arrays that do not fit, having kept nothing of them."""
+        if len(scores) > MAX_ITEM + 1:
+            scores, flagged = scores[: MAX_ITEM + 1], flagged[: MAX_ITEM + 1]
+        now = time.time_ns()
+        with self._lock:
+            count = extend_items(self._scores, self._flags, scores, flagged)
+            if count:
+                self._ids.append(request_id)
+                self._counts.append(count)
+                self._stamps.append(now)
+            full = len(self._scores) >= FLUSH_ITEMS
+        if full:
             self.flush()
 
     def flush(self) -> None:
         """Write what `remember` kept aside into the ring, as one block. Any thread may call
         it; only this worker writes its ring's slots (others only set labels)."""
         with self._lock:
-            pending = self._pending.drain()
-            if not pending:
+            count = len(self._scores)
+            if not count:
                 return
+            ids, counts, stamps = self._ids, self._counts, self._stamps
+            scores, flags = self._scores, self._flags
+            self._ids, self._counts, self._stamps, self._scores, self._flags = [], [], [], [], []
             try:
-                self._write(pending)
-            except Exception:  # an entry of the wrong shape: dropped, counted, never raised
-                dropped = sum(len(e[2]) for e in pending)
-                self.errors += dropped
-                log.exception("dropped %d items that did not fit the feedback ring", dropped)
+                self._write(ids, np.array(counts), stamps, scores, flags)
+            except Exception:  # never expected (remember checks shapes): dropped, counted
+                self.errors += count
+                log.exception("dropped %d items that did not fit the feedback ring", count)
 
-    def _write(self, pending: list[tuple[str, int, Any, Any]]) -> None:
-        counts = np.array([min(len(e[2]), MAX_ITEM + 1) for e in pending])
-        count = int(counts.sum())
-        starts = np.repeat(np.cumsum(counts) - counts, counts)
-        items = np.arange(count, dtype=np.uint64) - starts.astype(np.uint64)
+    def _write(
+        self,
+        ids: list[str],
+        counts: npt.NDArray[np.int64],
+        stamps: list[int],
+        scores: list[float],
+        flags: list[bool],
+    ) -> None:
+        count = len(scores)
         block = np.zeros(count, dtype=SLOT)  # label 0: unlabelled
-        bases = np.array([request_key(e[0]) for e in pending], dtype=np.uint64)
-        block["key"] = np.repeat(bases, counts) | items
-        block["stamp"] = np.repeat(np.array([e[1] for e in pending], np.int64), counts)
-        block["score"] = np.concatenate(
-            [np.asarray(e[2]).ravel()[:n] for e, n in zip(pending, counts, strict=True)]
-        )
-        block["flagged"] = np.concatenate(
-            [np.asarray(e[3]).ravel()[:n] for e, n in zip(pending, counts, strict=True)]
-        )
+        bases = np.array([request_key(request_id) for request_id in ids], dtype=np.uint64)
+        if len(ids) == count:  # one item a request, the usual case
+            block["key"] = bases
+            block["stamp"] = stamps
+        else:
+            starts = np.repeat(np.cumsum(counts) - counts, counts)
+            items = np.arange(count, dtype=np.uint64) - starts.astype(np.uint64)
+            block["key"] = np.repeat(bases, counts) | items
+            block["stamp"] = np.repeat(np.array(stamps, np.int64), counts)
+        block["score"] = scores
+        block["flagged"] = flags
         keep = min(count, self.size)  # a block larger than the ring keeps its last
         positions = (self._recorded + count - keep + np.arange(keep)) % self.size
         self.slots[positions] = block[count - keep :]

@@ -20,10 +20,15 @@ import numpy.typing as npt
 from bundle.arrays import AnyFloatArray
 from bundle.reference import ReferenceData, ReferenceError, read_reference
 from bundle.runtime import OnnxBundle
-from service.monitoring.assess import anomaly_rate, input_drift, score_drift
+from service.monitoring.assess import (
+    RatePromise,
+    anomaly_rate,
+    input_drift,
+    score_drift,
+    score_histogram,
+)
 from service.monitoring.feedback import FeedbackRing, feedback_figures, label_keys, request_key
 from service.monitoring.shared import WindowHome
-from service.monitoring.stats import binomial_upper_tail
 from service.monitoring.window import merge_windows
 
 log = logging.getLogger("vae_service.monitoring")
@@ -51,18 +56,27 @@ class ModelMonitor:
         name: str,
         version: str,
         score_type: str,
-        expected_rate: float,
+        promise: RatePromise,
         reference: ReferenceData | None,
         latent_dim: int,
         features: int | None,
         settings: MonitorSettings,
+        feature_names: list[str] | None = None,
     ) -> None:
         self.name, self.version, self.score_type = name, version, score_type
-        self.expected_rate = expected_rate
+        self.promise = promise
         self.reference = reference
         self.settings = settings
         self.features = (
             features if reference is not None and reference.features is not None else None
+        )
+        # Names only when there is one for each monitored column (a bundle's own promise).
+        self.feature_names = (
+            feature_names
+            if self.features is not None
+            and feature_names is not None
+            and len(feature_names) == self.features
+            else None
         )
         self.home = WindowHome(
             name, version, settings.window, latent_dim, self.features, settings.feedback_items
@@ -84,7 +98,7 @@ class ModelMonitor:
                 scores, flags, latent_mu, None if self.features is None else x_model
             )
         except Exception:
-            self.errors += 1
+            self.errors += len(scores)
             log.exception("monitor of %s/%s could not record a batch", self.name, self.version)
 
     def remember(
@@ -94,7 +108,7 @@ class ModelMonitor:
         try:
             self.home.feedback.remember(request_id, scores, flags)
         except Exception:
-            self.errors += 1
+            self.errors += len(scores)
             log.exception("monitor of %s/%s could not remember a request", self.name, self.version)
 
     def label(self, labels: list[tuple[str, int, bool]]) -> tuple[int, list[int]]:
@@ -133,10 +147,13 @@ class ModelMonitor:
             "score_type": self.score_type,
             "window": {"items": count, "size": self.settings.window},
             "alpha": self.settings.alpha,
-            "expected_anomaly_rate": self.expected_rate,
+            "expected_anomaly_rate": self.promise.expected,
+            "calibration_items": self.promise.calibration_items,
+            "threshold": self.promise.threshold,
             "anomaly_rate": None,
             "score_drift": None,
             "input_drift": None,
+            "score_histogram": None,
             "feedback": None,
             "record_errors": self.record_errors(),
         }
@@ -145,9 +162,16 @@ class ModelMonitor:
         if figures["n"]:
             report["feedback"] = figures
         report["time_windows"] = self._time_windows(rings)
+        reference_scores = None
+        if self.reference is not None:
+            reference_scores = self.reference.scores.get(self.score_type)
         if items is not None and count:
             report["window"]["from"] = float(items.seconds[0])
             report["window"]["to"] = float(items.seconds[-1])
+            if reference_scores is not None:
+                report["score_histogram"] = score_histogram(
+                    items.scores, reference_scores, self.promise.threshold
+                )
         missing = []
         if self.reference is None:
             missing.append(
@@ -162,19 +186,18 @@ class ModelMonitor:
             report["missing"] = missing
             return report
         alpha = self.settings.alpha
-        report.update(anomaly_rate(items, self.expected_rate, alpha))
+        report.update(anomaly_rate(items, self.promise, alpha))
+        if reference_scores is not None:
+            report["score_drift"] = score_drift(items, reference_scores, alpha)
         if self.reference is not None:
-            reference_scores = self.reference.scores.get(self.score_type)
-            if reference_scores is not None:
-                report["score_drift"] = score_drift(items, reference_scores, alpha)
-            report["input_drift"] = input_drift(items, self.reference, alpha)
+            report["input_drift"] = input_drift(items, self.reference, alpha, self.feature_names)
         if missing:
             report["missing"] = missing
         return report
 
     def _time_windows(self, rings: list[FeedbackRing]) -> list[dict[str, Any]]:
         """The anomaly rate of the last TIME_WINDOWS_S seconds, over every worker's ring,
-        with its binomial test once it holds min_items."""
+        with its beta-binomial test once it holds min_items."""
         now = time.time_ns()
         periods = []
         for seconds in TIME_WINDOWS_S:
@@ -189,7 +212,7 @@ class ModelMonitor:
                 "anomaly_rate_test": None,
             }
             if items >= self.settings.min_items:
-                p_value = binomial_upper_tail(flagged, items, self.expected_rate)
+                p_value = self.promise.p_value(flagged, items)
                 period["anomaly_rate_test"] = {
                     "flagged": flagged,
                     "p_value": p_value,
@@ -235,9 +258,10 @@ def monitor_for(bundle: OnnxBundle, settings: MonitorSettings) -> ModelMonitor:
         manifest.name,
         manifest.version,
         score_type,
-        (100.0 - calibration.percentile) / 100.0,
+        RatePromise(calibration.threshold, calibration.percentile, calibration.n_samples),
         reference,
         manifest.latent_dim,
         manifest.input.feature_count,
         settings,
+        manifest.input.feature_names,
     )

@@ -1,5 +1,5 @@
 """The tests monitoring runs, in numpy: whether a window's anomaly count is more than the
-calibration promises (binomial), whether two samples come from one distribution
+calibration promises (beta-binomial), whether two samples come from one distribution
 (Kolmogorov-Smirnov), and a correction when one verdict rests on many such tests (Holm).
 
 Written here rather than imported from scipy, which the serving image does not carry (scipy
@@ -23,28 +23,31 @@ from bundle.arrays import AnyFloatArray, Float64Array
 KOLMOGOROV_TERMS = 100
 
 
-def binomial_upper_tail(k: int, n: int, p: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, p): the chance of at least `k` flags among `n` items
-    when each is flagged with probability `p`. Exact: the pmf summed in log space. O(n)."""
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"p must be a probability, got {p}")
+def _log_rising(start: float, n: int) -> Float64Array:
+    """log of start (start + 1) ... (start + i - 1) for i = 0..n: the rising factorial, so
+    lgamma(start + i) - lgamma(start) without an lgamma (numpy has none)."""
+    return np.concatenate(([0.0], np.cumsum(np.log(start + np.arange(n, dtype=np.float64)))))
+
+
+def beta_binomial_upper_tail(k: int, n: int, a: float, b: float) -> float:
+    """P(X >= k) for X ~ BetaBinomial(n, a, b): at least `k` flags among `n` items when each
+    is flagged with one probability drawn from Beta(a, b). Exact: the pmf summed in log space
+    from rising factorials. O(n) time and memory."""
+    if not (a > 0.0 and b > 0.0 and math.isfinite(a) and math.isfinite(b)):
+        raise ValueError(f"a and b must be positive and finite, got {a}, {b}")
     if n < 0 or k < 0:
         raise ValueError("n and k must be non-negative")
     if k <= 0:
         return 1.0
     if k > n:
         return 0.0
-    if p == 0.0:
-        return 0.0
-    if p == 1.0:
-        return 1.0
-    i = np.arange(k, n + 1, dtype=np.float64)
-    # log C(n, i) = lgamma(n + 1) - lgamma(i + 1) - lgamma(n - i + 1), the lgammas as sums of
-    # logs (numpy has no lgamma): log i! = sum_{j <= i} log j.
-    log_factorial = np.concatenate(([0.0], np.cumsum(np.log(np.arange(1, n + 1)))))
-    whole = i.astype(np.int64)
-    log_choose = log_factorial[n] - log_factorial[whole] - log_factorial[n - whole]
-    log_pmf = log_choose + i * math.log(p) + (n - i) * math.log1p(-p)
+    i = np.arange(k, n + 1, dtype=np.int64)
+    log_factorial = _log_rising(1.0, n)  # log i!
+    log_choose = log_factorial[n] - log_factorial[i] - log_factorial[n - i]
+    # pmf(i) = C(n, i) B(i + a, n - i + b) / B(a, b), the betas as rising factorials
+    log_pmf = (
+        log_choose + _log_rising(a, n)[i] + _log_rising(b, n)[n - i] - _log_rising(a + b, n)[n]
+    )
     top = float(log_pmf.max())
     return float(min(1.0, math.exp(top) * float(np.exp(log_pmf - top).sum())))
 

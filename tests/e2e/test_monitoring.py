@@ -8,6 +8,8 @@ moved; normal traffic that refills the window clears the verdict.
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +21,7 @@ import numpy.typing as npt
 import pytest
 
 from service.dataplane.monitor_flush import MONITOR_FLUSH_S
-from tests.bundles import BundleFactory
+from tests.bundles import COMMITTED_BUNDLE, BundleFactory
 from tests.e2e.processes import running_server
 from training.data import load_dataset, split_dataset
 
@@ -119,6 +121,7 @@ def test_table_shifts_are_flagged_by_the_right_monitor_and_clear(
     assert verdict["input_drift"]["features_drifted"] is True
     top = verdict["input_drift"]["features"][0]
     assert top["feature"] == 3
+    assert top["name"] == "mean area"  # the bundle names its columns: a person can act on it
     assert top["drifted"]
     assert top["mean_shift_in_sd"] > 1.0
     assert not any(f["drifted"] for f in verdict["input_drift"]["features"][1:])
@@ -136,6 +139,7 @@ def test_table_shifts_are_flagged_by_the_right_monitor_and_clear(
     moved = report(base, "model")["input_drift"]
     assert moved["drifted"]
     assert moved["features"][0]["feature"] == 7
+    assert moved["features"][0]["name"] == "mean concave points"
     assert moved["features"][0]["mean_shift_in_sd"] > 1.0
 
     # A class that was not in training (malignant): the anomaly rate and the scores.
@@ -194,11 +198,17 @@ def test_image_shifts_are_flagged(image_server: str) -> None:
     assert zeros["input_drift"]["latent_drifted"] is True
 
 
-def test_a_bundle_without_a_reference_says_what_it_lacks() -> None:
-    """The committed bundle predates reference.npz: the anomaly rate is judged, drift is not,
-    and the report says why."""
+def test_a_bundle_without_a_reference_says_what_it_lacks(tmp_path: Path) -> None:
+    """A bundle from a trainer before reference.npz (the committed one, its reference taken
+    out): the anomaly rate is judged, drift is not, and the report says why."""
+    old = tmp_path / "models" / "digits-vae" / "1"
+    shutil.copytree(COMMITTED_BUNDLE, old)
+    (old / "reference.npz").unlink()
+    manifest = json.loads((old / "model.json").read_text())
+    del manifest["reference"]
+    (old / "model.json").write_text(json.dumps(manifest))
     rows = load_dataset("digits:holdout=0").x.reshape(-1, 64)[:40]
-    with running_server({**ENV, "VAE_WORKERS": "1"}) as (base, _):
+    with running_server({**ENV, "VAE_WORKERS": "1"}, tmp_path / "models") as (base, _):
         send(base, "digits-vae", rows[:35])
         # The Open Inference Protocol's <name> model scores with the same model: recorded too.
         tensor = {"name": "x", "datatype": "FP32", "shape": [5, 64], "data": rows[35:].tolist()}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from PIL import Image
 from playwright.sync_api import Browser, ConsoleMessage, Page, ViewportSize, sync_playwright
 from sklearn.datasets import load_breast_cancer, load_digits
 
+from service.dataplane.monitor_flush import MONITOR_FLUSH_S
 from tests.bundles import TINY
 from tests.e2e.processes import REPO_ROOT, running_server
 from training.config import TrainingConfig
@@ -380,3 +382,100 @@ def test_with_api_keys_the_page_loads_and_asks_for_a_key(
             assert errors.messages == []
         finally:
             context.close()
+
+
+MONITOR_ENV = {
+    "VAE_DEFAULT_MODEL": "digits-vae",
+    "VAE_WORKERS": "1",
+    "VAE_LOG_LEVEL": "warning",
+    "VAE_MONITOR_WINDOW": "60",
+    "VAE_MONITOR_MIN_ITEMS": "30",
+    "VAE_MONITOR_REPORT_INTERVAL_S": "0",
+}
+
+
+def tile_states(page: Page) -> dict[str, str]:
+    states: dict[str, str] = page.eval_on_selector_all(
+        "#monitor-verdicts .verdict-tile",
+        "(tiles) => Object.fromEntries(tiles.map((t) => [t.id, t.dataset.state]))",
+    )
+    return states
+
+
+def api_states(report: dict[str, Any]) -> dict[str, str]:
+    def state(verdict: bool | None) -> str:
+        return "none" if verdict is None else "bad" if verdict else "ok"
+
+    rate, score, inputs = report["anomaly_rate_test"], report["score_drift"], report["input_drift"]
+    return {
+        "verdict-anomaly-rate": state(None if rate is None else rate["alert"]),
+        "verdict-score-drift": state(None if score is None else score["drifted"]),
+        "verdict-input-drift": state(None if inputs is None else inputs["drifted"]),
+    }
+
+
+def test_monitoring_panel_shows_verdicts_histogram_and_the_moved_feature(
+    page: Page, repository: Path, tmp_path: Path
+) -> None:
+    """The panel follows live traffic on its own (a refresh every 5 s): nothing judged at
+    first, then held-out benign rows, then the same rows with one column in other units,
+    which the panel names. Each time it shows what GET .../monitoring says."""
+    errors = PageErrors(page)
+    data = load_breast_cancer()
+    benign = data.data[data.target == 1]
+    with running_server(MONITOR_ENV, repository) as (base, _):
+        page.goto(f"{base}/#model=cancer-vae&version=1&tab=monitor")
+        page.wait_for_selector("#verdict-anomaly-rate")
+        assert set(tile_states(page).values()) == {"none"}
+        assert "verdicts start at 30" in page.inner_text("#monitor-missing")
+
+        def score_and_wait(rows: np.ndarray[Any, np.dtype[np.float64]]) -> dict[str, Any]:
+            answer = httpx.post(
+                f"{base}/models/cancer-vae/anomaly-score",
+                json={"inputs": rows.tolist()},
+                timeout=10.0,
+            )
+            assert answer.status_code == 200, answer.text
+            time.sleep(2 * MONITOR_FLUSH_S + 0.1)  # the worker writes what it kept aside
+            report: dict[str, Any] = httpx.get(
+                f"{base}/models/cancer-vae/monitoring", timeout=10.0
+            ).json()
+            # No click: the panel's own timer picks the new window up.
+            page.wait_for_function(
+                "(to) => Number(document.querySelector('#monitor-window').dataset.to) === to",
+                arg=report["window"]["to"],
+            )
+            assert page.inner_text("#monitor-window").startswith(
+                f"{report['window']['items']} of the last 60 scored items"
+            )
+            assert tile_states(page) == api_states(report)
+            return report
+
+        calm = score_and_wait(benign[:60])
+        assert calm["window"]["items"] == 60
+        assert page.locator("#monitor-histogram-svg rect.bin.live").count() > 0
+        assert page.locator("#monitor-histogram-svg rect.bin.reference").count() > 0
+        label = page.get_attribute("#monitor-histogram-svg", "aria-label")
+        assert label is not None
+        assert label.startswith("Histogram of neg_elbo scores")
+
+        scaled = benign[60:120].copy()
+        scaled[:, 3] *= 3.0  # "mean area" reported in other units
+        moved = score_and_wait(scaled)
+        assert moved["input_drift"]["drifted"] is True
+        assert tile_states(page)["verdict-input-drift"] == "bad"
+        assert "mean area" in page.inner_text("#verdict-input-drift")
+        first_row = page.locator("#monitor-moved-table tbody tr").first
+        assert first_row.inner_text().startswith("mean area (feature 3)")
+        assert first_row.get_attribute("class") == "anomalous"
+        assert "No labels yet" in page.inner_text("#monitor-feedback")
+        screenshot(page, tmp_path, "web-monitoring")
+
+    with running_server({**MONITOR_ENV, "VAE_MONITORING": "false"}, repository) as (base, _):
+        page.goto(f"{base}/#model=cancer-vae&version=1&tab=monitor")
+        page.wait_for_function(
+            "() => document.querySelector('#monitor-window').textContent.includes('off')"
+        )
+        assert "VAE_MONITORING" in page.inner_text("#monitor-window")
+    # The 409 of a service with monitoring off is expected; nothing else may fail.
+    assert [m for m in errors.messages if "409" not in m] == []

@@ -184,6 +184,7 @@ def test_wine_and_iris_are_labelled_tables_without_anomalies(
     assert isinstance(details, dict)
     assert details["loader"] == f"sklearn.datasets.load_{name}"
     assert len(details["feature_names"]) == shape[1]
+    assert data.feature_names == details["feature_names"]
     json.dumps(data.description)
 
 
@@ -342,6 +343,17 @@ def test_csv_without_header(tmp_path: Path) -> None:
     assert data.x.shape == (12, 3)
     assert data.x[1, 0] == pytest.approx(3.5)
     assert data.description["details"] == {"header": False}
+    assert data.feature_names is None  # nothing named the columns
+
+
+def test_csv_header_names_the_features_but_not_the_label(tmp_path: Path) -> None:
+    lines = ["f1,cls,f2"] + [f"{i}.0,{i % 2},{-i}" for i in range(24)]
+    data = load_dataset(f"{write_csv(tmp_path / 'lab.csv', lines)}:label=cls")
+    assert data.feature_names == ["f1", "f2"]
+    # A header with a blank or repeated name names nothing rather than something wrong.
+    for header in ("a,,c", "a,b,a"):
+        blank = write_csv(tmp_path / "blank.csv", [header, *numeric_lines(12, 3)])
+        assert load_dataset(str(blank)).feature_names is None
 
 
 def test_csv_with_header(tmp_path: Path) -> None:

@@ -179,6 +179,9 @@ def test_table_reference_keeps_features_in_model_units(train_bundle: BundleFacto
     assert spec is not None
     assert spec.features == 30
     assert spec.latent_dim == 3
+    names = outcome.manifest.input.feature_names
+    assert names is not None
+    assert (len(names), names[0]) == (30, "mean radius")
     reference = read_reference(outcome.bundle_dir, spec)
     assert reference.features is not None
     assert reference.features.shape == (spec.n_items, 30)

@@ -24,6 +24,9 @@ class LoadedData:
     is_anomaly: BoolArray | None  # bool (N,), True = anomaly; anomalies are never trained on
     description: dict[str, object]  # JSON-able summary of what was loaded and how
     streamed: bool = False
+    # Tables: each column's name (the CSV header, a built-in set's names), for the manifest and
+    # the service's drift verdicts; None for images or unnamed columns.
+    feature_names: list[str] | None = None
 
     @property
     def n_items(self) -> int:

@@ -242,4 +242,17 @@ def load_dataset(
         is_anomaly=is_anomaly,
         description=description,
         streamed=streamed,
+        feature_names=_feature_names(raw.details, raw.is_image, feature_shape),
     )
+
+
+def _feature_names(
+    details: dict[str, object], is_image: bool, feature_shape: tuple[int, ...]
+) -> list[str] | None:
+    """A table's column names, when its source named every column once."""
+    names = details.get("feature_names", details.get("columns"))
+    if is_image or not isinstance(names, list) or len(names) != int(np.prod(feature_shape)):
+        return None
+    if not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+        return None
+    return list(names)

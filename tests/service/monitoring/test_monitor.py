@@ -7,7 +7,11 @@ import numpy as np
 import pytest
 
 from bundle.reference import build_reference
+from service.monitoring.assess import RatePromise, score_histogram
 from service.monitoring.monitor import ModelMonitor, MonitorSettings
+
+# A threshold at the 99th percentile of many calibration scores: a promise of 1%.
+PROMISE = RatePromise(6.6, 99.0, 100_000)
 
 
 def _monitor(interval_s: float = 0.0, with_reference: bool = True) -> ModelMonitor:
@@ -17,7 +21,7 @@ def _monitor(interval_s: float = 0.0, with_reference: bool = True) -> ModelMonit
     )
     settings = MonitorSettings(window=200, alpha=0.05, min_items=20, report_interval_s=interval_s)
     return ModelMonitor(
-        "m", "1", "recon_mse", 0.01, reference if with_reference else None, 3, 8, settings
+        "m", "1", "recon_mse", PROMISE, reference if with_reference else None, 3, 8, settings
     )
 
 
@@ -57,6 +61,30 @@ def test_a_shift_is_drift_and_unshifted_is_not() -> None:
     assert moved.report()["input_drift"]["dimensions"][0]["mean_shift_in_sd"] > 0.5
 
 
+def test_moved_features_are_named_when_the_bundle_names_them() -> None:
+    rng = np.random.default_rng(0)
+    reference = build_reference(
+        {"recon_mse": rng.gamma(2.0, 1.0, 1000)},
+        rng.normal(size=(1000, 3)),
+        rng.normal(size=(1000, 4)),
+    )
+    settings = MonitorSettings(window=200, alpha=0.05, min_items=20, report_interval_s=0.0)
+    names = ["pressure", "flow", "temperature", "speed"]
+    named = ModelMonitor("m", "1", "recon_mse", PROMISE, reference, 3, 4, settings, names)
+    # A list that does not match the columns is not trusted: indexes only.
+    unnamed = ModelMonitor("n", "1", "recon_mse", PROMISE, reference, 3, 4, settings, names[:3])
+    features = rng.normal(size=(200, 4))
+    features[:, 2] += 3.0
+    for monitor in (named, unnamed):
+        scores = rng.gamma(2.0, 1.0, 200)
+        monitor.record(scores, scores > 6.6, rng.normal(size=(200, 3)), features)
+    top = named.report()["input_drift"]["features"][0]
+    assert (top["feature"], top["name"], top["drifted"]) == (2, "temperature", True)
+    assert "name" not in unnamed.report()["input_drift"]["features"][0]
+    for monitor in (named, unnamed):
+        monitor.close()
+
+
 def test_a_batch_that_cannot_be_recorded_is_counted_not_raised() -> None:
     monitor = _monitor()
     # Codes of 5 dimensions where the model has 3: kept aside, then dropped when written.
@@ -89,7 +117,7 @@ def test_time_windows_count_the_recent_requests_and_say_how_far_back_they_reach(
     assert five_minutes["anomaly_rate_test"]["alert"] is True  # 10 of 30 where 1% is promised
     assert five_minutes["complete"] is True  # the ring is not full: it holds all there was
     small = ModelMonitor(
-        "m", "1", "recon_mse", 0.01, None, 3, 8,
+        "m", "1", "recon_mse", PROMISE, None, 3, 8,
         MonitorSettings(window=50, alpha=0.05, min_items=20, feedback_items=8),
     )  # fmt: skip
     for i in range(10):
@@ -98,3 +126,27 @@ def test_time_windows_count_the_recent_requests_and_say_how_far_back_they_reach(
     assert period["items"] == 8
     assert period["complete"] is False  # full, and its oldest item is newer than 5 minutes
     assert period["anomaly_rate_test"] is None  # 8 items: below min_items
+
+
+def test_the_score_histogram_sets_the_window_beside_the_reference() -> None:
+    rng = np.random.default_rng(3)
+    reference = np.sort(rng.gamma(2.0, 1.0, 1000))
+    live = rng.gamma(2.0, 1.0, 300) + 2.0
+    live[:3] = [np.inf, np.nan, 1e300]  # an overflowing score never breaks the picture
+    picture = score_histogram(live, reference, threshold=6.6)
+    edges = np.array(picture["edges"])
+    assert len(edges) == len(picture["live"]) + 1 == len(picture["reference"]) + 1
+    assert np.all(np.diff(edges) > 0)
+    assert edges[0] <= 6.6 <= edges[-1]
+    for side in ("live", "reference"):
+        total = sum(picture[side]) + picture["below"][side] + picture["above"][side]
+        assert total == pytest.approx(1.0)
+    assert picture["above"]["live"] >= 3 / 300
+    centres = (edges[:-1] + edges[1:]) / 2
+    assert np.dot(centres, picture["live"]) > np.dot(centres, picture["reference"]) + 1.5
+    # Through the report: present once the window holds items and the bundle a reference.
+    monitor = _monitor()
+    assert monitor.report()["score_histogram"] is None
+    _record(monitor, 5)
+    assert monitor.report()["score_histogram"]["threshold"] == PROMISE.threshold
+    assert _monitor(with_reference=False).report()["score_histogram"] is None

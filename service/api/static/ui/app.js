@@ -16,6 +16,10 @@ const INK_LEVEL = 0.1;
 const FIT_MARGIN = 0.06;
 const TABULAR_CHUNK = 256; // rows per request: far below VAE_MAX_BATCH_SIZE's default
 const MAX_SHOWN_ROWS = 500;
+// The monitoring panel asks again this often while it is shown (the server computes a report
+// at most once a VAE_MONITOR_REPORT_INTERVAL_S, 1 s by default, whoever asks).
+const MONITOR_REFRESH_MS = 5000;
+const SVG = 'http://www.w3.org/2000/svg';
 
 // ------------------------------------------------------------------ small helpers
 
@@ -185,6 +189,7 @@ const state = {
   tab: 'score',
   rendered: { samples: -1, walk: -1, card: -1 }, // the epoch each tab was last drawn for
   blobUrls: [],
+  monitorTimer: null,
 };
 
 const low = (i) => state.range.low[state.range.low.length === 1 ? 0 : i];
@@ -1182,9 +1187,330 @@ async function loadPlot(img, url) {
   }
 }
 
+// ------------------------------------------------------------------ monitoring
+
+function svg(tag, attributes = {}) {
+  const element = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attributes)) element.setAttribute(key, String(value));
+  return element;
+}
+
+const clock = (seconds) => new Date(seconds * 1000).toLocaleTimeString();
+
+function verdictTile(id, title, verdict, detail) {
+  // verdict: true (alarm), false (calm) or null (not judged)
+  const label = verdict === null ? 'No verdict yet' : verdict ? 'Alarm' : 'Calm';
+  const kind = verdict === null ? 'none' : verdict ? 'bad' : 'ok';
+  return h(
+    'div',
+    { class: `verdict-tile ${kind}`, id: `verdict-${id}`, dataset: { state: kind } },
+    h('h3', { text: title }),
+    h('p', { class: 'verdict-state', text: label }),
+    h('p', { class: 'hint', text: detail }),
+  );
+}
+
+function monitorVerdicts(report) {
+  const rate = report.anomaly_rate_test;
+  const score = report.score_drift;
+  const input = report.input_drift;
+  const moved = input
+    ? [...(input.features || []), ...(input.dimensions || [])].filter((c) => c.drifted)
+    : [];
+  return [
+    verdictTile(
+      'anomaly-rate',
+      'Anomaly rate',
+      rate ? rate.alert : null,
+      report.anomaly_rate === null
+        ? `The threshold promises ${percent(report.expected_anomaly_rate)} of normal items.`
+        : `${percent(report.anomaly_rate)} flagged (${rate.flagged} items) where the threshold ` +
+            `promises ${percent(report.expected_anomaly_rate)}; p = ${fmt(rate.p_value, 3)}.`,
+    ),
+    verdictTile(
+      'score-drift',
+      'Score drift',
+      score ? score.drifted : null,
+      score
+        ? `Kolmogorov-Smirnov D = ${fmt(score.statistic, 3)} against the reference; ` +
+            `p = ${fmt(score.p_value, 3)}.`
+        : 'Needs a reference and enough items.',
+    ),
+    verdictTile(
+      'input-drift',
+      'Input drift',
+      input ? input.drifted : null,
+      input
+        ? moved.length
+          ? `Moved: ${moved.slice(0, 3).map(columnName).join(', ')}.`
+          : 'No latent dimension or feature moved.'
+        : 'Needs a reference and enough items.',
+    ),
+  ];
+}
+
+function columnName(column) {
+  if ('feature' in column)
+    return column.name ? `${column.name} (feature ${column.feature})` : `feature ${column.feature}`;
+  return `latent dimension ${column.dimension}`;
+}
+
+function scoreHistogram(picture, scoreType) {
+  const width = 560;
+  const height = 220;
+  const pad = { left: 8, right: 8, top: 10, bottom: 34 };
+  const bins = picture.live.length;
+  const edges = picture.edges;
+  const span = edges[bins] - edges[0];
+  const top = Math.max(...picture.live, ...picture.reference) || 1;
+  const x = (value) => pad.left + ((value - edges[0]) / span) * (width - pad.left - pad.right);
+  const y = (share) => height - pad.bottom - (share / top) * (height - pad.top - pad.bottom);
+  const mean = (shares) =>
+    shares.reduce((sum, share, i) => sum + (share * (edges[i] + edges[i + 1])) / 2, 0);
+  const summary =
+    `Histogram of ${scoreType} scores: the window's above the threshold ` +
+    `${percent(1 - sumBelow(picture, 'live'))}, the reference's ` +
+    `${percent(1 - sumBelow(picture, 'reference'))}; ` +
+    `binned means ${fmt(mean(picture.live), 3)} and ${fmt(mean(picture.reference), 3)}.`;
+  const root = svg('svg', {
+    viewBox: `0 0 ${width} ${height}`,
+    role: 'img',
+    'aria-label': summary,
+    id: 'monitor-histogram-svg',
+  });
+  // The window filled, the reference in outline over it: both stay readable where they overlap.
+  for (const [side, shares] of [
+    ['live', picture.live],
+    ['reference', picture.reference],
+  ]) {
+    shares.forEach((share, i) => {
+      if (share <= 0) return;
+      root.append(
+        svg('rect', {
+          class: `bin ${side}`,
+          x: x(edges[i]) + 0.5,
+          y: y(share),
+          width: Math.max(x(edges[i + 1]) - x(edges[i]) - 1, 1),
+          height: y(0) - y(share),
+        }),
+      );
+    });
+  }
+  root.append(
+    svg('line', { class: 'axis', x1: x(edges[0]), x2: x(edges[bins]), y1: y(0), y2: y(0) }),
+  );
+  const t = x(picture.threshold);
+  root.append(svg('line', { class: 'threshold-line', x1: t, x2: t, y1: pad.top, y2: y(0) }));
+  const labels = [
+    [x(edges[0]), 'start', fmt(edges[0], 3)],
+    [x(edges[bins]), 'end', fmt(edges[bins], 3)],
+    [t, 'middle', `threshold ${fmt(picture.threshold, 3)}`],
+  ];
+  for (const [at, anchor, text] of labels) {
+    const label = svg('text', { x: at, y: height - 12, 'text-anchor': anchor, class: 'tick' });
+    label.textContent = text;
+    root.append(label);
+  }
+  const outside = [];
+  if (picture.above.live > 0 || picture.above.reference > 0)
+    outside.push(
+      `beyond the right edge: ${percent(picture.above.live)} of the window, ` +
+        `${percent(picture.above.reference)} of the reference`,
+    );
+  if (picture.below.live > 0)
+    outside.push(`below the left edge: ${percent(picture.below.live)} of the window`);
+  return [
+    root,
+    outside.length ? h('p', { class: 'hint', text: `Not drawn, ${outside.join('; ')}.` }) : null,
+  ];
+}
+
+// The share of one side's scores at or below the threshold, from the bins (approximate within
+// the threshold's bin, exact enough for a summary read aloud).
+function sumBelow(picture, side) {
+  const edges = picture.edges;
+  let total = picture.below[side];
+  picture[side].forEach((share, i) => {
+    if (edges[i + 1] <= picture.threshold) total += share;
+    else if (edges[i] < picture.threshold)
+      total += (share * (picture.threshold - edges[i])) / (edges[i + 1] - edges[i]);
+  });
+  return total;
+}
+
+function movedTable(input) {
+  const columns = [...(input.features || []), ...(input.dimensions || [])];
+  return h(
+    'div',
+    { class: 'table-wrap', id: 'monitor-moved-table' },
+    h(
+      'table',
+      {},
+      h(
+        'caption',
+        { class: 'hint' },
+        'The most moved columns first; p-values Holm-corrected within each family.',
+      ),
+      h(
+        'thead',
+        {},
+        h(
+          'tr',
+          {},
+          ['Column', 'KS statistic', 'p', 'Mean shift (SD)', 'Drifted'].map((t) =>
+            h('th', { scope: 'col', text: t }),
+          ),
+        ),
+      ),
+      h(
+        'tbody',
+        {},
+        columns.map((c) =>
+          h(
+            'tr',
+            { class: c.drifted ? 'anomalous' : null },
+            h('td', { text: columnName(c) }),
+            h('td', { text: fmt(c.statistic, 3) }),
+            h('td', { text: fmt(c.p_value, 3) }),
+            h('td', { text: `${c.mean_shift_in_sd >= 0 ? '+' : ''}${fmt(c.mean_shift_in_sd, 3)}` }),
+            h('td', { text: c.drifted ? 'yes' : 'no' }),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
+function periodsTable(periods) {
+  const name = (seconds) =>
+    seconds % 3600 === 0 ? `last ${seconds / 3600} h` : `last ${seconds / 60} min`;
+  return h(
+    'table',
+    { id: 'monitor-periods-table' },
+    h(
+      'thead',
+      {},
+      h(
+        'tr',
+        {},
+        ['Period', 'Items', 'Anomaly rate', 'Alarm'].map((t) => h('th', { scope: 'col', text: t })),
+      ),
+    ),
+    h(
+      'tbody',
+      {},
+      periods.map((p) =>
+        h(
+          'tr',
+          { class: p.anomaly_rate_test && p.anomaly_rate_test.alert ? 'anomalous' : null },
+          h('td', { text: name(p.seconds) + (p.complete ? '' : ' (older items forgotten)') }),
+          h('td', { text: String(p.items) }),
+          h('td', { text: p.anomaly_rate === null ? '–' : percent(p.anomaly_rate) }),
+          h('td', {
+            text: p.anomaly_rate_test
+              ? p.anomaly_rate_test.alert
+                ? 'yes'
+                : 'no'
+              : 'too few items',
+          }),
+        ),
+      ),
+    ),
+  );
+}
+
+function feedbackFacts(feedback) {
+  if (!feedback)
+    return h('p', {
+      class: 'hint',
+      text:
+        'No labels yet. POST labels for earlier answers (by their X-Request-ID) to ' +
+        `/models/${state.name}/feedback to see precision, recall and false alarms here.`,
+    });
+  const ratio = (value) => (value === null ? '–' : percent(value));
+  const facts = [
+    ['Labelled items', String(feedback.n)],
+    ['Precision', ratio(feedback.precision)],
+    ['Recall', ratio(feedback.recall)],
+    ['False-alarm rate', ratio(feedback.false_alarm_rate)],
+  ];
+  return h(
+    'dl',
+    { class: 'facts', id: 'monitor-feedback-facts' },
+    facts.map(([k, v]) => [h('dt', { text: k }), h('dd', { text: v })]),
+  );
+}
+
+async function renderMonitor() {
+  const epoch = state.epoch;
+  let report;
+  try {
+    report = await getJson(modelPath('monitoring'));
+  } catch (error) {
+    if (epoch !== state.epoch) return;
+    const off = error.status === 409;
+    if (off) stopMonitorTimer();
+    $('monitor-window').textContent = off
+      ? `Monitoring is off on this service: ${error.message}.`
+      : `The monitoring report could not be loaded: ${error.message}`;
+    for (const id of ['monitor-verdicts', 'monitor-missing', 'monitor-histogram', 'monitor-moved'])
+      $(id).replaceChildren();
+    return;
+  }
+  if (epoch !== state.epoch) return;
+  state.rendered.monitor = epoch;
+  const window = report.window;
+  // When the newest item judged was scored: a full window's count stays put as it slides.
+  $('monitor-window').dataset.to = window.items ? String(window.to) : '';
+  $('monitor-window').textContent =
+    `${window.items} of the last ${window.size} scored items (every worker's)` +
+    (window.items ? `, ${clock(window.from)} to ${clock(window.to)}` : '') +
+    `. Each verdict is a test at level ${report.alpha}: on traffic like the reference, ` +
+    `it sounds an alarm at most that often.`;
+  fill($('monitor-verdicts'), monitorVerdicts(report));
+  fill(
+    $('monitor-missing'),
+    (report.missing || []).map((text) => h('li', { text })),
+  );
+  const picture = report.score_histogram;
+  $('monitor-legend').hidden = !picture;
+  fill(
+    $('monitor-histogram'),
+    picture
+      ? scoreHistogram(picture, report.score_type)
+      : h('p', {
+          class: 'hint',
+          text: 'Drawn once the window holds scored items and the bundle a reference.',
+        }),
+  );
+  fill(
+    $('monitor-moved'),
+    report.input_drift
+      ? movedTable(report.input_drift)
+      : h('p', { class: 'hint', text: 'Nothing to compare yet.' }),
+  );
+  fill($('monitor-periods'), periodsTable(report.time_windows || []));
+  fill($('monitor-feedback'), feedbackFacts(report.feedback));
+}
+
+const refreshMonitor = coalesced(renderMonitor);
+
+function startMonitorTimer() {
+  stopMonitorTimer();
+  if (!$('monitor-live').checked) return;
+  state.monitorTimer = setInterval(() => {
+    if (!document.hidden) refreshMonitor();
+  }, MONITOR_REFRESH_MS);
+}
+
+function stopMonitorTimer() {
+  if (state.monitorTimer !== null) clearInterval(state.monitorTimer);
+  state.monitorTimer = null;
+}
+
 // ------------------------------------------------------------------ tabs
 
-const TABS = ['score', 'samples', 'walk', 'card'];
+const TABS = ['score', 'samples', 'walk', 'monitor', 'card'];
 
 function visibleTabs() {
   return TABS.filter((tab) => !$(`tab-${tab}`).hidden);
@@ -1202,7 +1528,12 @@ function showTab(tab, focus = false) {
   }
   if (focus) $(`tab-${tab}`).focus();
   writeHash();
+  if (tab !== 'monitor') stopMonitorTimer();
   if (!state.meta) return;
+  if (tab === 'monitor') {
+    refreshMonitor();
+    startMonitorTimer();
+  }
   if (tab === 'samples' && state.rendered.samples !== state.epoch) refreshSamples();
   if (tab === 'walk' && state.rendered.walk !== state.epoch && state.variational) walk();
   if (tab === 'card' && state.rendered.card !== state.epoch) renderCard();
@@ -1477,6 +1808,11 @@ function setUp() {
     $('walk-steps-value').textContent = $('walk-steps').value;
   });
   $('walk').addEventListener('click', walk);
+
+  $('monitor-refresh').addEventListener('click', refreshMonitor);
+  $('monitor-live').addEventListener('change', () => {
+    if (state.tab === 'monitor') startMonitorTimer();
+  });
 
   loadModels();
 }
