@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 DEFAULT_BUNDLE := models/digits-vae/1
 
-.PHONY: setup browser-deps test lint docs docs-serve docs-check check train serve image smoke clean help bench bench-peers bench-choices profile soak quality k8s-validate replicas-smoke
+.PHONY: setup browser-deps test lint docs docs-serve docs-check check train serve image smoke clean help bench bench-peers bench-choices bench-score profile soak quality k8s-validate replicas-smoke
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -16,7 +16,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_PIN)"
-	$(BIN)/python -m pip install --quiet -e ".[train,serve,dev,deploy]"
+	$(BIN)/python -m pip install --quiet -e ".[train,serve,score,dev,deploy]"
 	touch $@
 
 setup: $(BIN)/.installed  ## create .venv with training, serving and test dependencies
@@ -30,7 +30,7 @@ browser-deps:  ## Debian's chromium for the web page's browser test (installs on
 lint: setup  ## ruff and mypy, as CI runs them
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy bundle training service tests scripts docker bench
+	$(BIN)/mypy bundle training service batch_scoring tests scripts docker bench
 
 docs: setup  ## build the documentation site (docs/, MkDocs) into site/; a broken link fails it (CI runs it)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
@@ -80,6 +80,9 @@ bench-peers: setup  ## build (or check) each peer's own pinned venv under bench/
 
 bench-choices: setup  ## measure each serving default against its alternative (~2 min); writes bench/CHOICES.md
 	$(BIN)/python -m bench.choices
+
+bench-score: setup  ## vae-score on 10M generated rows against in-process onnxruntime and vae-serve (~4 min); figures for bench/BATCH_SCORING.md
+	$(BIN)/python -m bench.score_offline
 
 profile: setup  ## where a JSON request's time goes, in-process (pyinstrument); writes bench/PROFILE.md
 	$(BIN)/python -m bench.profile_paths

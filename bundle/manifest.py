@@ -40,6 +40,16 @@ class InputSpec(_Strict):
         "column order; null for images or unnamed columns",
     )
 
+    def item_layouts(self) -> list[tuple[int, ...]]:
+        """Every shape one item may come in, shortest first: the graph's own, flat, and for
+        images (C, H, W), and (H, W) when greyscale."""
+        layouts = {tuple(self.shape), (self.feature_count,)}
+        if self.image_shape is not None:
+            layouts.add(tuple(self.image_shape))
+            if self.image_shape[0] == 1:
+                layouts.add(tuple(self.image_shape[1:]))  # (H, W) greyscale
+        return sorted(layouts, key=len)
+
 
 class PreprocessingSpec(_Strict):
     kind: Literal["minmax", "standard", "none"]

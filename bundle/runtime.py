@@ -218,27 +218,31 @@ class OnnxBundle:
             self.preprocessing.apply(x.reshape((len(x), *self.input_shape)))
         )
 
+    def path_scores(self, path: MeanPath, score_type: str) -> npt.NDArray[np.float64]:
+        """One score type of a batch that went through the mean path: the one computation
+        the trainer's checks, the service and vae-score all score with. (B,)"""
+        likelihood = self.manifest.likelihood
+        return anomaly_scores(
+            score_type,
+            path.x_model,
+            path.encoding.mu,
+            path.encoding.logvar,
+            self.decode_model,
+            likelihood.kind,
+            likelihood.sigma,
+            self.epsilon,
+            path.decoded,
+            self.complexity,
+        )
+
     def scores(
         self, x: npt.NDArray[np.floating], score_type: ScoreType | None = None
     ) -> npt.NDArray[np.float64]:
         """Anomaly scores of a raw batch in user units. (B,)"""
         score_type = score_type or self.manifest.anomaly.default_score
         batch = np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(-1, *self.input_shape))
-        path = self.run_mean_path(batch)
-        likelihood = self.manifest.likelihood
         try:
-            return anomaly_scores(
-                score_type,
-                path.x_model,
-                path.encoding.mu,
-                path.encoding.logvar,
-                self.decode_model,
-                likelihood.kind,
-                likelihood.sigma,
-                self.epsilon,
-                path.decoded,
-                self.complexity,
-            )
+            return self.path_scores(self.run_mean_path(batch), score_type)
         except ValueError as error:
             raise BundleError(f"{self.manifest.name}: {error}") from error
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("bundle", "training", "service", "bench", "scripts", "docker")
+PACKAGES = ("bundle", "training", "service", "batch_scoring", "bench", "scripts", "docker")
 PICKLE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib", "shelve"}
 # call -> the keyword (and value) that keeps it pickle-free
 REQUIRED = {

@@ -21,7 +21,7 @@ import numpy.typing as npt
 from bundle.arrays import AnyFloatArray, FloatArray
 from bundle.manifest import ModelManifest
 from bundle.runtime import OnnxBundle
-from bundle.scoring import SCORE_TYPES, TailTable, anomaly_scores, per_feature_squared_error
+from bundle.scoring import SCORE_TYPES, TailTable, per_feature_squared_error
 from service.errors import InvalidInput, OperationNotSupported, PayloadTooLarge, excerpt
 from service.monitoring.monitor import ModelMonitor
 from service.models.results import (
@@ -107,12 +107,7 @@ class ServedModel:
         self.image_shape = tuple(manifest.input.image_shape) if manifest.input.image_shape else None
         self.feature_count = manifest.input.feature_count
         # Every layout a client may send one item in: the graph's own, flat, and the image's.
-        layouts = {self.input_shape, (self.feature_count,)}
-        if self.image_shape is not None:
-            layouts.add(self.image_shape)
-            if self.image_shape[0] == 1:
-                layouts.add(self.image_shape[1:])  # (H, W) greyscale
-        self.accepted_layouts = sorted(layouts, key=len)
+        self.accepted_layouts = manifest.input.item_layouts()
         self.tails = {
             name: TailTable(calibration.quantiles)
             for name, calibration in manifest.anomaly.scores.items()
@@ -296,19 +291,7 @@ class ServedModel:
         path = self.bundle.run_mean_path(self.check_inputs(x))  # one onnxruntime call
         model_x = require_finite_result(path.x_model, "inputs", "preprocessed inputs")
         encoding = path.encoding
-        likelihood = self.manifest.likelihood
-        scores = anomaly_scores(
-            chosen,
-            model_x,
-            encoding.mu,
-            encoding.logvar,
-            self.bundle.decode_model,
-            likelihood.kind,
-            likelihood.sigma,
-            self.bundle.epsilon,
-            path.decoded,
-            self.bundle.complexity,
-        )
+        scores = self.bundle.path_scores(path, chosen)
         # A NaN score compares False with the threshold: an extreme input would silently not
         # be flagged. The test bundles stay finite up to float32's max, but nothing in the
         # bundle contract bounds a graph's growth, so the answer itself is checked (B values).

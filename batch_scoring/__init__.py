@@ -1,0 +1,9 @@
+"""Offline batch scoring: `vae-score BUNDLE INPUT OUTPUT` scores a file of any size with the code
+the service scores with (bundle.runtime: the mean path and `path_scores`), in chunks of bounded
+memory, resumably, and writes Parquet or CSV.
+
+Layers, each a module: `chunks` (what flows: a chunk of rows and its bad rows), `sources` (npy,
+CSV and Parquet read in chunks), `scorer` (one chunk -> result columns), `parts` (each finished
+chunk a file, and the job's record, so that a rerun redoes none), `job` (the plan: chunk size
+from the memory setting, processes, progress), `cli`.
+"""

@@ -1,0 +1,318 @@
+"""`vae-score` as a person runs it (the console script's module, a real process) against a real
+`vae-serve` on the same bundles: the same rows get the same scores to the last bit, whatever
+the input format or the number of processes; bad rows are listed and skipped; an interrupted
+job goes on without redoing what it finished; memory stays within the setting whatever the
+input's size."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+from sklearn.datasets import load_breast_cancer, load_digits
+
+from tests.bundles import COMMITTED_BUNDLE, BundleFactory
+from tests.e2e.processes import REPO_ROOT, running_server
+
+TABLE_MODEL, IMAGE_MODEL = "cancer", "digits-vae"
+
+
+def vae_score(*args: object, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "batch_scoring.cli", *map(str, args), "--quiet"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def summary(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def read_results(path: Path) -> pa.Table:
+    if path.suffix == ".parquet":
+        return pq.read_table(path)
+    # A CSV's numbers as the columns' own types: float32 text read as float64 is another number.
+    header = path.open().readline().strip().replace('"', "").split(",")
+    types = {"row": pa.int64(), "score": pa.float64(), "is_anomaly": pa.bool_()}
+    kinds = {name: types.get(name, pa.float32()) for name in header}
+    return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=kinds))
+
+
+@pytest.fixture(scope="module")
+def table_bundle(train_bundle: BundleFactory) -> Path:
+    outcome = train_bundle(
+        dataset="breast-cancer", epochs=10, hidden="16", latent_dim=3, name=TABLE_MODEL
+    )
+    return outcome.bundle_dir
+
+
+@pytest.fixture(scope="module")
+def service(table_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("score-repository")
+    (root / TABLE_MODEL).mkdir()
+    (root / TABLE_MODEL / "1").symlink_to(table_bundle, target_is_directory=True)
+    shutil.copytree(COMMITTED_BUNDLE, root / IMAGE_MODEL / "1")
+    with running_server({"VAE_WORKERS": "1", "VAE_LOG_LEVEL": "warning"}, root) as (base, _):
+        yield base
+
+
+def service_scores(base: str, model: str, rows: np.ndarray, **fields: object) -> dict[str, Any]:
+    """The service's answers for `rows`, 64 a request, as npy bodies (float32 exactly)."""
+    answers: dict[str, list[Any]] = {}
+    with httpx.Client(base_url=base, timeout=30.0) as client:
+        for start in range(0, len(rows), 64):
+            body = io.BytesIO()
+            np.save(body, rows[start : start + 64].astype(np.float32))
+            params = {key: str(value).lower() for key, value in fields.items()}
+            answer = client.post(
+                f"/models/{model}/anomaly-score",
+                content=body.getvalue(),
+                params=params,
+                headers={"content-type": "application/x-npy", "accept": "application/json"},
+            )
+            assert answer.status_code == 200, answer.text
+            for key, value in answer.json().items():
+                if isinstance(value, list):
+                    answers.setdefault(key, []).extend(value)
+    return answers
+
+
+def cancer_frame() -> tuple[np.ndarray, list[str]]:
+    data = load_breast_cancer()
+    return data.data.astype(np.float32), [str(name) for name in data.feature_names]
+
+
+def test_table_scores_equal_the_services_to_the_bit(
+    service: str, table_bundle: Path, tmp_path: Path
+) -> None:
+    rows, names = cancer_frame()
+    # A CSV with an id column and the features in reverse order: picked by name.
+    table = pa.table(
+        {"id": np.arange(len(rows)), **{n: rows[:, j] for j, n in reversed(list(enumerate(names)))}}
+    )
+    csv_path, parquet_path = tmp_path / "rows.csv", tmp_path / "rows.parquet"
+    pacsv.write_csv(table, csv_path)
+    pq.write_table(table, parquet_path)
+    expected = service_scores(service, TABLE_MODEL, rows, per_feature=True)
+    for source, output, workers in (
+        (csv_path, tmp_path / "from-csv.parquet", 1),
+        (parquet_path, tmp_path / "from-parquet.csv", 2),
+    ):
+        done = summary(
+            vae_score(table_bundle, source, output, "--per-feature", "--workers", workers)
+        )
+        assert (done["rows"], done["written"], done["bad_rows"]) == (len(rows), len(rows), 0)
+        results = read_results(output)
+        assert results.column("row").to_pylist() == list(range(len(rows)))
+        assert results.column("score").to_pylist() == expected["scores"]  # float64, every bit
+        assert results.column("is_anomaly").to_pylist() == expected["is_anomaly"]
+        np.testing.assert_array_equal(
+            results.column("tail_probability").to_numpy(),
+            np.array(expected["tail_probability"], dtype=np.float32),
+        )
+        errors = np.stack([results.column(f"error_{n}").to_numpy() for n in names], axis=1)
+        np.testing.assert_array_equal(errors, np.array(expected["feature_errors"], np.float32))
+        assert done["flagged"] == sum(expected["is_anomaly"])
+
+
+def test_image_scores_equal_the_services_to_the_bit(service: str, tmp_path: Path) -> None:
+    images = load_digits().images.astype(np.float32)  # (N, 8, 8): one of the model's layouts
+    path = tmp_path / "digits.npy"
+    np.save(path, images)
+    expected = service_scores(service, IMAGE_MODEL, images.reshape(len(images), -1))
+    for score_type in (None, "neg_elbo"):
+        extra = [] if score_type is None else ["--score-type", score_type]
+        wanted = (
+            expected
+            if score_type is None
+            else service_scores(
+                service, IMAGE_MODEL, images.reshape(len(images), -1), score_type=score_type
+            )
+        )
+        output = tmp_path / f"scores-{score_type}.parquet"
+        done = summary(vae_score(COMMITTED_BUNDLE, path, output, *extra, "--workers", 2))
+        assert read_results(output).column("score").to_pylist() == wanted["scores"]
+        assert done["score_type"] == (score_type or "recon_complexity")
+    flagged = tmp_path / "flagged.csv"
+    summary(vae_score(COMMITTED_BUNDLE, path, flagged, "--only-flagged", "--workers", 1))
+    rows = read_results(flagged).column("row").to_pylist()
+    assert rows == [i for i, flag in enumerate(expected["is_anomaly"]) if flag]
+
+
+def test_a_bad_row_in_the_middle_is_listed_and_skipped(table_bundle: Path, tmp_path: Path) -> None:
+    rows, names = cancer_frame()
+    lines = [",".join(names)] + [",".join(f"{v:.9g}" for v in row) for row in rows]
+    fields = lines[1 + 250].split(",")
+    fields[4] = "oops"
+    lines[1 + 250] = ",".join(fields)
+    lines[1 + 300] = ",".join(lines[1 + 300].split(",")[:-2])  # two fields short
+    path = tmp_path / "rows.csv"
+    path.write_text("\n".join(lines) + "\n")
+    output = tmp_path / "scores.parquet"
+    done = summary(vae_score(table_bundle, path, output, "--memory-mb", 16, "--workers", 1))
+    assert (done["written"], done["bad_rows"]) == (len(rows) - 2, 2)
+    assert 250 not in read_results(output).column("row").to_pylist()
+    listed = (tmp_path / "scores.parquet.bad-rows.csv").read_text().splitlines()
+    assert listed == [
+        "row,reason",
+        f"250,column '{names[4]}': not a number 'oops'",
+        "300,28 fields where the file has 30",
+    ]
+    strict = vae_score(table_bundle, path, tmp_path / "strict.parquet", "--strict")
+    assert strict.returncode == 3
+    assert "row 250" in strict.stderr
+    assert not (tmp_path / "strict.parquet").exists()
+
+
+def big_table(path: Path, rows: int) -> np.ndarray:
+    """`rows` breast-cancer-like rows (the real ones, tiled, a little noise), as float32."""
+    data, _ = cancer_frame()
+    generator = np.random.default_rng(0)
+    tiled = data[generator.integers(0, len(data), rows)]
+    tiled *= generator.uniform(0.95, 1.05, tiled.shape).astype(np.float32)
+    np.save(path, tiled)
+    return tiled
+
+
+def test_an_interrupted_job_goes_on_where_it_stopped(table_bundle: Path, tmp_path: Path) -> None:
+    source = tmp_path / "rows.npy"
+    big_table(source, 400_000)
+    output = tmp_path / "scores.parquet"
+    parts = tmp_path / "scores.parquet.parts"
+    command = [sys.executable, "-m", "batch_scoring.cli", str(table_bundle), str(source)]
+    running = subprocess.Popen(
+        [*command, str(output), "--memory-mb", "16", "--workers", "1", "--quiet"], cwd=REPO_ROOT
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(parts.glob("part-*.parquet"))) < 3:
+            assert running.poll() is None, "finished before it could be interrupted"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        running.send_signal(signal.SIGKILL)  # no chance to tidy up: as a lost machine
+        running.wait()
+    finished = sorted(parts.glob("part-*.parquet"))
+    assert not output.exists()
+    # Mark a finished chunk: if the rerun redid it, the mark would be gone.
+    first = pq.read_table(finished[0])
+    marked = first.set_column(1, "score", pa.array(np.full(first.num_rows, -1.0)))
+    pq.write_table(marked, finished[0])
+
+    done = summary(vae_score(table_bundle, source, output, "--memory-mb", 16, "--workers", 1))
+    assert done["resumed_chunks"] == len(finished)
+    assert done["chunks"] > done["resumed_chunks"]
+    results = read_results(output)
+    assert results.column("row").to_pylist() == list(range(400_000))
+    scores = results.column("score").to_numpy()
+    assert (scores[: first.num_rows] == -1.0).all()  # the finished chunk was not redone
+    assert not parts.exists()
+
+    # Uninterrupted, the rest is the same to the bit.
+    straight = tmp_path / "straight.parquet"
+    summary(vae_score(table_bundle, source, straight, "--memory-mb", 16, "--workers", 2))
+    again = read_results(straight).column("score").to_numpy()
+    np.testing.assert_array_equal(scores[first.num_rows :], again[first.num_rows :])
+
+
+def peak_rss_mb(*args: object) -> float:
+    """The peak resident memory of a vae-score run (and of its worker processes)."""
+    probe = (
+        "import resource, subprocess, sys; "
+        "done = subprocess.run(sys.argv[1:], capture_output=True); "
+        "assert done.returncode == 0, done.stderr; "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    command = [sys.executable, "-m", "batch_scoring.cli", *map(str, args), "--quiet"]
+    measured = subprocess.run(
+        [sys.executable, "-c", probe, *command], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert measured.returncode == 0, measured.stderr
+    return int(measured.stdout) / 1024
+
+
+def test_memory_stays_within_the_setting_on_a_larger_input(
+    table_bundle: Path, tmp_path: Path
+) -> None:
+    small, large = tmp_path / "small.npy", tmp_path / "large.npy"
+    big_table(small, 1_000)
+    big_table(large, 1_500_000)  # 180 MB of float32
+    memory = 32
+    baseline = peak_rss_mb(table_bundle, small, tmp_path / "small.parquet", "--memory-mb", memory)
+    peak = peak_rss_mb(table_bundle, large, tmp_path / "large.parquet", "--memory-mb", memory)
+    assert large.stat().st_size > 5 * memory * 2**20
+    # The input is memory-mapped and read a chunk at a time: what the large run holds beyond
+    # the small one's (the interpreter, numpy, onnxruntime, Arrow) is the setting's.
+    assert peak - baseline < memory + 16, (baseline, peak)
+    assert pq.ParquetFile(tmp_path / "large.parquet").metadata.num_rows == 1_500_000
+
+
+def test_a_bundle_from_a_url_is_checked_like_a_local_one(
+    table_bundle: Path, tmp_path: Path
+) -> None:
+    rows, _ = cancer_frame()
+    source = tmp_path / "rows.npy"
+    np.save(source, rows[:50])
+    local = summary(vae_score(table_bundle, source, tmp_path / "local.parquet", "--workers", 1))
+    remote = summary(
+        vae_score(table_bundle.as_uri(), source, tmp_path / "remote.parquet", "--workers", 1)
+    )
+    assert remote["written"] == local["written"] == 50
+    assert read_results(tmp_path / "remote.parquet").equals(
+        read_results(tmp_path / "local.parquet")
+    )
+    tampered = tmp_path / "tampered"
+    shutil.copytree(table_bundle, tampered)
+    encoder = tampered / "encoder.onnx"
+    encoder.write_bytes(encoder.read_bytes()[:-1] + b"\0")
+    refused = vae_score(tampered.as_uri(), source, tmp_path / "tampered.parquet")
+    assert refused.returncode == 2
+    assert "sha256" in refused.stderr
+
+
+def test_jobs_that_cannot_run_are_refused_by_name(table_bundle: Path, tmp_path: Path) -> None:
+    rows, _ = cancer_frame()
+    source = tmp_path / "rows.npy"
+    np.save(source, rows[:10])
+    output = tmp_path / "scores.parquet"
+    summary(vae_score(table_bundle, source, output))
+    cases = [
+        ((table_bundle, source, output), "exists"),
+        ((table_bundle, source, tmp_path / "x.parquet", "--score-type", "recon_complexity"),
+         "offers"),
+        ((table_bundle, source, tmp_path / "x.json"), "--format"),
+        ((table_bundle, source, tmp_path / "x.parquet", "--memory-mb", 1), "at least 16"),
+        ((tmp_path / "nowhere", source, tmp_path / "x.parquet"), "no model.json"),
+        ((table_bundle, tmp_path / "missing.npy", tmp_path / "x.parquet"), "no such file"),
+    ]  # fmt: skip
+    for args, words in cases:
+        refused = vae_score(*args)
+        assert refused.returncode == 2, (args, refused.stderr)
+        assert words in refused.stderr, (args, refused.stderr)
+    # The parts of an interrupted job are another job's for other options.
+    parts = tmp_path / "other.parquet.parts"
+    parts.mkdir()
+    (parts / "job.json").write_text(json.dumps({"chunk_rows": 5, "input": "elsewhere"}))
+    refused = vae_score(table_bundle, source, tmp_path / "other.parquet")
+    assert refused.returncode == 2
+    assert "another job" in refused.stderr
+    summary(vae_score(table_bundle, source, tmp_path / "other.parquet", "--restart"))
