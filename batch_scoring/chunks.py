@@ -33,6 +33,7 @@ class Chunk:
     ids: RowIds
     x: FloatArray
     bad: list[BadRow] = field(default_factory=list)
+    paths: list[str] | None = None  # an image folder's: each good row's file
 
 
 def chunk_span(index: int, chunk_rows: int) -> tuple[int, int]:

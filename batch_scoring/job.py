@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 from batch_scoring.chunks import BadRow, Chunk, ScoreJobError
 from batch_scoring.parts import Parts
 from batch_scoring.scorer import ChunkScorer, ScoreOptions, resolve_score_type
-from batch_scoring.sources import CSV_SUFFIXES, open_source
+from batch_scoring.sources import CSV_SUFFIXES, ImageFolderSource, Source, open_source
+from bundle.image_decoding import ImagesUnavailable, image_spec
 from bundle.manifest import ModelManifest
 from bundle.runtime import BundleError, OnnxBundle
 
@@ -154,14 +155,15 @@ def run_job(settings: JobSettings) -> JobSummary:
     with local_bundle(settings.bundle) as folder:
         bundle = load_bundle(folder, threads=None if settings.workers == 1 else 1)
         score_type = resolve_score_type(bundle, settings.options.score_type)
-        source = open_source(settings.input, bundle.manifest.input, settings.columns)
+        source = _source(settings, bundle)
+        with_paths = isinstance(source, ImageFolderSource)
         job = job_record(settings, bundle, score_type)
         chunk_rows = chunk_rows_for(settings, bundle.manifest.input.feature_count)
         parts = Parts(settings.output, settings.output_format, job, chunk_rows, settings.restart)
         chunk_rows = parts.chunk_rows  # a resumed job keeps the chunks it started with
         done = parts.done()
         share = settings.memory_mb * MEGABYTE // (2 * max(1, settings.workers))
-        scorer = ChunkScorer(bundle, settings.options, share)
+        scorer = ChunkScorer(bundle, settings.options, share, with_paths)
         total = source.total_rows
         bar = tqdm(
             total=total,
@@ -179,7 +181,7 @@ def run_job(settings: JobSettings) -> JobSummary:
                 for chunk in chunks:
                     _tally(counts, bar, _score_and_write(scorer, parts, chunk, settings.strict))
             else:
-                _run_in_processes(settings, folder, parts, share, chunks, counts, bar)
+                _run_in_processes(settings, folder, parts, (share, with_paths), chunks, counts, bar)
         written, flagged, bad_rows = parts.finish(scorer.schema())
     return JobSummary(
         rows=total if total is not None else counts["rows"] + len(done) * chunk_rows,
@@ -191,6 +193,18 @@ def run_job(settings: JobSettings) -> JobSummary:
         seconds=time.perf_counter() - began,
         score_type=score_type,
     )
+
+
+def _source(settings: JobSettings, bundle: OnnxBundle) -> Source:
+    if settings.input.is_dir():
+        if settings.columns:
+            raise ScoreJobError("--columns picks table columns; a folder holds images")
+        try:
+            spec = image_spec(bundle.manifest, bundle.preprocessing)
+        except ImagesUnavailable as why:
+            raise ScoreJobError(f"{settings.input}: a folder of images, but {why}") from None
+        return ImageFolderSource(settings.input, spec)
+    return open_source(settings.input, bundle.manifest.input, settings.columns)
 
 
 @dataclass(frozen=True)
@@ -226,9 +240,11 @@ def _tally(counts: collections.Counter[str], bar: tqdm, outcome: ChunkOutcome) -
 _WORKER: dict[str, Any] = {}
 
 
-def _start_worker(folder: str, options: ScoreOptions, share: int, parts: Parts) -> None:
+def _start_worker(
+    folder: str, options: ScoreOptions, scoring: tuple[int, bool], parts: Parts
+) -> None:
     bundle = load_bundle(Path(folder), threads=1)
-    _WORKER["scorer"] = ChunkScorer(bundle, options, share)
+    _WORKER["scorer"] = ChunkScorer(bundle, options, *scoring)
     _WORKER["parts"] = parts
 
 
@@ -240,7 +256,7 @@ def _run_in_processes(
     settings: JobSettings,
     folder: Path,
     parts: Parts,
-    share: int,
+    scoring: tuple[int, bool],  # the memory share of a worker's batches, and paths or not
     chunks: Iterator[Chunk],
     counts: collections.Counter[str],
     bar: tqdm,
@@ -252,7 +268,7 @@ def _run_in_processes(
         settings.workers,
         mp_context=context,
         initializer=_start_worker,
-        initargs=(str(folder), settings.options, share, parts),
+        initargs=(str(folder), settings.options, scoring, parts),
     ) as pool:
         pending: collections.deque[futures.Future[ChunkOutcome]] = collections.deque()
         try:

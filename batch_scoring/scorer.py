@@ -53,7 +53,14 @@ def batch_items(bundle: OnnxBundle, memory_bytes: int, score_type: str) -> int:
 
 
 class ChunkScorer:
-    def __init__(self, bundle: OnnxBundle, options: ScoreOptions, memory_bytes: int) -> None:
+    def __init__(
+        self,
+        bundle: OnnxBundle,
+        options: ScoreOptions,
+        memory_bytes: int,
+        with_paths: bool = False,
+    ) -> None:
+        self.with_paths = with_paths  # an image folder's rows carry their file
         self.bundle = bundle
         self.options = options
         self.score_type = resolve_score_type(bundle, options.score_type)
@@ -71,8 +78,10 @@ class ChunkScorer:
         )
 
     def schema(self) -> pa.Schema:
-        fields = [
-            pa.field("row", pa.int64()),
+        fields = [pa.field("row", pa.int64())]
+        if self.with_paths:
+            fields.append(pa.field("path", pa.string()))
+        fields += [
             pa.field("score", pa.float64()),
             pa.field("is_anomaly", pa.bool_()),
             pa.field("tail_probability", pa.float32()),
@@ -115,8 +124,12 @@ class ChunkScorer:
                 BadRow(int(ids[at]), f"values this large overflow float32 in the model's {what}")
             )
         scores = scores[fine]
-        columns = {
-            "row": ids[fine],
+        columns: dict[str, np.ndarray] = {"row": ids[fine]}
+        if self.with_paths:
+            assert chunk.paths is not None
+            paths = np.array(chunk.paths[start : start + len(x)], dtype=object)
+            columns["path"] = paths[fine]
+        columns |= {
             "score": scores,
             "is_anomaly": scores > self.threshold,
             "tail_probability": self.tails.survival(scores),

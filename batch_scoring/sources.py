@@ -1,4 +1,4 @@
-"""Inputs read in chunks of rows: a `.npy` (memory-mapped), a CSV and a Parquet file.
+"""Inputs read in chunks of rows: a `.npy`, a CSV file, a Parquet file and a folder of images.
 
 Every source yields `Chunk`s covering fixed spans of input rows (chunk i: rows i*n .. i*n+n-1,
 bad rows included), so a rerun finds the same chunks and skips those already done; what a
@@ -27,8 +27,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from PIL import Image, UnidentifiedImageError
 
 from batch_scoring.chunks import BadRow, Chunk, RowIds, ScoreJobError, chunk_span
+from bundle.image_decoding import ImageSpec, image_item
 from bundle.manifest import InputSpec
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
@@ -483,3 +485,65 @@ class ParquetSource:
             good_ids, values, bad = table_rows(batch, ids, self.names)
             yield from rechunk.add(good_ids, values, bad, next_row)
         yield from rechunk.finish(next_row)
+
+
+# --- a folder of images ---------------------------------------------------------------------
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# Pixels a file may decode to (its header is read first): a larger one is a bad row, not a
+# job that runs out of memory. 64 Mpx: 256 MB as float32 planes, beyond any model's own size.
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024
+
+
+class ImageFolderSource:
+    """PNG and JPEG files under a folder (sorted by relative path: rows are numbered in that
+    order), each decoded as the service decodes an image body (bundle.image_decoding)."""
+
+    def __init__(self, path: Path, spec: ImageSpec) -> None:
+        self.path, self.spec = path, spec
+        self.files = sorted(
+            (p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+            key=lambda p: p.relative_to(path).as_posix(),
+        )
+        if not self.files:
+            raise ScoreJobError(f"{path}: holds no {', '.join(IMAGE_SUFFIXES)} files")
+        self.total_rows = len(self.files)
+
+    def chunks(self, chunk_rows: int, done: Container[int]) -> Iterator[Chunk]:
+        count = -(-self.total_rows // chunk_rows)
+        shape = (self.spec.channels, self.spec.height, self.spec.width)
+        for index in range(count):
+            if index in done:
+                continue
+            start, stop = chunk_span(index, chunk_rows)
+            stop = min(stop, self.total_rows)
+            items, ids, paths, bad = [], [], [], []
+            for row in range(start, stop):
+                name = self.files[row].relative_to(self.path).as_posix()
+                try:
+                    items.append(self._read(self.files[row]))
+                except (
+                    OSError,
+                    ValueError,
+                    UnidentifiedImageError,
+                    Image.DecompressionBombError,
+                ) as error:
+                    bad.append(BadRow(row, f"{name}: {error}"))
+                    continue
+                ids.append(row)
+                paths.append(name)
+            x = np.stack(items) if items else np.empty((0, *shape), np.float32)
+            yield Chunk(index, start, stop - start, np.array(ids, np.int64), x, bad, paths)
+
+    def _read(self, file: Path) -> np.ndarray:
+        with Image.open(file, formats=["PNG", "JPEG"]) as image:  # the header only, so far
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise ValueError(
+                    f"{image.width}x{image.height} pixels, above {MAX_IMAGE_PIXELS} a file"
+                )
+            image.load()
+            item = image_item(image, self.spec)
+        values = item.reshape(-1)
+        if not np.isfinite(values).all():
+            raise ValueError("values not finite once decoded")
+        return item

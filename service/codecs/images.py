@@ -1,6 +1,7 @@
 """Images on the wire for models trained on images: PNG/JPEG bodies in, PNG grids and heat maps out.
 
-An image sent here becomes the very array the trainer's image-folder loader
+An image sent here becomes (bundle/image_decoding.py, the rules vae-score's image folders apply
+too) the very array the trainer's image-folder loader
 (`training/data/image_folders.py`: `_to_array`, then `bundle.image_resize.resize_chw`) makes of
 the same file, so a model sees served images as it saw its training images:
 
@@ -37,7 +38,6 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,7 +47,14 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
 from bundle.arrays import FloatArray
-from bundle.image_resize import resize_chw
+from bundle.image_decoding import (
+    EIGHT_BIT_MAX,
+    ImageSpec,
+    ImagesUnavailable,
+    UnreadableMode,
+    image_item,
+)
+from bundle.image_decoding import image_spec as bundle_image_spec
 from service.errors import (
     InvalidInput,
     MalformedBody,
@@ -73,11 +80,6 @@ PNG_OUTPUT_ROUTES = ("sample", "reconstruct", "anomaly-score")
 _DECODERS: dict[str, tuple[str, ...]] = {PNG_MEDIA_TYPE: ("PNG",), JPEG_MEDIA_TYPE: ("JPEG",)}
 # Multipart parts without a type (or the generic one) are sniffed, but only as PNG or JPEG.
 _UNTYPED_PARTS = frozenset({"", "application/octet-stream"})
-# Greyscale modes whose values numpy takes directly, as the trainer does (`_WIDE_GREY_MODES`);
-# a PNG decodes 16-bit greyscale to one of the I modes.
-_WIDE_GREY_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
-_SIXTEEN_BIT_MAX = 65535.0
-_EIGHT_BIT_MAX = 255.0
 GAP_GREY = 128  # between grid cells: visible on both black and white backgrounds
 # The per-item lists a heat map's answer carries in headers, together at most this many bytes;
 # beyond, they are left out (X-Per-Item-Omitted) and the body formats carry them.
@@ -103,63 +105,9 @@ PngImagePlugin.MAX_TEXT_CHUNK = 64 * 1024
 PngImagePlugin.MAX_TEXT_MEMORY = 256 * 1024
 
 
-class ImagesUnavailable(Exception):
-    """Why a model cannot take or give images, worded for the client (415 in, 406 out)."""
-
-
-@dataclass(frozen=True, eq=False)
-class ImageSpec:
-    """What a bundle says about its images: the item's (C, H, W) and the user-unit values that
-    pixel 0 and the brightest pixel stand for."""
-
-    model: str
-    channels: int
-    height: int
-    width: int
-    low: float
-    high: float
-    pixel_units: bool  # trained on image files: pixel values are the units themselves
-    # the preprocessing scale, (1,) or (C*H*W,): model units -> user units
-    feature_scale: FloatArray
-
-
 def image_spec(model: ServedModel) -> ImageSpec:
     """The model's image description, or ImagesUnavailable saying why it has none."""
-    if model.image_shape is None:
-        raise ImagesUnavailable(
-            f"model {model.name} takes tabular inputs of shape {model.input_shape}, not images"
-        )
-    channels, height, width = model.image_shape
-    if channels not in (1, 3):
-        raise ImagesUnavailable(
-            f"model {model.name} takes {channels}-channel images; PNG and JPEG carry 1 or 3"
-        )
-    manifest = model.manifest
-    dataset = manifest.training.get("dataset")
-    pixel_units = isinstance(dataset, dict) and dataset.get("format") == "image-folder"
-    preprocessing = model.bundle.preprocessing
-    if pixel_units:
-        low, high = 0.0, _EIGHT_BIT_MAX
-    elif preprocessing.kind == "minmax":
-        low = float(preprocessing.offset.min())
-        high = float((preprocessing.offset + preprocessing.scale).max())
-    elif preprocessing.kind == "none" and preprocessing.clip is not None:
-        low, high = preprocessing.clip
-    else:
-        raise ImagesUnavailable(
-            f"model {model.name} was trained on arrays with {preprocessing.kind} preprocessing, "
-            "which records no value range to map pixels 0..255 onto; send numbers instead"
-        )
-    return ImageSpec(
-        model=model.name,
-        channels=channels,
-        height=height,
-        width=width,
-        low=low,
-        high=high,
-        pixel_units=pixel_units,
-        feature_scale=preprocessing.scale,
-    )
+    return bundle_image_spec(model.manifest, model.bundle.preprocessing)
 
 
 # --------------------------------------------------------------------------- images in
@@ -265,27 +213,10 @@ def _decode(image: Image.Image, spec: ImageSpec, where: str) -> FloatArray:
         raise MalformedBody(
             f"{where}: corrupt or truncated {image.format} data ({exc})", {"where": where}
         ) from exc
-    planes, depth = _planes(image, spec.channels)
-    if not spec.pixel_units:
-        planes = planes * np.float32((spec.high - spec.low) / depth) + np.float32(spec.low)
-    return resize_chw(planes, (spec.height, spec.width))
-
-
-def _planes(image: Image.Image, channels: int) -> tuple[FloatArray, float]:
-    """(C, h, w) float32 pixel values as the trainer's `_to_array` reads them, and the value
-    of the brightest pixel at that bit depth."""
     try:
-        if channels == 1 and image.mode in _WIDE_GREY_MODES:
-            return np.asarray(image, dtype=np.float32)[None], _SIXTEEN_BIT_MAX
-        if channels == 1:
-            return np.asarray(image.convert("L"), dtype=np.float32)[None], _EIGHT_BIT_MAX
-        rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
-    except ValueError as exc:  # a mode Pillow cannot convert
-        wanted = "greyscale" if channels == 1 else "RGB"
-        raise UnsupportedMediaType(
-            f"cannot read a {image.mode} image as {wanted}: {exc}", {"mode": image.mode}
-        ) from None
-    return np.ascontiguousarray(rgb.transpose(2, 0, 1)), _EIGHT_BIT_MAX
+        return image_item(image, spec)
+    except UnreadableMode as exc:
+        raise UnsupportedMediaType(str(exc), {"mode": image.mode}) from None
 
 
 def _image_parts(
@@ -425,8 +356,8 @@ def to_pixels(items: npt.NDArray[Any], spec: ImageSpec) -> U8:
     x = np.asarray(items, dtype=np.float64).reshape(
         len(items), spec.channels, spec.height, spec.width
     )
-    level = (x - spec.low) * (_EIGHT_BIT_MAX / (spec.high - spec.low))
-    pixels = np.rint(np.clip(level, 0.0, _EIGHT_BIT_MAX)).astype(np.uint8)
+    level = (x - spec.low) * (EIGHT_BIT_MAX / (spec.high - spec.low))
+    pixels = np.rint(np.clip(level, 0.0, EIGHT_BIT_MAX)).astype(np.uint8)
     return np.ascontiguousarray(pixels.transpose(0, 2, 3, 1))
 
 

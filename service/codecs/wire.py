@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from bundle.arrays import FloatArray
+from bundle.image_decoding import ImagesUnavailable
 from service.codecs import images, json_read, json_simple, json_write, media, npy, params
 from service.errors import InvalidInput, NotAcceptable, excerpt
 from service.models.requests import (
@@ -217,12 +218,12 @@ def negotiate(model: ServedModel, route: str, accept: str | None) -> media.Respo
     with_png: tuple[media.ResponseFormat, ...] = (*media.ARRAY_FORMATS, "png")
     try:
         if route not in images.PNG_OUTPUT_ROUTES:
-            raise images.ImagesUnavailable(
+            raise ImagesUnavailable(
                 f"/{route} sends arrays only; PNG comes from "
                 + ", ".join(f"/{name}" for name in images.PNG_OUTPUT_ROUTES)
             )
         images.image_spec(model)
-    except images.ImagesUnavailable as why:
+    except ImagesUnavailable as why:
         try:
             return media.response_format(accept)
         except NotAcceptable:

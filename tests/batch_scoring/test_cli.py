@@ -316,3 +316,46 @@ def test_jobs_that_cannot_run_are_refused_by_name(table_bundle: Path, tmp_path: 
     assert refused.returncode == 2
     assert "another job" in refused.stderr
     summary(vae_score(table_bundle, source, tmp_path / "other.parquet", "--restart"))
+
+
+def test_an_image_folder_scores_as_the_services_image_bodies(
+    service: str, table_bundle: Path, tmp_path: Path
+) -> None:
+    """PNG files in nested folders, larger than the model's 8x8: each decoded, mapped and
+    resized as the service decodes the same file sent as an image/png body; files that are no
+    image are bad rows naming the file."""
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    digits = load_digits().images
+    names = []
+    for i in range(24):
+        sub = folder / f"writer-{i % 3}"
+        sub.mkdir(parents=True, exist_ok=True)
+        pixels = np.round(digits[i] * 255 / 16).astype(np.uint8)
+        picture = Image.fromarray(pixels, mode="L").resize((29, 31), Image.Resampling.BICUBIC)
+        picture.save(sub / f"{i:03d}.png")
+        names.append(f"writer-{i % 3}/{i:03d}.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG but not one")
+    (folder / "notes.txt").write_text("not an image: not a row")
+    output = tmp_path / "scores.parquet"
+    done = summary(vae_score(COMMITTED_BUNDLE, folder, output, "--workers", 2))
+    assert (done["rows"], done["written"], done["bad_rows"]) == (25, 24, 1)
+    results = read_results(output)
+    assert sorted(results.column("path").to_pylist()) == sorted(names)
+    with httpx.Client(base_url=service, timeout=30.0) as client:
+        for path, score in zip(
+            results.column("path").to_pylist(), results.column("score").to_pylist(), strict=True
+        ):
+            answer = client.post(
+                f"/models/{IMAGE_MODEL}/anomaly-score",
+                content=(folder / path).read_bytes(),
+                headers={"content-type": "image/png", "accept": "application/json"},
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["scores"] == [score], path  # to the last bit
+    bad = (tmp_path / "scores.parquet.bad-rows.csv").read_text()
+    assert "broken.png" in bad
+    refused = vae_score(table_bundle, folder, tmp_path / "table.parquet")
+    assert refused.returncode == 2
+    assert "a folder of images, but model cancer takes tabular inputs" in refused.stderr
