@@ -203,7 +203,8 @@ def _source(settings: JobSettings, bundle: OnnxBundle) -> Source:
             spec = image_spec(bundle.manifest, bundle.preprocessing)
         except ImagesUnavailable as why:
             raise ScoreJobError(f"{settings.input}: a folder of images, but {why}") from None
-        return ImageFolderSource(settings.input, spec)
+        # A file decodes while the chunks' half of the memory is in use: the other half.
+        return ImageFolderSource(settings.input, spec, settings.memory_mb * MEGABYTE // 2)
     return open_source(settings.input, bundle.manifest.input, settings.columns)
 
 

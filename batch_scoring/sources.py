@@ -491,16 +491,20 @@ class ParquetSource:
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # Pixels a file may decode to (its header is read first): a larger one is a bad row, not a
-# job that runs out of memory. 64 Mpx: 256 MB as float32 planes, beyond any model's own size.
+# job that runs out of memory. At most 64 Mpx, and no more than the memory setting allows: a
+# decoded picture is its 8-bit pixels plus three float32 planes while it is mapped and resized,
+# about 16 bytes a pixel.
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024
+BYTES_PER_DECODED_PIXEL = 16
 
 
 class ImageFolderSource:
     """PNG and JPEG files under a folder (sorted by relative path: rows are numbered in that
     order), each decoded as the service decodes an image body (bundle.image_decoding)."""
 
-    def __init__(self, path: Path, spec: ImageSpec) -> None:
+    def __init__(self, path: Path, spec: ImageSpec, memory_bytes: int) -> None:
         self.path, self.spec = path, spec
+        self.max_pixels = min(MAX_IMAGE_PIXELS, memory_bytes // BYTES_PER_DECODED_PIXEL)
         self.files = sorted(
             (p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
             key=lambda p: p.relative_to(path).as_posix(),
@@ -537,9 +541,10 @@ class ImageFolderSource:
 
     def _read(self, file: Path) -> np.ndarray:
         with Image.open(file, formats=["PNG", "JPEG"]) as image:  # the header only, so far
-            if image.width * image.height > MAX_IMAGE_PIXELS:
+            if image.width * image.height > self.max_pixels:
                 raise ValueError(
-                    f"{image.width}x{image.height} pixels, above {MAX_IMAGE_PIXELS} a file"
+                    f"{image.width}x{image.height} pixels, above the {self.max_pixels} a file "
+                    "may decode to (at most 64 Mpx, and --memory-mb / 16 bytes)"
                 )
             image.load()
             item = image_item(image, self.spec)

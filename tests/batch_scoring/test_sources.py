@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batch_scoring.chunks import Chunk, ScoreJobError
-from batch_scoring.sources import open_source
+from batch_scoring.sources import ImageFolderSource, open_source
 from bundle.manifest import InputSpec
 
 TABLE = InputSpec(shape=[3], feature_count=3, feature_names=["a", "b", "c"])
@@ -169,3 +169,20 @@ def test_a_file_that_breaks_on_the_way_is_the_jobs_error_not_arrows(tmp_path: Pa
     short.write_bytes(short.read_bytes()[:-40])
     with pytest.raises(ScoreJobError, match="shorter than its header says"):
         open_source(short, UNNAMED, None)
+
+
+def test_an_image_too_large_for_the_memory_setting_is_a_bad_row(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from bundle.image_decoding import ImageSpec
+
+    spec = ImageSpec("m", 1, 2, 2, 0.0, 255.0, True, np.ones(1, np.float32))
+    Image.new("L", (40, 40), 200).save(tmp_path / "small.png")
+    Image.new("L", (400, 400), 200).save(tmp_path / "large.png")
+    source = ImageFolderSource(tmp_path, spec, memory_bytes=16 * 100 * 100)
+    (chunk,) = source.chunks(10, set())
+    assert chunk.paths == ["small.png"]
+    assert chunk.x.shape == (1, 1, 2, 2)
+    assert chunk.x.max() == 200.0  # pixel units, resized
+    assert [row.row for row in chunk.bad] == [0]  # large.png sorts first
+    assert "400x400 pixels, above the 10000" in chunk.bad[0].reason
