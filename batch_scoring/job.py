@@ -182,7 +182,7 @@ def run_job(settings: JobSettings) -> JobSummary:
                     _tally(counts, bar, _score_and_write(scorer, parts, chunk, settings.strict))
             else:
                 _run_in_processes(settings, folder, parts, (share, with_paths), chunks, counts, bar)
-        written, flagged, bad_rows = parts.finish(scorer.schema())
+        written, flagged, bad_rows = parts.finish(scorer.schema)
     return JobSummary(
         rows=total if total is not None else counts["rows"] + len(done) * chunk_rows,
         written=written,

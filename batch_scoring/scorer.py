@@ -76,8 +76,9 @@ class ChunkScorer:
             if names
             else [f"error_{j}" for j in range(spec.feature_count)]
         )
+        self.schema = self._schema()  # the result columns: every chunk's, and the output's
 
-    def schema(self) -> pa.Schema:
+    def _schema(self) -> pa.Schema:
         fields = [pa.field("row", pa.int64())]
         if self.with_paths:
             fields.append(pa.field("path", pa.string()))
@@ -103,9 +104,9 @@ class ChunkScorer:
             name: np.concatenate([part[name] for part in parts])
             if parts
             else np.empty(0, field.type.to_pandas_dtype())
-            for name, field in zip(self.schema().names, self.schema(), strict=True)
+            for name, field in zip(self.schema.names, self.schema, strict=True)
         }
-        table = pa.table(columns, schema=self.schema())
+        table = pa.table(columns, schema=self.schema)
         if self.options.only_flagged:
             table = table.filter(pa.array(columns["is_anomaly"]))
         return table, sorted(bad, key=lambda row: row.row)

@@ -80,9 +80,9 @@ def _excerpt(value: object) -> str:
 
 def checked_rows(
     values: npt.NDArray[np.floating], ids: RowIds, names: Sequence[str]
-) -> tuple[npt.NDArray[np.bool_], list[BadRow]]:
-    """Which rows of `values` (rows x features, any float) are finite in float32, and a BadRow
-    for each that is not, naming its first bad column."""
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_], list[BadRow]]:
+    """`values` (rows x features, any float) in float32, which rows are finite there, and a
+    BadRow for each that is not, naming its first bad column."""
     with np.errstate(over="ignore"):  # beyond float32 becomes inf: reported, below
         as32 = values.astype(np.float32, copy=False)
     finite = np.isfinite(as32)
@@ -93,7 +93,7 @@ def checked_rows(
         original = values[at, column]
         why = "beyond float32" if np.isfinite(original) else f"not finite ({original})"
         bad.append(BadRow(int(ids[at]), f"{names[column]}: {why}"))
-    return good, bad
+    return as32, good, bad
 
 
 # --- .npy ----------------------------------------------------------------------------------
@@ -154,9 +154,8 @@ class NpySource:
                 )
                 values = block.reshape(stop - start, -1)
                 ids = np.arange(start, stop, dtype=np.int64)
-                good, bad = checked_rows(values, ids, self.names)
-                with np.errstate(over="ignore"):  # rows beyond float32 are among the bad ones
-                    items = values.astype(np.float32, copy=False)[good]
+                as32, good, bad = checked_rows(values, ids, self.names)
+                items = as32[good]
                 yield Chunk(
                     index, start, stop - start, ids[good], items.reshape(-1, *self.item_shape), bad
                 )
@@ -242,11 +241,11 @@ def table_rows(
         for row in column_bad:
             bad.setdefault(row.row, row)  # the first bad column of a row says why
     unreadable = np.isin(ids, np.fromiter(bad, dtype=np.int64, count=len(bad)))
-    good, not_finite = checked_rows(values[~unreadable], ids[~unreadable], names)
+    readable = ids[~unreadable]
+    as32, good, not_finite = checked_rows(values[~unreadable], readable, names)
     for row in not_finite:
         bad.setdefault(row.row, row)
-    keep = np.flatnonzero(~unreadable)[good]
-    return ids[keep], values[keep].astype(np.float32), sorted(bad.values(), key=lambda r: r.row)
+    return readable[good], as32[good], sorted(bad.values(), key=lambda r: r.row)
 
 
 class Rechunker:

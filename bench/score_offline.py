@@ -24,7 +24,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.shared import BENCH, VENV_BIN
+from bench import servers
+from bench.servers import ServerSpec, free_port
+from bench.shared import BENCH, ROOT, VENV_BIN
 from bundle.runtime import OnnxBundle
 
 BUNDLE = BENCH / "models" / "score-table" / "table" / "1"
@@ -112,34 +113,22 @@ def over_http(bundle_dir: Path, path: Path, rows: int, workers: int) -> float:
         repository = Path(folder)
         (repository / "table").mkdir()
         (repository / "table" / "1").symlink_to(bundle_dir, target_is_directory=True)
-        port = free_port()
-        env = {
-            **os.environ,
-            "VAE_WORKERS": str(workers),
-            "VAE_GRPC_PORT": "0",
-            "VAE_LOG_LEVEL": "warning",
-            "VAE_MAX_BATCH_SIZE": str(BATCH),
-        }
         command = [str(VENV_BIN / "vae-serve"), "--model-repository", str(repository)]
-        server = subprocess.Popen(
-            [*command, "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        spec = ServerSpec(
+            label="ours",
+            command=[*command, "--host", "127.0.0.1", "--port", "{port}"],
+            env={
+                "VAE_WORKERS": str(workers),
+                "VAE_GRPC_PORT": "0",
+                "VAE_LOG_LEVEL": "warning",
+                "VAE_MAX_BATCH_SIZE": str(BATCH),
+            },
+            ready_method="GET",
+            ready_path="/readyz",
         )
-        base = f"http://127.0.0.1:{port}"
+        server = servers.start(spec, free_port(), repository / "logs", ROOT)
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if httpx.get(f"{base}/readyz", timeout=1.0).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("vae-serve did not become ready")
-                time.sleep(0.2)
-            url = f"{base}/models/table/anomaly-score"
+            url = f"{server.base_url}/models/table/anomaly-score"
             headers = {"content-type": "application/x-npy", "accept": "application/x-npy"}
             next_body = iter(range(len(bodies)))
             lock = threading.Lock()
@@ -161,15 +150,7 @@ def over_http(bundle_dir: Path, path: Path, rows: int, workers: int) -> float:
                 thread.join()
             return len(data) / (time.perf_counter() - began)
         finally:
-            server.terminate()  # SIGTERM: uvicorn stops its workers too
-            server.wait(timeout=60)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+            servers.stop(server)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
