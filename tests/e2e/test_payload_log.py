@@ -221,3 +221,20 @@ def test_grpc_inferences_arrive_as_protobuf_events(sink: Sink) -> None:
         assert "expected shape" in json.loads(refused[1])["error"]
     finally:
         stop(running)
+
+
+def test_a_grpc_message_above_the_limit_goes_without_its_data(sink: Sink) -> None:
+    """A gRPC message larger than VAE_PAYLOAD_LOG_MAX_BYTES is measured, not copied: its
+    events carry no data, as an HTTP body's do."""
+    env = {**ENV, "VAE_WORKERS": "1", "VAE_PAYLOAD_LOG_URL": sink.url}
+    running = start({**env, "VAE_PAYLOAD_LOG_MAX_BYTES": "200"})  # 8 digits: ~2 kB raw
+    try:
+        running.client().infer(
+            "digits-vae", [infer_input("x", DIGITS[:8])], headers={"x-request-id": "big"}
+        )
+        wait_for(lambda: len(sink.events) == 2)
+        for headers, body in sink.events:
+            assert headers["ce-vaedataomitted"] == "too-large"
+            assert body == b""
+    finally:
+        stop(running)
