@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 DEFAULT_BUNDLE := models/digits-vae/1
 
-.PHONY: setup browser-deps test lint docs docs-serve docs-check check train serve image smoke clean help bench bench-peers bench-choices bench-score profile soak quality k8s-validate replicas-smoke
+.PHONY: setup browser-deps java-deps test lint docs docs-serve docs-check check train serve image smoke clean help bench bench-peers bench-choices bench-score profile soak quality k8s-validate replicas-smoke
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -16,13 +16,16 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_PIN)"
-	$(BIN)/python -m pip install --quiet -e ".[train,serve,score,dev,deploy]"
+	$(BIN)/python -m pip install --quiet -e ".[train,serve,score,spark,dev,deploy]"
 	touch $@
 
 setup: $(BIN)/.installed  ## create .venv with training, serving and test dependencies
 
-test: setup browser-deps  ## run the whole test suite
+test: setup browser-deps java-deps  ## run the whole test suite
 	$(BIN)/pytest
+
+java-deps:  ## Debian's Java 17 for Spark's local mode in the batch-scoring tests (installs only when missing)
+	scripts/java-deps.sh
 
 browser-deps:  ## Debian's chromium for the web page's browser test (installs only when missing; needs root or sudo)
 	scripts/browser-deps.sh

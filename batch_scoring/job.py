@@ -31,7 +31,7 @@ from batch_scoring.parts import Parts
 from batch_scoring.scorer import ChunkScorer, ScoreOptions, resolve_score_type
 from batch_scoring.sources import CSV_SUFFIXES, ImageFolderSource, Source, open_source
 from bundle.image_decoding import ImagesUnavailable, image_spec
-from bundle.manifest import ModelManifest
+from bundle.manifest import MANIFEST_FILENAME, ModelManifest
 from bundle.runtime import BundleError, OnnxBundle
 
 MEGABYTE = 1 << 20
@@ -63,6 +63,7 @@ class JobSummary:
     resumed_chunks: int
     seconds: float
     score_type: str
+    engine: str = "local"
 
     def as_dict(self) -> dict[str, Any]:
         rate = self.rows / self.seconds if self.seconds > 0 else None
@@ -71,6 +72,14 @@ class JobSummary:
 
 class StrictBadRow(ScoreJobError):
     pass
+
+
+def bundle_files(manifest: ModelManifest) -> list[str]:
+    """The files of a bundle that scoring reads, model.json first."""
+    files = [MANIFEST_FILENAME, manifest.onnx.encoder.file, manifest.onnx.decoder.file]
+    if manifest.reference is not None:
+        files.append(manifest.reference.file)
+    return files
 
 
 @contextmanager
@@ -88,11 +97,7 @@ def local_bundle(location: str) -> Iterator[Path]:
         with tempfile.TemporaryDirectory(prefix="vae-score-bundle-") as folder:
             target = Path(folder)
             filesystem.get(f"{root.rstrip('/')}/model.json", str(target / "model.json"))
-            manifest = ModelManifest.read(target)
-            files = [manifest.onnx.encoder.file, manifest.onnx.decoder.file]
-            if manifest.reference is not None:
-                files.append(manifest.reference.file)
-            for name in files:
+            for name in bundle_files(ModelManifest.read(target))[1:]:
                 filesystem.get(f"{root.rstrip('/')}/{name}", str(target / name))
             yield target
     except (OSError, ValueError) as error:
@@ -118,10 +123,17 @@ def bytes_per_row(feature_count: int, text_input: bool) -> int:
     return 3 * values + text + 8 * feature_count + 64
 
 
-def chunk_rows_for(settings: JobSettings, feature_count: int) -> int:
+def chunk_rows_for(settings: JobSettings, feature_count: int, reader_bytes: int) -> int:
     slots = settings.workers + 1
     text_input = settings.input.suffix.lower() in CSV_SUFFIXES
-    budget = settings.memory_mb * MEGABYTE // 2  # half for chunks, half for scoring's tensors
+    # Half for the chunks and the reader, half for the scoring's tensors.
+    budget = settings.memory_mb * MEGABYTE // 2 - reader_bytes
+    if budget <= 0:
+        raise ScoreJobError(
+            f"{settings.input}: reading it holds {reader_bytes / MEGABYTE:,.0f} MB at once (its "
+            f"largest row group); --memory-mb {settings.memory_mb} leaves no room for the rows: "
+            f"give at least {4 * reader_bytes // MEGABYTE + 16}"
+        )
     rows = budget // (slots * bytes_per_row(feature_count, text_input))
     return int(max(1, min(MAX_CHUNK_ROWS, rows)))
 
@@ -158,7 +170,9 @@ def run_job(settings: JobSettings) -> JobSummary:
         source = _source(settings, bundle)
         with_paths = isinstance(source, ImageFolderSource)
         job = job_record(settings, bundle, score_type)
-        chunk_rows = chunk_rows_for(settings, bundle.manifest.input.feature_count)
+        chunk_rows = chunk_rows_for(
+            settings, bundle.manifest.input.feature_count, source.reader_bytes
+        )
         parts = Parts(settings.output, settings.output_format, job, chunk_rows, settings.restart)
         chunk_rows = parts.chunk_rows  # a resumed job keeps the chunks it started with
         done = parts.done()

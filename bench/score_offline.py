@@ -10,7 +10,9 @@ of noise) as a .npy. Then, each on the same rows:
    from the memory-mapped file, onnxruntime on every core, no output written (the ceiling);
 2. `vae-score` with `--workers 1` (one process, onnxruntime's threads) and with one process
    per core (one onnxruntime thread each), writing Parquet, with its peak RSS;
-3. the same rows through `vae-serve` (one worker per core) as npy bodies of 4,096 rows from
+3. the same rows as Parquet, through `vae-score` locally and with `--engine spark` (Spark's
+   local mode on every core: the engine path's rows/s);
+4. the same rows through `vae-serve` (one worker per core) as npy bodies of 4,096 rows from
    as many client threads, on the first `--http-rows` rows.
 
 The target: vae-score at least 70% of (1) on all cores.
@@ -69,6 +71,20 @@ def generated_rows(path: Path, rows: int) -> None:
     del out
 
 
+def as_parquet(npy: Path, path: Path) -> None:
+    """The same rows as a Parquet file of 1,000,000-row groups (Spark splits a file by them)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = np.load(npy, mmap_mode="r", allow_pickle=False)
+    names = [f"f{j}" for j in range(FEATURES)]
+    schema = pa.schema([pa.field(name, pa.float32()) for name in names])
+    with pq.ParquetWriter(path, schema) as writer:
+        for start in range(0, len(rows), 1_000_000):
+            block = np.ascontiguousarray(rows[start : start + 1_000_000])
+            writer.write_table(pa.table(dict(zip(names, block.T, strict=True)), schema=schema))
+
+
 def in_process(bundle_dir: Path, path: Path) -> float:
     bundle = OnnxBundle(bundle_dir)
     score_type = bundle.manifest.anomaly.default_score
@@ -80,8 +96,12 @@ def in_process(bundle_dir: Path, path: Path) -> float:
     return len(rows) / (time.perf_counter() - began)
 
 
-def vae_score(bundle_dir: Path, path: Path, out: Path, workers: int) -> tuple[float, float]:
-    """Rows a second (the job's own summary) and peak RSS in MB of the run and its workers."""
+def vae_score(
+    bundle_dir: Path, path: Path, out: Path, workers: int, *extra: str
+) -> tuple[float, float]:
+    """Rows a second (the job's own summary, which counts from its start: on Spark, the JVM's
+    start, the reading, scoring, counting and writing) and the peak RSS in MB of the largest of
+    its processes (the run, its workers, Spark's JVM)."""
     probe = (
         "import resource, subprocess, sys; "
         "done = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
@@ -91,8 +111,10 @@ def vae_score(bundle_dir: Path, path: Path, out: Path, workers: int) -> tuple[fl
     )
     command = [
         str(VENV_BIN / "vae-score"), str(bundle_dir), str(path), str(out),
-        "--workers", str(workers), "--quiet", "--restart",
+        "--workers", str(workers), "--quiet", "--restart", *extra,
     ]  # fmt: skip
+    if out.is_dir():
+        shutil.rmtree(out)
     out.unlink(missing_ok=True)
     done = subprocess.run(
         [sys.executable, "-c", probe, *command], capture_output=True, text=True, check=True
@@ -176,6 +198,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 flush=True,
             )
         shutil.rmtree(Path(folder) / "scores.parquet.parts", ignore_errors=True)
+        parquet = Path(folder) / "rows.parquet"
+        as_parquet(path, parquet)
+        for engine in ("local", "spark"):
+            rate, rss = vae_score(bundle_dir, parquet, out, cores, "--engine", engine)
+            # Spark's JVM and its Python workers are not this probe's waited-for children:
+            # their memory is not in the figure, so none is printed for the engine.
+            memory = f", peak RSS {rss:,.0f} MB" if engine == "local" else ""
+            print(
+                f"vae-score --engine {engine} --workers {cores}, from Parquet: {rate:,.0f} "
+                f"rows/s ({rate / ceiling:.0%} of in-process){memory}",
+                flush=True,
+            )
+        if out.is_dir():
+            shutil.rmtree(out)
         rate = over_http(bundle_dir, path, min(options.http_rows, options.rows), cores)
         print(f"vae-serve ({cores} workers), npy bodies of {BATCH} rows: {rate:,.0f} rows/s")
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

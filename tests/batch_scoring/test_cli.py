@@ -6,99 +6,33 @@ input's size."""
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-import pytest
-from sklearn.datasets import load_breast_cancer, load_digits
+from sklearn.datasets import load_digits
 
-from tests.bundles import COMMITTED_BUNDLE, BundleFactory
-from tests.e2e.processes import REPO_ROOT, running_server
-
-TABLE_MODEL, IMAGE_MODEL = "cancer", "digits-vae"
-
-
-def vae_score(*args: object, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "batch_scoring.cli", *map(str, args), "--quiet"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def summary(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    assert done.returncode == 0, done.stderr
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
-
-
-def read_results(path: Path) -> pa.Table:
-    if path.suffix == ".parquet":
-        return pq.read_table(path)
-    # A CSV's numbers as the columns' own types: float32 text read as float64 is another number.
-    header = path.open().readline().strip().replace('"', "").split(",")
-    types = {"row": pa.int64(), "score": pa.float64(), "is_anomaly": pa.bool_()}
-    kinds = {name: types.get(name, pa.float32()) for name in header}
-    return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=kinds))
-
-
-@pytest.fixture(scope="module")
-def table_bundle(train_bundle: BundleFactory) -> Path:
-    outcome = train_bundle(
-        dataset="breast-cancer", epochs=10, hidden="16", latent_dim=3, name=TABLE_MODEL
-    )
-    return outcome.bundle_dir
-
-
-@pytest.fixture(scope="module")
-def service(table_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("score-repository")
-    (root / TABLE_MODEL).mkdir()
-    (root / TABLE_MODEL / "1").symlink_to(table_bundle, target_is_directory=True)
-    shutil.copytree(COMMITTED_BUNDLE, root / IMAGE_MODEL / "1")
-    with running_server({"VAE_WORKERS": "1", "VAE_LOG_LEVEL": "warning"}, root) as (base, _):
-        yield base
-
-
-def service_scores(base: str, model: str, rows: np.ndarray, **fields: object) -> dict[str, Any]:
-    """The service's answers for `rows`, 64 a request, as npy bodies (float32 exactly)."""
-    answers: dict[str, list[Any]] = {}
-    with httpx.Client(base_url=base, timeout=30.0) as client:
-        for start in range(0, len(rows), 64):
-            body = io.BytesIO()
-            np.save(body, rows[start : start + 64].astype(np.float32))
-            params = {key: str(value).lower() for key, value in fields.items()}
-            answer = client.post(
-                f"/models/{model}/anomaly-score",
-                content=body.getvalue(),
-                params=params,
-                headers={"content-type": "application/x-npy", "accept": "application/json"},
-            )
-            assert answer.status_code == 200, answer.text
-            for key, value in answer.json().items():
-                if isinstance(value, list):
-                    answers.setdefault(key, []).extend(value)
-    return answers
-
-
-def cancer_frame() -> tuple[np.ndarray, list[str]]:
-    data = load_breast_cancer()
-    return data.data.astype(np.float32), [str(name) for name in data.feature_names]
+from tests.batch_scoring.helpers import (
+    IMAGE_MODEL,
+    TABLE_MODEL,
+    cancer_frame,
+    digit_pictures,
+    read_results,
+    service_image_score,
+    service_scores,
+    summary,
+    vae_score,
+)
+from tests.bundles import COMMITTED_BUNDLE
+from tests.e2e.processes import REPO_ROOT
 
 
 def test_table_scores_equal_the_services_to_the_bit(
@@ -264,6 +198,19 @@ def test_memory_stays_within_the_setting_on_a_larger_input(
     # the small one's (the interpreter, numpy, onnxruntime, Arrow) is the setting's.
     assert peak - baseline < memory + 16, (baseline, peak)
     assert pq.ParquetFile(tmp_path / "large.parquet").metadata.num_rows == 1_500_000
+    # The same rows as Parquet, in row groups of 16,384 rows (Arrow reads a group at a time,
+    # 4 MB here, which the chunks make room for); Arrow's pre-buffering once kept every group
+    # it had read: 1.5 GB for a 1.4 GB file.
+    for source, name in ((small, "small-in.parquet"), (large, "large-in.parquet")):
+        rows = np.load(source)
+        table = pa.table({f"f{j}": rows[:, j] for j in range(rows.shape[1])})
+        pq.write_table(table, tmp_path / name, row_group_size=16_384)
+        del rows, table
+    baseline, peak = (
+        peak_rss_mb(table_bundle, tmp_path / name, tmp_path / f"out-{name}", "--memory-mb", memory)
+        for name in ("small-in.parquet", "large-in.parquet")
+    )
+    assert peak - baseline < memory + 16, (baseline, peak)
 
 
 def test_a_bundle_from_a_url_is_checked_like_a_local_one(
@@ -295,6 +242,9 @@ def test_jobs_that_cannot_run_are_refused_by_name(table_bundle: Path, tmp_path: 
     np.save(source, rows[:10])
     output = tmp_path / "scores.parquet"
     summary(vae_score(table_bundle, source, output))
+    one_group = tmp_path / "one-group.parquet"  # 200,000 rows in one row group: ~48 MB to read
+    noise = np.random.default_rng(0).random((200_000, 30), dtype=np.float32)
+    pq.write_table(pa.table({f"f{j}": noise[:, j] for j in range(30)}), one_group)
     cases = [
         ((table_bundle, source, output), "exists"),
         ((table_bundle, source, tmp_path / "x.parquet", "--score-type", "recon_complexity"),
@@ -303,6 +253,7 @@ def test_jobs_that_cannot_run_are_refused_by_name(table_bundle: Path, tmp_path: 
         ((table_bundle, source, tmp_path / "x.parquet", "--memory-mb", 1), "at least 16"),
         ((tmp_path / "nowhere", source, tmp_path / "x.parquet"), "no model.json"),
         ((table_bundle, tmp_path / "missing.npy", tmp_path / "x.parquet"), "no such file"),
+        ((table_bundle, one_group, tmp_path / "x.parquet", "--memory-mb", 16), "leaves no room"),
     ]  # fmt: skip
     for args, words in cases:
         refused = vae_score(*args)
@@ -324,18 +275,8 @@ def test_an_image_folder_scores_as_the_services_image_bodies(
     """PNG files in nested folders, larger than the model's 8x8: each decoded, mapped and
     resized as the service decodes the same file sent as an image/png body; files that are no
     image are bad rows naming the file."""
-    from PIL import Image
-
     folder = tmp_path / "images"
-    digits = load_digits().images
-    names = []
-    for i in range(24):
-        sub = folder / f"writer-{i % 3}"
-        sub.mkdir(parents=True, exist_ok=True)
-        pixels = np.round(digits[i] * 255 / 16).astype(np.uint8)
-        picture = Image.fromarray(pixels, mode="L").resize((29, 31), Image.Resampling.BICUBIC)
-        picture.save(sub / f"{i:03d}.png")
-        names.append(f"writer-{i % 3}/{i:03d}.png")
+    names = digit_pictures(folder, 24)
     (folder / "broken.png").write_bytes(b"\x89PNG but not one")
     (folder / "notes.txt").write_text("not an image: not a row")
     output = tmp_path / "scores.parquet"
@@ -343,17 +284,10 @@ def test_an_image_folder_scores_as_the_services_image_bodies(
     assert (done["rows"], done["written"], done["bad_rows"]) == (25, 24, 1)
     results = read_results(output)
     assert sorted(results.column("path").to_pylist()) == sorted(names)
-    with httpx.Client(base_url=service, timeout=30.0) as client:
-        for path, score in zip(
-            results.column("path").to_pylist(), results.column("score").to_pylist(), strict=True
-        ):
-            answer = client.post(
-                f"/models/{IMAGE_MODEL}/anomaly-score",
-                content=(folder / path).read_bytes(),
-                headers={"content-type": "image/png", "accept": "application/json"},
-            )
-            assert answer.status_code == 200, answer.text
-            assert answer.json()["scores"] == [score], path  # to the last bit
+    for path, score in zip(
+        results.column("path").to_pylist(), results.column("score").to_pylist(), strict=True
+    ):
+        assert service_image_score(service, folder / path) == score, path  # to the last bit
     bad = (tmp_path / "scores.parquet.bad-rows.csv").read_text()
     assert "broken.png" in bad
     refused = vae_score(table_bundle, folder, tmp_path / "table.parquet")

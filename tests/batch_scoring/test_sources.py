@@ -113,6 +113,14 @@ def test_parquet_nulls_and_text_columns(tmp_path: Path) -> None:
     assert ids == [0, 1]
     assert chunks[0].x.tolist() == [[1, 2, 3], [2, 4, 6]]  # a, b, c: the model's order
     assert bad == {2: "column 'c': empty", 3: "column 'b': not a number 'oops'"}
+    decimals = tmp_path / "decimals.parquet"  # a warehouse's NUMERIC(9, 3) columns are numbers
+    money = pa.array([1, 2], pa.decimal128(9, 3)).cast(pa.decimal128(9, 3))
+    pq.write_table(
+        pa.table({"a": money, "b": [2.5, 4.0], "c": pa.array([3, None], pa.int32())}), decimals
+    )
+    chunks = list(open_source(decimals, TABLE, None).chunks(3, set()))
+    assert chunks[0].x.tolist() == [[1.0, 2.5, 3.0]]
+    assert chunks[0].bad[0].reason == "column 'c': empty"
     binary = tmp_path / "binary.parquet"
     pq.write_table(pa.table({"a": [1.0], "b": [b"x"], "c": [1.0]}), binary)
     with pytest.raises(ScoreJobError, match="holds binary, not numbers"):
