@@ -12,6 +12,9 @@ perf_analyzer (bench/perf_analyzer.py: C++, Triton's benchmark client) drives it
 - G3 single items on ModelStreamInfer streams, 8 callers (one stream each);
 - G4 batch-64 unary, 8 callers.
 
+"ours" is the service as it ships (VAE_GRPC_SERVER=native: HTTP/2 framed by the service);
+"ours-grpcio" the same service with grpcio's asyncio server carrying gRPC, for the difference.
+
 Beside them, in the same run and on the same server process, the REST figures the gRPC ones
 are held to: wrk on the single-item JSON fast path (POST /reconstruct, make bench's S1) and
 on the single-item v2 JSON infer of the same model gRPC calls (same outputs, same work).
@@ -77,12 +80,18 @@ class Options:
     argv: list[str] = field(default_factory=list)
 
 
-def ours_spec(model: BenchModel, workers: str, grpc_port: int) -> servers.ServerSpec:
+GRPCIO = "ours-grpcio"  # the same service with grpcio's server carrying gRPC
+
+
+def ours_spec(
+    model: BenchModel, workers: str, grpc_port: int, transport: str = "native"
+) -> servers.ServerSpec:
     env = {
         "VAE_MODEL_REPOSITORY": str(model.repository.relative_to(ROOT)),
         "VAE_HOST": "127.0.0.1",
         "VAE_PORT": "{port}",
         "VAE_GRPC_PORT": str(grpc_port),
+        "VAE_GRPC_SERVER": transport,
         "VAE_WORKERS": workers,
     }
     settings = {k: v for k, v in env.items() if k != "VAE_PORT"}
@@ -189,11 +198,12 @@ def run_model(model: BenchModel, options: Options) -> dict[str, Any]:
     for label in labels:
         grpc_port = servers.free_port()
         try:
-            spec = (
-                ours_spec(model, options.workers, grpc_port)
-                if label == "ours"
-                else triton_spec(model, grpc_port)
-            )
+            if label == "ours":
+                spec = ours_spec(model, options.workers, grpc_port)
+            elif label == GRPCIO:
+                spec = ours_spec(model, options.workers, grpc_port, "grpcio")
+            else:
+                spec = triton_spec(model, grpc_port)
         except Exception as error:  # a peer's venv could not be built
             entry[label] = {"error": f"{type(error).__name__}: {error}"}
             continue
@@ -305,13 +315,13 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [
             f"## Model {entry['key']}: {entry['name']} ({entry['features']} inputs)",
             "",
-            "| scenario | ours | Triton (PyTriton) |",
-            "|---|---|---|",
+            "| scenario | ours | ours on grpcio's server | Triton (PyTriton) |",
+            "|---|---|---|---|",
         ]
         for key, scenario in SCENARIOS.items():
             lines.append(
                 f"| {key} {scenario.title} | {_cell(_grpc(entry, 'ours', key))} | "
-                f"{_cell(_grpc(entry, 'pytriton', key))} |"
+                f"{_cell(_grpc(entry, GRPCIO, key))} | {_cell(_grpc(entry, 'pytriton', key))} |"
             )
         for key, (title, _) in REST_SCENARIOS.items():
             found = entry.get("ours", {}).get("rest", {}).get(key)
@@ -319,15 +329,15 @@ def markdown(results: dict[str, Any]) -> str:
                 w = found["wrk"]
                 lines.append(
                     f"| {key} REST: {title} | {w['ok_requests_per_s']:,.0f}, "
-                    f"p50 {w['p50_ms'] or 0:.2f} / p99 {w['p99_ms'] or 0:.2f} ms | - |"
+                    f"p50 {w['p50_ms'] or 0:.2f} / p99 {w['p99_ms'] or 0:.2f} ms | - | - |"
                 )
         errors = {
             f"{label} {key}": found["error"]
-            for label in ("ours", "pytriton")
+            for label in ("ours", GRPCIO, "pytriton")
             for key, found in entry.get(label, {}).get("grpc", {}).items()
             if "error" in found
         }
-        for label in ("ours", "pytriton"):
+        for label in ("ours", GRPCIO, "pytriton"):
             if "error" in entry.get(label, {}):
                 errors[label] = entry[label]["error"]
         lines += ["", *(f"- {k}: {v}" for k, v in errors.items()), ""]
@@ -343,7 +353,11 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser = argparse.ArgumentParser(prog="python -m bench.grpc_bench", description=__doc__)
     parser.add_argument("--window-ms", type=int, default=4000, help="perf_analyzer window")
     parser.add_argument("--models", default="default,784", help="default and/or 784")
-    parser.add_argument("--peers", default="pytriton", help="pytriton or none")
+    parser.add_argument(
+        "--peers",
+        default=f"{GRPCIO},pytriton",
+        help=f"any of {GRPCIO} (ours with VAE_GRPC_SERVER=grpcio) and pytriton, or none",
+    )
     parser.add_argument("--workers", default="auto", help="ours' VAE_WORKERS")
     parser.add_argument("--rest-seconds", type=int, default=8, help="wrk seconds per REST row")
     parser.add_argument(
@@ -351,8 +365,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     )
     args = parser.parse_args(argv)
     peers = [] if args.peers == "none" else [p for p in args.peers.split(",") if p]
-    if set(peers) - {"pytriton"}:
-        parser.error("--peers: pytriton or none (Triton is the peer with a gRPC endpoint)")
+    if set(peers) - {"pytriton", GRPCIO}:
+        parser.error(f"--peers: {GRPCIO}, pytriton or none")
     return Options(
         window_ms=args.window_ms,
         models=[m for m in args.models.split(",") if m],

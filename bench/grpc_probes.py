@@ -1,8 +1,9 @@
 """Two small gRPC measurements behind figures in docs/performance.md and service/grpc/.
 
-.venv/bin/python -m bench.grpc_probes ceiling --port 18201
-    a gRPC server (grpcio's asyncio server on uvloop, as a worker runs it) whose ModelInfer
-    returns a canned answer: what grpcio alone costs a call. Drive it with perf_analyzer:
+.venv/bin/python -m bench.grpc_probes ceiling --port 18201 [--server native|grpcio]
+    a gRPC server (our native transport, or grpcio's asyncio server, on uvloop as a worker
+    runs them) whose ModelInfer returns a canned answer: what the transport alone costs a
+    call. Drive it with perf_analyzer:
     perf_analyzer -m m -u 127.0.0.1:18201 -i grpc --concurrency-range 8 -b 1
 .venv/bin/python -m bench.grpc_probes stream --target 127.0.0.1:8001 --requests 3000
     one tritonclient stream sending single items without waiting, timed until every
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import queue
 import time
 from collections.abc import Sequence
@@ -23,6 +25,7 @@ import uvloop
 
 from service.grpc import inference_pb2 as pb
 from service.grpc import inference_pb2_grpc as pb_grpc
+from service.grpc.native.server import NativeServer
 from service.grpc.observe import Context
 
 FEATURES = 64
@@ -71,14 +74,22 @@ class CannedServicer(pb_grpc.GRPCInferenceServiceServicer):
         return answer
 
 
-async def serve_canned(port: int) -> None:
-    server = grpc.aio.server()
-    # The methods perf_analyzer does not call stay grpcio's own "unimplemented".
+async def serve_canned(port: int, transport: str) -> None:
+    # The methods perf_analyzer does not call stay the generated "unimplemented".
     servicer = CannedServicer()  # type: ignore[abstract]
+    if transport == "native":
+        native = NativeServer([], max_message=1 << 26, max_calls=1024, max_connections=512,
+                              message_wait_s=60.0)  # fmt: skip
+        host: Any = native  # what add_*_to_server calls, it offers (its docstring)
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, host)
+        await native.start("127.0.0.1", port)
+        print(f"canned gRPC server (native) on 127.0.0.1:{port}", flush=True)
+        await asyncio.Event().wait()
+    server = grpc.aio.server()
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
-    print(f"canned gRPC server on 127.0.0.1:{port}", flush=True)
+    print(f"canned gRPC server (grpcio) on 127.0.0.1:{port}", flush=True)
     await server.wait_for_termination()
 
 
@@ -112,12 +123,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     ceiling = commands.add_parser("ceiling", help="serve canned answers")
     ceiling.add_argument("--port", type=int, default=18201)
+    ceiling.add_argument("--server", choices=("native", "grpcio"), default="native")
     stream = commands.add_parser("stream", help="time one stream")
     stream.add_argument("--target", default="127.0.0.1:8001")
     stream.add_argument("--requests", type=int, default=3000)
     args = parser.parse_args(argv)
     if args.command == "ceiling":
-        uvloop.run(serve_canned(args.port))
+        uvloop.run(serve_canned(args.port, args.server))
     else:
         rate = time_stream(args.target, args.requests)
         print(f"{args.requests} requests on one stream: {rate:,.0f} req/s")

@@ -161,6 +161,12 @@ class ServiceSettings(BaseSettings):
         description="TCP port of the Open Inference Protocol over gRPC (Triton's and KServe's "
         "8001), on VAE_HOST, shared by every worker (SO_REUSEPORT); 0: no gRPC",
     )
+    grpc_server: Literal["native", "grpcio"] = Field(
+        "native",
+        description="what carries gRPC: HTTP/2 framed by the service itself "
+        "(service/grpc/native/: the same handlers at a fraction of grpcio's cost a call), or "
+        "grpcio's asyncio server",
+    )
     grpc_max_concurrent_rpcs: int = Field(
         1024,
         ge=1,

@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from service.dataplane.api_keys import ApiKeys
 from service.dataplane.state import ServiceState
 from service.grpc import inference_pb2 as pb
 from service.grpc import inference_pb2_grpc as pb_grpc
 from service.grpc.auth import ApiKeyInterceptor
+from service.grpc.native.server import NativeServer
 from service.grpc.observe import CallObserver
 from service.grpc.servicer import SERVICE_NAME, InferenceServicer
 from service.observability.metrics import ServiceMetrics
@@ -52,7 +54,7 @@ def bind_address(host: str, port: int) -> str:
 
 @dataclass
 class GrpcServer:
-    server: grpc.aio.Server
+    server: grpc.aio.Server | NativeServer
     health: health.aio.HealthServicer
     port: int
 
@@ -77,33 +79,51 @@ async def start_grpc_server(
     if keys:
         open_paths, open_prefixes = settings.open_paths()
         interceptors.append(ApiKeyInterceptor(keys, open_paths, open_prefixes, observer))
-    server = grpc.aio.server(
-        interceptors=interceptors,
-        options=[
-            ("grpc.so_reuseport", 1),
-            # A message over the body limit is refused by grpcio before it is parsed
-            # (RESOURCE_EXHAUSTED); each model's own, lower limit is checked after.
-            ("grpc.max_receive_message_length", settings.max_body_bytes),
-            ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
-        ],
-        maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
-    )
+    server: grpc.aio.Server | NativeServer
+    if settings.grpc_server == "native":
+        server = NativeServer(
+            interceptors,
+            max_message=settings.max_body_bytes,
+            max_calls=settings.grpc_max_concurrent_rpcs,
+            max_connections=settings.max_connections,
+            message_wait_s=settings.grpc_stream_idle_timeout_s,
+        )
+    else:
+        server = grpc.aio.server(
+            interceptors=interceptors,
+            options=[
+                ("grpc.so_reuseport", 1),
+                # A message over the body limit is refused by grpcio before it is parsed
+                # (RESOURCE_EXHAUSTED); each model's own, lower limit is checked after.
+                ("grpc.max_receive_message_length", settings.max_body_bytes),
+                ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+            ],
+            maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
+        )
     servicer = InferenceServicer(
         state, observer, settings.grpc_stream_idle_timeout_s, payload_logger
     )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    # The native server offers what these functions call (its docstring); grpcio's types
+    # know only grpcio's servers.
+    host: Any = server
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, host)
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, HEALTH_NAME, REFLECTION_NAME), server, pool=pb.POOL
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, host)
+    names = (SERVICE_NAME, HEALTH_NAME, REFLECTION_NAME)
+    # enable_server_reflection picks the asyncio servicer for grpcio's asyncio server only.
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(  # type: ignore[no-untyped-call]
+        reflection.aio.ReflectionServicer(names, pool=pb.POOL), host
     )
     address = bind_address(settings.host, settings.grpc_port)
-    port = server.add_insecure_port(address)
-    if port == 0:
-        raise RuntimeError(f"gRPC could not bind {address} (VAE_GRPC_PORT)")
-    await server.start()
+    if isinstance(server, NativeServer):
+        port = await server.start(settings.host, settings.grpc_port)
+    else:
+        port = server.add_insecure_port(address)
+        if port == 0:
+            raise RuntimeError(f"gRPC could not bind {address} (VAE_GRPC_PORT)")
+        await server.start()
     serving = health_pb2.HealthCheckResponse.SERVING
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, serving)
-    log.info("gRPC (Open Inference Protocol) on %s", address)
+    log.info("gRPC (Open Inference Protocol, %s) on %s", settings.grpc_server, address)
     return GrpcServer(server, health_servicer, port)

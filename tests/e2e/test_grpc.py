@@ -48,6 +48,17 @@ class Server:
         return triton.InferenceServerClient(self.target, **kwargs)
 
 
+# Which transport carries gRPC in this module's servers (VAE_GRPC_SERVER): every test runs on
+# both, grpcio's server and ours (service/grpc/native/), which must answer alike.
+TRANSPORT = {"name": "grpcio"}
+
+
+@pytest.fixture(scope="module", params=["grpcio", "native"], autouse=True)
+def transport(request: pytest.FixtureRequest) -> str:
+    TRANSPORT["name"] = request.param
+    return str(request.param)
+
+
 def start(env: dict[str, str], repository: Path | None = None) -> Server:
     port, grpc_port = free_port(), free_port()
     process = serve(
@@ -55,7 +66,12 @@ def start(env: dict[str, str], repository: Path | None = None) -> Server:
         str(repository or committed_repository()),
         "--port",
         str(port),
-        env={"VAE_GRPC_PORT": str(grpc_port), "VAE_LOG_LEVEL": "warning", **env},
+        env={
+            "VAE_GRPC_PORT": str(grpc_port),
+            "VAE_LOG_LEVEL": "warning",
+            "VAE_GRPC_SERVER": TRANSPORT["name"],
+            **env,
+        },
     )
     base = f"http://127.0.0.1:{port}"
     wait_ready(base, process)
@@ -67,7 +83,7 @@ def stop(server: Server) -> None:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
+def server(transport: str) -> Iterator[Server]:
     running = start({"VAE_WORKERS": "2"})
     yield running
     stop(running)
