@@ -278,3 +278,18 @@ def test_a_silent_peer_is_let_go(target: str) -> None:
     assert peer.sock.recv(1) == b""  # closed
     assert time.monotonic() - started < 14
     peer.close()
+
+
+def test_a_peer_that_reads_nothing_frees_its_call(target: str) -> None:
+    """A window of 0 for every stream: the answer can never be sent. The call gives up after
+    VAE_GRPC_STREAM_IDLE_TIMEOUT_S (1 s here) and says so in trailers, which flow control does
+    not hold back."""
+    peer = Peer(target, preface=False)
+    peer.send(f.PREFACE + f.settings_frame({f.INITIAL_WINDOW_SIZE: 0}))
+    peer.send(peer.headers(1), f.frame(f.DATA, f.END_STREAM, 1, infer_message()))
+    seen = peer.answer(1)
+    assert seen["data"] == b""
+    assert seen["headers"].get("grpc-status") == "4", seen  # DEADLINE_EXCEEDED
+    assert "read none of its answer" in seen["headers"].get("grpc-message", "")
+    peer.close()
+    still_serves(target)

@@ -17,7 +17,8 @@ hostile peer can make us hold or do is bounded before the work:
 - churn: resets of calls in flight, SETTINGS and PING frames, and empty DATA frames, each at
   most a budget a 10 s window (ENHANCE_YOUR_CALM above: the rapid-reset and ping floods);
 - sending: what we write waits for the peer's windows and for the socket to drain, so a peer
-  that does not read holds one call's answer, not unbounded memory.
+  that does not read holds one call's answer, not unbounded memory, and for at most
+  VAE_GRPC_STREAM_IDLE_TIMEOUT_S: then the call ends DEADLINE_EXCEEDED and frees its slot.
 
 A peer that breaks the protocol gets GOAWAY with the error's code and the connection closes;
 a stream that does gets RST_STREAM, and the others go on.
@@ -193,9 +194,9 @@ class Connection(asyncio.Protocol):
         self.peer_max_frame = f.DEFAULT_MAX_FRAME
         self.out: list[bytes] = []
         self.flush_scheduled = False
-        self.writable = asyncio.Event()
-        self.writable.set()
-        self.window_opened = asyncio.Event()
+        self.writable = True  # False while the socket's buffer is above its high-water mark
+        # Senders waiting for a window or the socket: woken when either opens, or the end.
+        self.senders: set[asyncio.Future[None]] = set()
         self.flood = _Flood()
         self.last_activity = self.loop.time()
         self.opened = self.loop.time()
@@ -233,15 +234,22 @@ class Connection(asyncio.Protocol):
             self.watchdog.cancel()
         for stream in list(self.streams.values()):
             self._drop(stream)
-        self.writable.set()
-        self.window_opened.set()
+        self.writable = True
+        self._wake_senders()
         self.server.forget(self)
 
     def pause_writing(self) -> None:
-        self.writable.clear()
+        self.writable = False
 
     def resume_writing(self) -> None:
-        self.writable.set()
+        self.writable = True
+        self._wake_senders()
+
+    def _wake_senders(self) -> None:
+        for waiter in self.senders:
+            if not waiter.done():
+                waiter.set_result(None)
+        self.senders.clear()
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -530,7 +538,7 @@ class Connection(asyncio.Protocol):
                 self.peer_initial_window = value
                 for stream in self.streams.values():
                     stream.send_window += delta
-                self.window_opened.set()
+                self._wake_senders()
             elif key == f.MAX_FRAME_SIZE:
                 if not f.DEFAULT_MAX_FRAME <= value <= f.LARGEST_MAX_FRAME:
                     raise f.ConnectionError_(f.PROTOCOL_ERROR, "MAX_FRAME_SIZE out of range")
@@ -567,7 +575,7 @@ class Connection(asyncio.Protocol):
             stream.send_window += increment
             if stream.send_window > f.MAX_WINDOW:
                 raise f.StreamError(number, f.FLOW_CONTROL_ERROR, "the window passed 2^31-1")
-        self.window_opened.set()
+        self._wake_senders()
 
     # --- flow control of what we receive --------------------------------------------------
 
@@ -614,14 +622,27 @@ class Connection(asyncio.Protocol):
             stream.headers_sent = True
             self.out.append(f.frame(f.HEADERS, f.END_HEADERS, stream.number, RESPONSE_HEADERS))
         message = memoryview(struct.pack(">BI", 0, len(data)) + data)
+        limit = self.server.message_wait_s
         while message:
-            while min(self.send_window, stream.send_window) <= 0 or not self.writable.is_set():
+            stalled = self.loop.time()
+            while min(self.send_window, stream.send_window) <= 0 or not self.writable:
+                # A client that does not read (no window, or a full socket) holds a call slot:
+                # not for longer than it may wait for a message of its own.
+                if self.loop.time() - stalled >= limit:
+                    raise CallAborted(
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                        f"the client read none of its answer for {limit:g} s",
+                        (),
+                    )
                 self.flush()
-                if not self.writable.is_set():
-                    await self.writable.wait()
-                else:
-                    self.window_opened.clear()
-                    await self.window_opened.wait()
+                waiter: asyncio.Future[None] = self.loop.create_future()
+                self.senders.add(waiter)
+                timer = self.loop.call_later(limit, _wake, waiter)
+                try:
+                    await waiter
+                finally:
+                    timer.cancel()
+                    self.senders.discard(waiter)
                 if self.closed or stream.reset:
                     raise asyncio.CancelledError
             size = min(len(message), self.send_window, stream.send_window, self.peer_max_frame)
@@ -665,7 +686,7 @@ class Connection(asyncio.Protocol):
             self.credit += held  # never to be consumed: the connection's window back
             stream.partial.clear()
             stream.messages.clear()
-            self.window_opened.set()
+            self._wake_senders()
         if self.goaway_sent and not self.streams:
             self.close()
 
@@ -704,7 +725,10 @@ class Connection(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.flush()
             self.closed = True
-            self.transport.close()
+            if self.writable:
+                self.transport.close()
+            else:  # the peer reads nothing: what is buffered would never drain
+                self.transport.abort()
 
     def _watch(self) -> None:
         """Every PREFACE_S: a preface or header block that is late, or a long idle spell."""
@@ -720,6 +744,11 @@ class Connection(asyncio.Protocol):
             return
         if not self.closed:
             self.watchdog = self.loop.call_later(PREFACE_S, self._watch)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 ConnectionFactory = Callable[[], Connection]
