@@ -102,3 +102,41 @@ def service_image_score(base: str, file: Path) -> float:
     assert answer.status_code == 200, answer.text
     score: float = answer.json()["scores"][0]
     return score
+
+
+def cancer_table(rows: np.ndarray, names: list[str]) -> pa.Table:
+    """An id column, then the features in reverse order: scoring picks them by name."""
+    return pa.table(
+        {"id": np.arange(len(rows)), **{n: rows[:, j] for j, n in reversed(list(enumerate(names)))}}
+    )
+
+
+def assert_scored_as_the_service(
+    results: pa.Table, expected: dict[str, Any], names: list[str]
+) -> None:
+    """Every result column equal to the service's answer to the last bit, per-feature errors
+    included (the rows in the service's order)."""
+    assert results.column("score").to_pylist() == expected["scores"]  # float64, every bit
+    assert results.column("is_anomaly").to_pylist() == expected["is_anomaly"]
+    np.testing.assert_array_equal(
+        results.column("tail_probability").to_numpy(),
+        np.array(expected["tail_probability"], dtype=np.float32),
+    )
+    errors = np.stack([results.column(f"error_{n}").to_numpy() for n in names], axis=1)
+    np.testing.assert_array_equal(errors, np.array(expected["feature_errors"], np.float32))
+
+
+def csv_with_two_bad_rows(path: Path, with_id: bool) -> tuple[np.ndarray, list[str]]:
+    """The breast-cancer rows as a CSV (an id column first when `with_id`), row 250's fifth
+    feature "oops" and row 300 two fields short; the rows and the feature names."""
+    rows, names = cancer_frame()
+    lead = ["id"] if with_id else []
+    lines = [",".join([*lead, *names])]
+    for i, row in enumerate(rows):
+        lines.append(",".join([*([str(i)] if with_id else []), *(f"{v:.9g}" for v in row)]))
+    fields = lines[1 + 250].split(",")
+    fields[len(lead) + 4] = "oops"
+    lines[1 + 250] = ",".join(fields)
+    lines[1 + 300] = ",".join(lines[1 + 300].split(",")[:-2])  # two fields short
+    path.write_text("\n".join(lines) + "\n")
+    return rows, names

@@ -23,7 +23,10 @@ from sklearn.datasets import load_digits
 from tests.batch_scoring.helpers import (
     IMAGE_MODEL,
     TABLE_MODEL,
+    assert_scored_as_the_service,
     cancer_frame,
+    cancer_table,
+    csv_with_two_bad_rows,
     digit_pictures,
     read_results,
     service_image_score,
@@ -39,10 +42,7 @@ def test_table_scores_equal_the_services_to_the_bit(
     service: str, table_bundle: Path, tmp_path: Path
 ) -> None:
     rows, names = cancer_frame()
-    # A CSV with an id column and the features in reverse order: picked by name.
-    table = pa.table(
-        {"id": np.arange(len(rows)), **{n: rows[:, j] for j, n in reversed(list(enumerate(names)))}}
-    )
+    table = cancer_table(rows, names)  # an id column, the features reversed: picked by name
     csv_path, parquet_path = tmp_path / "rows.csv", tmp_path / "rows.parquet"
     pacsv.write_csv(table, csv_path)
     pq.write_table(table, parquet_path)
@@ -57,14 +57,7 @@ def test_table_scores_equal_the_services_to_the_bit(
         assert (done["rows"], done["written"], done["bad_rows"]) == (len(rows), len(rows), 0)
         results = read_results(output)
         assert results.column("row").to_pylist() == list(range(len(rows)))
-        assert results.column("score").to_pylist() == expected["scores"]  # float64, every bit
-        assert results.column("is_anomaly").to_pylist() == expected["is_anomaly"]
-        np.testing.assert_array_equal(
-            results.column("tail_probability").to_numpy(),
-            np.array(expected["tail_probability"], dtype=np.float32),
-        )
-        errors = np.stack([results.column(f"error_{n}").to_numpy() for n in names], axis=1)
-        np.testing.assert_array_equal(errors, np.array(expected["feature_errors"], np.float32))
+        assert_scored_as_the_service(results, expected, names)
         assert done["flagged"] == sum(expected["is_anomaly"])
 
 
@@ -93,14 +86,8 @@ def test_image_scores_equal_the_services_to_the_bit(service: str, tmp_path: Path
 
 
 def test_a_bad_row_in_the_middle_is_listed_and_skipped(table_bundle: Path, tmp_path: Path) -> None:
-    rows, names = cancer_frame()
-    lines = [",".join(names)] + [",".join(f"{v:.9g}" for v in row) for row in rows]
-    fields = lines[1 + 250].split(",")
-    fields[4] = "oops"
-    lines[1 + 250] = ",".join(fields)
-    lines[1 + 300] = ",".join(lines[1 + 300].split(",")[:-2])  # two fields short
     path = tmp_path / "rows.csv"
-    path.write_text("\n".join(lines) + "\n")
+    rows, names = csv_with_two_bad_rows(path, with_id=False)
     output = tmp_path / "scores.parquet"
     done = summary(vae_score(table_bundle, path, output, "--memory-mb", 16, "--workers", 1))
     assert (done["written"], done["bad_rows"]) == (len(rows) - 2, 2)

@@ -23,7 +23,10 @@ from PIL import Image
 
 from tests.batch_scoring.helpers import (
     TABLE_MODEL,
+    assert_scored_as_the_service,
     cancer_frame,
+    cancer_table,
+    csv_with_two_bad_rows,
     digit_pictures,
     service_image_score,
     service_scores,
@@ -43,13 +46,6 @@ def spark_csv(folder: Path, types: dict[str, pa.DataType]) -> pa.Table:
     options = pacsv.ConvertOptions(column_types=types)
     parts = [pacsv.read_csv(part, convert_options=options) for part in sorted(folder.glob("*.csv"))]
     return pa.concat_tables(part for part in parts if part.num_rows)  # a part may be empty
-
-
-def cancer_table(rows: np.ndarray, names: list[str]) -> pa.Table:
-    """An id column, then the features in reverse order: the engine picks them by name."""
-    return pa.table(
-        {"id": np.arange(len(rows)), **{n: rows[:, j] for j, n in reversed(list(enumerate(names)))}}
-    )
 
 
 def test_table_scores_on_spark_equal_the_services(
@@ -73,14 +69,7 @@ def test_table_scores_on_spark_equal_the_services(
     assert ids.tolist() == list(range(len(rows)))
     in_b = np.array(["b.parquet" in p for p in results.column("path").to_pylist()])
     np.testing.assert_array_equal(results.column("row").to_numpy(), ids - 300 * in_b)
-    assert results.column("score").to_pylist() == expected["scores"]  # every bit
-    assert results.column("is_anomaly").to_pylist() == expected["is_anomaly"]
-    np.testing.assert_array_equal(
-        results.column("tail_probability").to_numpy(),
-        np.array(expected["tail_probability"], dtype=np.float32),
-    )
-    errors = np.stack([results.column(f"error_{n}").to_numpy() for n in names], axis=1)
-    np.testing.assert_array_equal(errors, np.array(expected["feature_errors"], np.float32))
+    assert_scored_as_the_service(results, expected, names)
 
     output = tmp_path / "from-csv.csv"
     done = on_spark(table_bundle, csv_path, output, "--only-flagged", "--keep", "id")
@@ -123,15 +112,8 @@ def test_image_files_on_spark_score_as_the_services_image_bodies(
 
 
 def test_bad_rows_on_spark_are_listed_and_strict_stops(table_bundle: Path, tmp_path: Path) -> None:
-    rows, names = cancer_frame()
-    lines = ["id," + ",".join(names)]
-    lines += [f"{i}," + ",".join(f"{v:.9g}" for v in row) for i, row in enumerate(rows)]
-    fields = lines[1 + 250].split(",")
-    fields[5] = "oops"
-    lines[1 + 250] = ",".join(fields)
-    lines[1 + 300] = ",".join(lines[1 + 300].split(",")[:-2])  # two fields short
     path = tmp_path / "rows.csv"
-    path.write_text("\n".join(lines) + "\n")
+    rows, names = csv_with_two_bad_rows(path, with_id=True)
     output = tmp_path / "scores.parquet"
     done = on_spark(table_bundle, path, output)
     assert (done["rows"], done["written"], done["bad_rows"]) == (len(rows), len(rows) - 2, 2)
