@@ -115,6 +115,7 @@ async def run_call(stream: CallStream, find_handler: FindHandler) -> None:
     """The whole call; its end (a status, and any trailing metadata) always written."""
     code, message = grpc.StatusCode.OK, ""
     trailers: Metadata = ()
+    context: NativeContext | None = None
     try:
         handler = await find_handler(CallDetails(stream.method, stream.metadata))
         if handler is None:
@@ -134,8 +135,13 @@ async def run_call(stream: CallStream, find_handler: FindHandler) -> None:
             stream.finish(grpc.StatusCode.CANCELLED.value[0], "the server is stopping", ())
         raise
     except Exception:
-        log.exception("unhandled error in gRPC call %s", stream.method)
-        code, message, trailers = grpc.StatusCode.UNKNOWN, "Unexpected error", ()
+        if context is not None and context.code not in (None, grpc.StatusCode.OK):
+            # A handler that set its status, then raised: the protocol's methods we do not
+            # offer answer UNIMPLEMENTED this way (the generated servicer's default).
+            code, message, trailers = context.code, context.details, ()
+        else:
+            log.exception("unhandled error in gRPC call %s", stream.method)
+            code, message, trailers = grpc.StatusCode.UNKNOWN, "Unexpected error", ()
     stream.finish(code.value[0], message, trailers)
 
 
