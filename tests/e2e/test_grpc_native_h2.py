@@ -65,7 +65,13 @@ class Peer:
     def send(self, *frames: bytes) -> None:
         self.sock.sendall(b"".join(frames))
 
-    def headers(self, stream: int, path: str = INFER, end_stream: bool = False) -> bytes:
+    def headers(
+        self,
+        stream: int,
+        path: str = INFER,
+        end_stream: bool = False,
+        extra: tuple[tuple[str, str], ...] = (),
+    ) -> bytes:
         block = self.encoder.encode(
             [
                 (":method", "POST"),
@@ -74,6 +80,7 @@ class Peer:
                 (":authority", "test"),
                 ("content-type", "application/grpc"),
                 ("te", "trailers"),
+                *extra,
             ]
         )
         flags = f.END_HEADERS | (f.END_STREAM if end_stream else 0)
@@ -292,3 +299,14 @@ def test_a_peer_that_reads_nothing_frees_its_call(target: str) -> None:
     ended_with(seen, "4", "read none of its answer")  # DEADLINE_EXCEEDED
     peer.close()
     still_serves(target)
+
+
+def test_the_clients_deadline_ends_its_call(target: str) -> None:
+    """grpc-timeout 300m on a stream that sends nothing: DEADLINE_EXCEEDED at 0.3 s, before
+    the server's own idle limit (1 s here)."""
+    peer = Peer(target)
+    started = time.monotonic()
+    peer.send(peer.headers(1, STREAM, extra=(("grpc-timeout", "300m"),)))
+    ended_with(peer.answer(1), "4", "Deadline Exceeded")
+    assert time.monotonic() - started < 0.9
+    peer.close()

@@ -349,7 +349,9 @@ class Connection(asyncio.Protocol):
             self.credit += len(payload)  # never held: given back at once
             if number > self.last_stream:
                 raise f.ConnectionError_(f.PROTOCOL_ERROR, "DATA on an idle stream")
-            raise f.StreamError(number, f.STREAM_CLOSED, "DATA on a closed stream")
+            if stream is None:
+                return  # a call we ended (and reset) already: the rest of its bytes, ignored
+            raise f.StreamError(number, f.STREAM_CLOSED, "DATA after the stream's end")
         stream.receive_window -= len(payload)
         if stream.receive_window < 0:
             raise f.StreamError(number, f.FLOW_CONTROL_ERROR, "DATA beyond the stream window")
@@ -440,7 +442,9 @@ class Connection(asyncio.Protocol):
         headers = self.headers.read(block)  # always: the table must follow every block
         existing = self.streams.get(number)
         if number <= self.last_stream:
-            if existing is None or existing.remote_ended or not flags & f.END_STREAM:
+            if existing is None:
+                return  # a call we ended already: its late trailers, ignored
+            if existing.remote_ended or not flags & f.END_STREAM:
                 raise f.ConnectionError_(f.PROTOCOL_ERROR, "HEADERS on a closed stream")
             self._remote_end(existing)  # the client's trailers: nothing in them for us
             return

@@ -23,6 +23,11 @@ from service.grpc.native.connection import Connection, Stream
 CONCURRENCY_LIMIT_MESSAGE = "Concurrent RPC limit exceeded!"  # grpcio's words for the same
 
 
+def _expire(stream: Stream) -> None:
+    if stream.task is not None and not stream.task.done():
+        stream.connection.end_stream(stream, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+
 class NativeServer:
     def __init__(
         self,
@@ -96,10 +101,14 @@ class NativeServer:
                 grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], CONCURRENCY_LIMIT_MESSAGE, ()
             )
             return
-        task = asyncio.get_running_loop().create_task(run_call(stream, self.find_handler))
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(run_call(stream, self.find_handler))
         stream.task = task
         self.calls.add(task)
         task.add_done_callback(self.calls.discard)
+        if stream.deadline is not None:  # the client's grpc-timeout, as grpcio keeps it
+            timer = loop.call_at(stream.deadline, _expire, stream)
+            task.add_done_callback(lambda _: timer.cancel())
 
     async def start(self, host: str, port: int) -> int:
         """Listen; the port bound (the one asked, or the one the kernel gave for 0)."""
