@@ -33,7 +33,6 @@ import collections
 import logging
 import struct
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import grpc
@@ -753,6 +752,3 @@ class Connection(asyncio.Protocol):
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
-
-
-ConnectionFactory = Callable[[], Connection]
