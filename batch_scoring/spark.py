@@ -188,18 +188,19 @@ def scoring_plan(
         min(MAX_IMAGE_PIXELS, memory_bytes // BYTES_PER_DECODED_PIXEL),
         max_file_bytes,
     )
-    results = {field.name for field in plan_scorer(loaded, plan).result_fields()}
     for name in kept:
         if name not in frame.columns:
             raise ScoreJobError(f"keep: the frame has no column {name!r}")
-        if name in results:
-            raise ScoreJobError(f"keep: {name!r} is a result column's name; rename it first")
     return plan
 
 
 def scored_frame(
     frame: DataFrame, shipped: ShippedBundle, loaded: OnnxBundle, plan: ScoringPlan
 ) -> DataFrame:
+    fields = plan_scorer(loaded, plan).result_fields()
+    for field in fields:
+        if field.name in plan.keep:
+            raise ScoreJobError(f"keep: {field.name!r} is a result column's name; rename it first")
     broadcast = frame.sparkSession.sparkContext.broadcast(shipped)
     files = (
         PATH_COLUMN,
@@ -213,7 +214,6 @@ def scored_frame(
         for batch in batches:
             yield scorer.score(batch)
 
-    fields = plan_scorer(loaded, plan).result_fields()
     return frame.select(*needed).mapInArrow(
         score_partition, _result_schema(frame, plan.keep, fields)
     )
