@@ -1,50 +1,74 @@
 """What the rings keep aside between writes, and why.
 
-The request path hands a ring each scored batch; the ring keeps its values aside as plain
-Python values in lists (a float and a bool an item, the codes' and features' bytes a batch), and
-writes them into its numpy ring as one block: once FLUSH_ITEMS wait, on the app's timer
-(service.dataplane.monitor_flush, every 0.25 s), or when this worker reads its own ring. Other
-workers see the items once written.
+A scored request's items cost the request path little more than their arrays' bytes: the
+drift window keeps one bytes object a batch (its rows: score, flag, code, features), the
+feedback ring one an item (score, flag, index, then the request id). `flush` writes them into
+the ring as one block, stamped then (at most 0.25 s late): once FLUSH_ITEMS wait, on the app's
+timer (service.dataplane.monitor_flush, every 0.25 s), or when this worker reads its own ring.
+Other workers see the items once written.
 
-Measured in-process, a single-item /anomaly-score with the monitors attached against detached,
-rounds alternated in one process (`python -m bench.asgi_cost --monitoring-pairs --rounds 40
---requests 1000`, median of 40 pairs; bench/MONITORING.md):
+Measured on a single-item /anomaly-score in one process, monitors attached against detached
+(`python -m bench.asgi_cost --monitoring-pairs` in alternate rounds, `--monitoring-interleaved`
+request by request; bench/MONITORING.md):
 
-- each request's arrays kept as an entry, joined 64 at a time (the previous design): +11.9 and
-  +12.6 us a request, of ~140;
-- the same, joined 1,024 at a time: +7.8 to +8.8 (the join's code runs 16 times less often);
-- as here, Python values joined 1,024 at a time: +8.6 to +9.9, and no request's arrays held
-  until the join (a hot loop: 2.0 us an item, 0.2 in batches of 64, `bench.monitor_cost`);
-- staged in preallocated numpy rows instead: +15.9 (each element assignment is a numpy call).
-1,024 items is at most ~150 kB kept aside per model version and worker; the timer writes
-sooner under light traffic.
+- stop 33's design (scores and flags as Python values, codes as bytes, appended to lists
+  under a lock): pairs +10.7 and +11.2 us a request, of ~200 on that day;
+- kept tuples of the request's arrays instead: +7.7 (pairs), and Python's collector ran every
+  ~700 requests (a tuple is a container it tracks) with a full collection of the heap now and
+  then: 75 ms over 20,000 requests, 3.8 us a request on its own;
+- as here, nothing kept that the collector tracks, the common case in one frame, request ids
+  hashed in numpy at the write (service.monitoring.feedback.id_keys, 0.15 us an id against the
+  previous CRC-32s' 0.66): pairs +5.4 to +6.5, interleaved +2.8 (+2.55 +- 0.32), no collection.
+
+The hot loop (`python -m bench.monitor_cost`) says 1.0 us an item: inside a request every
+numpy call and Python frame costs two to three times what a hot loop shows.
+
+A deque: executor threads may keep while the loop drains, and its append, extend and popleft
+are atomic (a list swapped for an empty one could lose an append). Memory: at most FLUSH_ITEMS
+items plus one batch wait (a batch that reaches FLUSH_ITEMS alone is written by the request
+that brought it), a few hundred kB.
 """
 
 from __future__ import annotations
 
-import numpy as np
-import numpy.typing as npt
+from collections import deque
+from typing import Generic, TypeVar
 
-from bundle.arrays import AnyFloatArray
+import numpy as np
 
 FLUSH_ITEMS = 1024
+T = TypeVar("T")
+# numpy's descriptors of built-in types are singletons: `is` tells an array's type in ~30 ns.
+FLOAT64, FLOAT32, BOOL = np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.bool_)
 
 
-def extend_items(
-    scores_kept: list[float],
-    flags_kept: list[bool],
-    scores: AnyFloatArray,
-    flags: npt.NDArray[np.bool_],
-) -> int:
-    """Append a batch's scores and flags (flat, equal lengths) to the kept lists, as Python
-    values; how many. A single item costs two `item` calls, not an array's worth of work."""
-    count = len(scores)
-    if count != len(flags) or scores.ndim != 1 or flags.ndim != 1:
-        raise ValueError(f"{count} scores and {len(flags)} flags: not one flat batch")
-    if count == 1:
-        scores_kept.append(scores.item(0))
-        flags_kept.append(flags.item(0))
-    else:
-        scores_kept.extend(scores.tolist())
-        flags_kept.extend(flags.tolist())
-    return count
+class KeptAside(Generic[T]):
+    """Batches put by the request path, drained as one block by the ring's flush (bytes
+    objects only: nothing the garbage collector tracks). The rings inline `keep` on their
+    single-item path."""
+
+    def __init__(self) -> None:
+        # A deque: executor threads may keep while the loop drains, and its append and
+        # popleft are atomic (a list swapped for an empty one could lose an append).
+        self.entries: deque[T] = deque()
+        # Items waiting: only the trigger of a write, approximate across threads (`+=` is not
+        # atomic); the app's timer bounds how long any entry waits.
+        self.items = 0
+
+    def keep(self, entry: T, items: int) -> bool:
+        """Keep a batch of `items` items; True when FLUSH_ITEMS or more wait for a write."""
+        self.entries.append(entry)
+        self.items += items
+        return self.items >= FLUSH_ITEMS
+
+    def keep_all(self, entries: list[T]) -> bool:
+        """Keep a batch of entries an item, together (deque.extend of a list is atomic)."""
+        self.entries.extend(entries)
+        self.items += len(entries)
+        return self.items >= FLUSH_ITEMS
+
+    def drain(self) -> list[T]:
+        """Every batch kept so far, oldest first; those kept meanwhile wait for the next."""
+        self.items = 0
+        take = self.entries.popleft
+        return [take() for _ in range(len(self.entries))]

@@ -2,7 +2,7 @@
 items (every worker's, service.monitoring.shared) and the report GET
 /models/{name}/monitoring answers (service.monitoring.assess).
 
-The request path only records (`record`, a few slice copies); the tests run when a report is
+The request path only keeps its arrays aside (`record`, `remember`); the tests run when a report is
 asked for, on at most the window's items and the reference's rows.
 """
 
@@ -15,9 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-from bundle.arrays import AnyFloatArray
 from bundle.reference import ReferenceData, ReferenceError, read_reference
 from bundle.runtime import OnnxBundle
 from service.monitoring.assess import (
@@ -27,7 +25,7 @@ from service.monitoring.assess import (
     score_drift,
     score_histogram,
 )
-from service.monitoring.feedback import FeedbackRing, feedback_figures, label_keys, request_key
+from service.monitoring.feedback import FeedbackRing, feedback_figures, label_keys, request_keys
 from service.monitoring.shared import WindowHome
 from service.monitoring.window import merge_windows
 
@@ -81,35 +79,17 @@ class ModelMonitor:
         self.home = WindowHome(
             name, version, settings.window, latent_dim, self.features, settings.feedback_items
         )
-        self.errors = 0  # records that failed (logged, never the request's failure)
+        self.errors = 0  # flushes that failed (logged, never a request's failure)
+        # What the request path calls, the rings' own methods (a frame less on every scored
+        # request, service.monitoring.kept_aside); neither raises, a batch that does not fit
+        # is counted in the ring's errors and logged:
+        # record(scores, flags, latent_mu, x_model): a scored batch into the drift window
+        # (x_model is kept only for a table model whose reference has its features);
+        self.record = self.home.window.record
+        # remember(request_id, scores, flags): a scoring request's items, for labels later.
+        self.remember = self.home.feedback.remember
         self._last: tuple[float, dict[str, Any]] | None = None
         self._reporting = threading.Lock()  # one report at a time; the others reuse it
-
-    def record(
-        self,
-        scores: AnyFloatArray,
-        flags: npt.NDArray[np.bool_],
-        latent_mu: AnyFloatArray,
-        x_model: AnyFloatArray,
-    ) -> None:
-        """A scored batch; never raises (monitoring must not fail a request)."""
-        try:
-            self.home.window.record(
-                scores, flags, latent_mu, None if self.features is None else x_model
-            )
-        except Exception:
-            self.errors += len(scores)
-            log.exception("monitor of %s/%s could not record a batch", self.name, self.version)
-
-    def remember(
-        self, request_id: str, scores: AnyFloatArray, flags: npt.NDArray[np.bool_]
-    ) -> None:
-        """A scoring request's items, for labels that may come later; never raises."""
-        try:
-            self.home.feedback.remember(request_id, scores, flags)
-        except Exception:
-            self.errors += len(scores)
-            log.exception("monitor of %s/%s could not remember a request", self.name, self.version)
 
     def label(self, labels: list[tuple[str, int, bool]]) -> tuple[int, list[int]]:
         """Labels (request id, item, anomaly) for items some worker scored and remembers:
@@ -121,9 +101,10 @@ class ModelMonitor:
             found |= ring.label(keys, anomaly)
         self._last = None  # the next report shows them
         unknown_keys = set(keys[~found].tolist())
+        bases = request_keys([request_id for request_id, _, _ in labels]).tolist()
         unknown = [
-            i for i, (rid, item, _) in enumerate(labels)
-            if (request_key(rid) | item) in unknown_keys
+            i for i, (base, (_, item, _)) in enumerate(zip(bases, labels, strict=True))
+            if (base | item) in unknown_keys
         ]  # fmt: skip
         return len(labels) - len(unknown), unknown
 

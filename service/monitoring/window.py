@@ -8,9 +8,8 @@ bytes: 500 items of a 20-dimension code and 64 features, 199 kB). With several w
 buffer is a file in the folder they share (service.monitoring.shared), so any worker can read
 every worker's window; alone, it is plain memory.
 
-Measured (`python -m bench.monitor_cost`, a hot loop, the write into the ring included):
-recording one item 0.9 us (an image model's code of 20) to 1.1 us (a table's 4 + 30
-features), a batch of 64 6.6 to 7.4 us.
+Recording keeps a batch's arrays aside; they are written into the ring a block at a time
+(service.monitoring.kept_aside says why, with its measurements).
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bundle.arrays import AnyFloatArray, Float64Array, FloatArray
-from service.monitoring.kept_aside import FLUSH_ITEMS, extend_items
+from service.monitoring.kept_aside import BOOL, FLOAT32, FLOAT64, FLUSH_ITEMS, KeptAside
 
 log = logging.getLogger("vae_service.monitoring")
 
@@ -89,14 +88,20 @@ class ScoreWindow:
             raw, size, latent_dim, features
         )
         self.latent_dim, self.feature_count = latent_dim, features
-        # Threads of the executor may score batches of one model at once: the lock guards
-        # the kept-aside lists (service.monitoring.kept_aside) and the ring's writes.
+        # Threads of the executor may score batches of one model at once: the lock guards the
+        # ring's writes; batches wait aside until then (service.monitoring.kept_aside).
         self._lock = threading.Lock()
-        self._stamps: list[int] = []
-        self._scores: list[float] = []
-        self._flags: list[bool] = []
-        self._codes: list[bytes] = []  # float32 rows, a batch's at a time
-        self._table: list[bytes] = []
+        # An item as `record` keeps it: fields end to end, unaligned, so that a single item's
+        # row is the concatenation of its arrays' bytes (no numpy call to build it).
+        fields: list[tuple[str, str] | tuple[str, str, tuple[int]]] = [
+            ("score", "<f8"),
+            ("flag", "?"),
+            ("code", "<f4", (latent_dim,)),
+        ]
+        if features is not None:
+            fields.append(("features", "<f4", (features,)))
+        self._row = np.dtype(fields)
+        self._kept: KeptAside[bytes] = KeptAside()
         self.errors = 0  # items dropped because they could not be written
         # Where the next item goes. Not in the file: another worker orders this window's items
         # by their times (writing the count there cost 0.3 us of a 2 us record).
@@ -115,59 +120,100 @@ class ScoreWindow:
         features: AnyFloatArray | None,
     ) -> None:
         """One scored batch (flat scores and flags, a code and, for tables, the features of
-        each item), kept aside until `flush` writes it into the ring. Raises ValueError on
-        arrays that do not fit, having kept nothing of them."""
-        count = len(scores)
-        if count == 0:
+        each item; `features` is ignored for a model that is not a table's), kept aside as
+        one bytes object of rows until `flush` writes it into the ring. Never raises: a batch
+        whose arrays do not fit is counted in `errors` and logged, having kept nothing.
+
+        Runs on every scored request, so its usual case (one item, the model's own types) is
+        a few attribute checks and the arrays' bytes end to end, in this one frame
+        (service.monitoring.kept_aside says why, with the measurements)."""
+        if (
+            len(scores) == 1
+            and scores.dtype is FLOAT64
+            and flags.dtype is BOOL
+            and flags.size == 1
+            and latent_mu.dtype is FLOAT32
+            and latent_mu.size == self.latent_dim
+            and (
+                self.feature_count is None
+                or (
+                    features is not None
+                    and features.dtype is FLOAT32
+                    and features.size == self.feature_count
+                )
+            )
+        ):
+            row = scores.tobytes() + flags.tobytes() + latent_mu.tobytes()
+            if self.feature_count is not None:
+                row += features.tobytes()  # type: ignore[union-attr]
+            kept = self._kept  # KeptAside.keep, inlined (one frame less on every request)
+            kept.entries.append(row)
+            kept.items += 1
+            if kept.items >= FLUSH_ITEMS:
+                self.flush()
             return
-        if latent_mu.size != count * self.latent_dim:
-            raise ValueError(f"codes of {latent_mu.shape} for {count} items")
-        codes = np.asarray(latent_mu, dtype=np.float32).tobytes()
-        table = b""
-        if self.feature_count is not None:
-            if features is None or features.size != count * self.feature_count:
-                shape = None if features is None else features.shape
-                raise ValueError(f"features of {shape} for {count} items")
-            table = np.asarray(features, dtype=np.float32).tobytes()
-        now = time.time_ns()
-        with self._lock:
-            extend_items(self._scores, self._flags, scores, flags)
-            # Nanoseconds, one apart within a batch: every item's stamp is its own, so any
-            # worker orders a window's items exactly from the file alone.
-            if count == 1:
-                self._stamps.append(now)
-            else:
-                self._stamps.extend(range(now, now + count))
-            self._codes.append(codes)
-            self._table.append(table)
-            full = len(self._scores) >= FLUSH_ITEMS
-        if full:
+        count = len(scores)
+        rows = self._rows(count, scores, flags, latent_mu, features)
+        if rows is not None and self._kept.keep(rows, count):
             self.flush()
 
+    def _rows(
+        self,
+        count: int,
+        scores: AnyFloatArray,
+        flags: npt.NDArray[np.bool_],
+        latent_mu: AnyFloatArray,
+        features: AnyFloatArray | None,
+    ) -> bytes | None:
+        """A batch's rows (any item count, any float types); None, counted and logged, when
+        its arrays do not fit or it is empty."""
+        columns = self.feature_count
+        if (
+            scores.size != count
+            or flags.size != count
+            or latent_mu.size != count * self.latent_dim
+            or (columns is not None and (features is None or features.size != count * columns))
+        ):
+            self.errors += count
+            log.error("a batch of %d scores with arrays of other sizes was not recorded", count)
+            return None
+        if count == 0:
+            return None
+        rows = np.empty(count, self._row)
+        try:  # sizes checked: only values no float holds could fail here
+            rows["score"], rows["flag"] = np.ravel(scores), np.ravel(flags)
+            rows["code"] = np.reshape(latent_mu, (count, self.latent_dim))
+            if columns is not None:
+                rows["features"] = np.reshape(features, (count, columns))  # type: ignore[arg-type]
+        except (ValueError, TypeError):
+            self.errors += count
+            log.exception("a batch of %d scores could not be recorded", count)
+            return None
+        return rows.tobytes()
+
     def flush(self) -> None:
-        """Write what `record` kept aside, as one block. Any thread may call it."""
+        """Write what `record` kept aside, as one block stamped now. Any thread may call it."""
         with self._lock:
-            count = len(self._scores)
+            rows = np.frombuffer(b"".join(self._kept.drain()), self._row)
+            count = len(rows)
             if not count:
                 return
-            stamps, scores, flags = self._stamps, self._scores, self._flags
-            codes, table = self._codes, self._table
-            self._stamps, self._scores, self._flags, self._codes, self._table = [], [], [], [], []
+            # Nanoseconds, one apart, the last now: every item's stamp is its own, so any
+            # worker orders a window's items exactly from the file alone.
+            now = time.time_ns()
             try:
                 self._record_batch(
                     self._recorded,
                     count,
-                    np.array(stamps, dtype=np.int64),
-                    np.array(scores, dtype=np.float64),
-                    np.array(flags, dtype=np.bool_),
-                    np.frombuffer(b"".join(codes), np.float32).reshape(count, -1),
-                    None
-                    if self.feature_count is None
-                    else np.frombuffer(b"".join(table), np.float32).reshape(count, -1),
+                    np.arange(now - count + 1, now + 1, dtype=np.int64),
+                    rows["score"],
+                    rows["flag"],
+                    rows["code"],
+                    None if self.feature_count is None else rows["features"],
                 )
-            except Exception:  # never expected (record checks shapes): dropped, counted
+            except Exception:  # never expected (record checked the sizes): dropped, counted
                 self.errors += count
-                log.exception("dropped %d items that did not fit the monitoring window", count)
+                log.exception("dropped %d items the monitoring window could not write", count)
                 return
             self._recorded += count
 

@@ -3,6 +3,8 @@ worker's ring, old items forgotten, and the figures counted from the labels alon
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from service.monitoring.feedback import (
     feedback_figures,
     label_keys,
     request_key,
+    request_keys,
 )
 from service.monitoring.shared import WindowHome
 
@@ -94,3 +97,51 @@ def test_a_file_that_is_not_a_ring_is_refused() -> None:
         FeedbackRing(8, bytearray(feedback_bytes(8)), existing=True)  # no header
     with pytest.raises(FeedbackLayoutError):
         FeedbackRing(8, bytearray(10))
+
+
+def test_a_request_that_does_not_fit_is_counted_whole_and_the_others_kept() -> None:
+    ring = FeedbackRing(16)
+    ring.remember("good", np.array([1.0]), np.array([True]))
+    ring.remember("bad", np.ones((2, 2)), np.ones((2, 2), bool))  # not one flat batch
+    ring.remember("bad", np.ones(3), np.ones(2, bool))
+    ring.remember("also good", np.array([2.0, 3.0], np.float32), np.array([False, True]))
+    ring.remember("one float32", np.array([4.0], np.float32), np.array([True]))
+    keys, anomaly = label_keys(
+        [("good", 0, True), ("also good", 1, True), ("bad", 0, True), ("one float32", 0, False)]
+    )
+    assert ring.label(keys, anomaly).sum() == 3
+    assert ring.errors == 5
+    figures = feedback_figures([ring.labelled()])
+    assert (figures["true_positives"], figures["false_positives"]) == (2, 1)
+
+
+def test_a_request_of_more_items_than_a_key_holds_keeps_its_first() -> None:
+    ring = FeedbackRing(MAX_ITEM + 10)
+    scores = np.arange(MAX_ITEM + 5, dtype=np.float64)
+    ring.remember("huge", scores, scores > 10)
+    last = MAX_ITEM  # the highest index a key can hold
+    keys, anomaly = label_keys([("huge", 0, True), ("huge", last, True)])
+    assert ring.label(keys, anomaly).sum() == 2
+    figures = feedback_figures([ring.labelled()])
+    assert figures["n"] == 2
+    assert figures["true_positives"] == 1  # item 0 scored 0: not flagged
+
+
+def test_items_are_stamped_when_written_and_counted_since() -> None:
+    ring = FeedbackRing(16)
+    before = time.time_ns()
+    ring.remember("a", np.array([1.0, 2.0]), np.array([True, False]))
+    ring.flush()
+    after = time.time_ns()
+    assert ring.since(before)[:2] == (2, 1)
+    assert ring.since(after + 1)[:2] == (0, 0)
+
+
+def test_an_ids_key_does_not_depend_on_the_ids_written_beside_it() -> None:
+    ids = [os.urandom(16).hex() for _ in range(50)] + ["x" * 128, "a", "req-1", "req-22"]
+    together = request_keys(ids)
+    alone = np.array([request_key(rid) for rid in ids], dtype=np.uint64)
+    np.testing.assert_array_equal(together, alone)
+    sequence = request_keys([f"req-{i}" for i in range(100_000)])  # counters never collide here
+    assert len(np.unique(sequence)) == 100_000
+    assert np.all(sequence & np.uint64(MAX_ITEM) == 0)

@@ -4,6 +4,7 @@ that a damaged or foreign file is refused rather than read past its end."""
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -77,9 +78,12 @@ def test_read_window_refuses_what_is_not_a_window() -> None:
 
 
 def test_merge_keeps_the_most_recent_over_every_worker() -> None:
+    # Items are stamped when their worker writes them (its timer, every 0.25 s).
     first, second = ScoreWindow(4, 2, None), ScoreWindow(4, 2, None)
     first.record(*_batch(0, 3, None))
+    first.flush()
     second.record(*_batch(100, 4, None))
+    second.flush()
     first.record(*_batch(3, 2, None))
     merged = merge_windows([first.items(), second.items()], 5)
     assert merged is not None
@@ -118,3 +122,51 @@ def test_workers_read_each_others_files_and_skip_the_dead(
     mine.close()
     assert not own_file.exists()
     mine.window.record(*_batch(20, 1, None))  # a request still in flight records harmlessly
+
+
+def test_a_batch_that_does_not_fit_is_counted_whole_and_the_others_kept() -> None:
+    window = ScoreWindow(8, 2, 3)
+    window.record(*_batch(0, 2))
+    scores, flags, mu, table = _batch(2, 3)
+    for bad in (
+        (scores, flags, mu[:, :1], table),  # a code of 1 where the window keeps 2
+        (scores, flags, mu, None),  # a table model's batch without its features
+        (scores, flags[:2], mu, table),
+    ):
+        window.record(*bad)
+    assert window.errors == 9
+    window.record(*_batch(5, 1))
+    scores, flags, mu, table = _batch(6, 2)
+    window.record(scores.astype(np.float32), flags, mu.astype(np.float64), table)  # converted
+    np.testing.assert_array_equal(window.items().scores, [0, 1, 5, 6, 7])
+    np.testing.assert_array_equal(window.items().latent_mu[:, 0], [0, 1, 5, 6, 7])
+    assert window.recorded == 5
+
+
+def test_batches_recorded_from_threads_while_another_flushes_are_all_written() -> None:
+    # Executor threads record while the event loop's timer writes: none may be lost between
+    # the kept-aside queue and the ring (service.monitoring.kept_aside).
+    window = ScoreWindow(50_000, 2, None)
+    per_thread, threads = 5_000, 4
+    done = threading.Event()
+
+    def flush_until_done() -> None:
+        while not done.is_set():
+            window.flush()
+
+    def record(offset: int) -> None:
+        for i in range(per_thread):
+            window.record(*_batch(offset + i, 1, None))
+
+    flusher = threading.Thread(target=flush_until_done)
+    flusher.start()
+    workers = [threading.Thread(target=record, args=(t * per_thread,)) for t in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    done.set()
+    flusher.join()
+    items = window.items()
+    assert window.recorded == per_thread * threads
+    assert sorted(items.scores.tolist()) == list(range(per_thread * threads))
