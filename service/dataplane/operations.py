@@ -79,9 +79,7 @@ async def serve_operation(
         record.items = result.item_count()
         if isinstance(result, ScoreResult):
             record.anomalies = int(np.count_nonzero(result.is_anomaly))
-            model.remember_scored(
-                record.request_id, result.score_type, result.scores, result.is_anomaly
-            )
+            model.remember_scored(record.request_id, result.score_type, result.scores)
         began = time.perf_counter()
         response = encode_result(result, model, route, wanted, head.query)
         record.encode_s = time.perf_counter() - began

@@ -68,10 +68,8 @@ async def _run(
         model = view.model
         anomaly = model.manifest.anomaly
         score_type = cast(ScoreType, decoded[0].score_type or anomaly.default_score)
-        calibration = anomaly.scores.get(score_type)  # the model scored it: it has one
-        if calibration is not None:
-            flags = scores > calibration.threshold
-            model.remember_scored(record.request_id, score_type, scores, flags)
+        if score_type in anomaly.scores:  # the model scored it: always
+            model.remember_scored(record.request_id, score_type, scores)
     return decoded[0], result
 
 

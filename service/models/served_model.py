@@ -307,7 +307,7 @@ class ServedModel:
         )
         monitor = self.monitor
         if monitor is not None and chosen == monitor.score_type:
-            monitor.record(scores, flagged, encoding.mu, model_x)
+            monitor.record(scores, encoding.mu, model_x)
         if per_feature:
             errors = per_feature_squared_error(model_x, path.decoded)
             # Squared errors beyond ~1.8e19 per feature are finite in float64 but not in the
@@ -320,18 +320,12 @@ class ServedModel:
             result.reconstruction = checked.reshape((len(x), *layout))
         return result
 
-    def remember_scored(
-        self,
-        request_id: str,
-        score_type: str,
-        scores: AnyFloatArray,
-        flags: npt.NDArray[np.bool_],
-    ) -> None:
+    def remember_scored(self, request_id: str, score_type: str, scores: AnyFloatArray) -> None:
         """One answered scoring request, kept by its id for feedback to label (the monitor's
         ring; nothing when monitoring is off or it used another score type)."""
         monitor = self.monitor
         if monitor is not None and score_type == monitor.score_type:
-            monitor.remember(request_id, scores, flags)
+            monitor.remember(request_id, scores)
 
     def warm_up(self) -> None:
         """One batch through every graph and score, so the first request pays no set-up."""

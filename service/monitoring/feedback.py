@@ -7,16 +7,17 @@ the monitor reports precision, recall and the false-alarm rate at the threshold 
 labelled items still remembered.
 
 A ring in a file per worker (service.monitoring.shared), like the drift window, written in
-blocks (service.monitoring.kept_aside). An item is keyed by 47 bits of checksums of its request
-id and its index in the request (16 bits), so a key is one uint64 and a batch of labels is
-joined with every worker's ring in a few numpy calls. Each slot also holds when the item was
-scored: the ring, longer than the drift window, gives the anomaly rate of the last 5 minutes
-and the last hour (as far back as it reaches).
+blocks (service.monitoring.kept_aside). An item is keyed by 47 bits of a hash of its request id
+(`id_keys`) and its index in the request (16 bits), so a key is one uint64 and a batch of
+labels is joined with every worker's ring in a few numpy calls. Each slot also holds when the
+item was written (at most 0.25 s after it was scored): the ring, longer than the drift window,
+gives the anomaly rate of the last 5 minutes and the last hour (as far back as it reaches).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -26,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bundle.arrays import AnyFloatArray
-from service.monitoring.kept_aside import BOOL, FLOAT64, FLUSH_ITEMS, KeptAside
+from service.monitoring.kept_aside import FLOAT64, FLUSH_ITEMS, KeptAside
 
 MAGIC = 0x31304B4246454156  # b"VAEFBK01", little-endian
 HEADER_WORDS = 8  # magic, size, 6 spare
@@ -105,11 +106,11 @@ SLOT = np.dtype(
 )
 
 
-# An item as `remember` keeps it, one bytes object an item: its score, flag and index in its
+# An item as `remember` keeps it, one bytes object an item: its score and index in its
 # request end to end, then the request's id (so that nothing kept is a container the garbage
 # collector tracks, service.monitoring.kept_aside, and a single item's entry is the
 # concatenation of its arrays' bytes: no numpy call to build it).
-_ROW = np.dtype([("score", "<f8"), ("flagged", "?"), ("item", "<u2")])
+_ROW = np.dtype([("score", "<f8"), ("item", "<u2")])
 _FIRST_ITEM = b"\0\0"  # item 0 of its request, as _ROW writes it
 
 
@@ -131,10 +132,19 @@ class FeedbackLayoutError(ValueError):
 
 class FeedbackRing:
     def __init__(
-        self, size: int, buffer: memoryview | bytearray | None = None, *, existing: bool = False
+        self,
+        size: int,
+        buffer: memoryview | bytearray | None = None,
+        *,
+        existing: bool = False,
+        threshold: float | None = None,
     ) -> None:
-        """A new ring (in its own memory, or over a zeroed `buffer`), or, `existing`, another
-        worker's ring over its file's bytes, whose header must say what it is."""
+        """A new ring (in its own memory, or over a zeroed `buffer`) that flags the items it
+        writes above `threshold`, or, `existing`, another worker's ring over its file's
+        bytes, whose header must say what it is (only labelled here: it needs no
+        threshold)."""
+        if not existing and threshold is None:
+            raise ValueError("a ring this worker writes needs the threshold it flags items by")
         total = feedback_bytes(size)
         raw = np.zeros(total, np.uint8) if buffer is None else np.frombuffer(buffer, np.uint8)
         if len(raw) != total:
@@ -155,44 +165,36 @@ class FeedbackRing:
         self._lock = threading.Lock()
         self._kept: KeptAside[bytes] = KeptAside()
         self.errors = 0  # items dropped because they could not be written
+        self.threshold = math.inf if threshold is None else threshold  # never written: existing
 
-    def remember(
-        self, request_id: str, scores: AnyFloatArray, flagged: npt.NDArray[np.bool_]
-    ) -> None:
-        """A scored request's items (flat scores and flags), kept aside until `flush` writes
-        them; a request of more items than MAX_ITEM + 1 keeps its first. Never raises: a
-        request whose arrays do not fit is counted in `errors` and logged, having kept
-        nothing. Its usual case (one item) is a few checks and bytes end to end in this
-        one frame (service.monitoring.kept_aside says why)."""
-        if (
-            len(scores) == 1
-            and scores.dtype is FLOAT64
-            and flagged.dtype is BOOL
-            and flagged.size == 1
-        ):
-            entry = scores.tobytes() + flagged.tobytes() + _FIRST_ITEM + request_id.encode()
+    def remember(self, request_id: str, scores: AnyFloatArray) -> None:
+        """A scored request's items (flat scores; flagged at the write, against the ring's
+        threshold), kept aside until `flush` writes them; a request of more items than
+        MAX_ITEM + 1 keeps its first. Never raises: a request whose scores do not fit is
+        counted in `errors` and logged, having kept nothing. Its usual case (one item) is a
+        check and bytes end to end in this one frame (service.monitoring.kept_aside says
+        why)."""
+        if len(scores) == 1 and scores.dtype is FLOAT64:
+            entry = scores.tobytes() + _FIRST_ITEM + request_id.encode()
             kept = self._kept  # KeptAside.keep, inlined (one frame less on every request)
             kept.entries.append(entry)
             kept.items += 1
             if kept.items >= FLUSH_ITEMS:
                 self.flush()
         else:
-            self._remember_batch(request_id, scores, flagged)
+            self._remember_batch(request_id, scores)
 
-    def _remember_batch(
-        self, request_id: str, scores: AnyFloatArray, flagged: npt.NDArray[np.bool_]
-    ) -> None:
+    def _remember_batch(self, request_id: str, scores: AnyFloatArray) -> None:
         count = len(scores)
-        if flagged.size != count or scores.ndim != 1 or scores.dtype.kind not in "fiu":
+        if scores.ndim != 1 or scores.dtype.kind not in "fiu":
             self.errors += count
-            log.error("%d scores and %d flags were not remembered", count, flagged.size)
+            log.error("scores of shape %s were not remembered", scores.shape)
             return
         count = min(count, MAX_ITEM + 1)
         if count == 0:
             return
         rows = np.empty(count, _ROW)
-        rows["score"], rows["flagged"] = scores[:count], np.ravel(flagged)[:count]
-        rows["item"] = np.arange(count)
+        rows["score"], rows["item"] = scores[:count], np.arange(count)
         raw, rid, size = rows.tobytes(), request_id.encode(), _ROW.itemsize
         # deque.extend of a list is one atomic step: the request's items stay together.
         if self._kept.keep_all([raw[i : i + size] + rid for i in range(0, len(raw), size)]):
@@ -206,14 +208,15 @@ class FeedbackRing:
             entries = self._kept.drain()
             if not entries:
                 return
-            # One row an item: its _ROW fields, then its request's id, zero padded.
-            table = np.array(entries, dtype=np.bytes_)
-            count, width = len(table), table.dtype.itemsize
-            matrix = table.view(np.uint8).reshape(count, width)
-            fields = np.ascontiguousarray(matrix[:, : _ROW.itemsize]).view(_ROW).ravel()
+            count = len(entries)
             try:
+                # One row an item: its _ROW fields, then its request's id, zero padded.
+                table = np.array(entries, dtype=np.bytes_)
+                matrix = table.view(np.uint8).reshape(count, table.dtype.itemsize)
+                fields = np.ascontiguousarray(matrix[:, : _ROW.itemsize]).view(_ROW).ravel()
                 keys = id_keys(matrix[:, _ROW.itemsize :]) | fields["item"].astype(np.uint64)
-                self._write(keys, time.time_ns(), fields["score"], fields["flagged"])
+                scores = fields["score"]
+                self._write(keys, time.time_ns(), scores, scores > self.threshold)
             except Exception:  # never expected (remember checked the sizes): dropped, counted
                 self.errors += count
                 log.exception("dropped %d items the feedback ring could not write", count)

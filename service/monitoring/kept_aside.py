@@ -1,11 +1,11 @@
 """What the rings keep aside between writes, and why.
 
 A scored request's items cost the request path little more than their arrays' bytes: the
-drift window keeps one bytes object a batch (its rows: score, flag, code, features), the
-feedback ring one an item (score, flag, index, then the request id). `flush` writes them into
-the ring as one block, stamped then (at most 0.25 s late): once FLUSH_ITEMS wait, on the app's
-timer (service.dataplane.monitor_flush, every 0.25 s), or when this worker reads its own ring.
-Other workers see the items once written.
+drift window keeps one bytes object a batch (its rows: score, code, features), the feedback
+ring one an item (score and index, then the request id). `flush` writes them into the ring as
+one block, stamped then (at most 0.25 s late) and flagged against the calibrated threshold:
+once FLUSH_ITEMS wait, on the app's timer (service.dataplane.monitor_flush, every 0.25 s), or
+when this worker reads its own ring. Other workers see the items once written.
 
 Measured on a single-item /anomaly-score in one process, monitors attached against detached
 (`python -m bench.asgi_cost --monitoring-pairs` in alternate rounds, `--monitoring-interleaved`
@@ -16,11 +16,12 @@ request by request; bench/MONITORING.md):
 - kept tuples of the request's arrays instead: +7.7 (pairs), and Python's collector ran every
   ~700 requests (a tuple is a container it tracks) with a full collection of the heap now and
   then: 75 ms over 20,000 requests, 3.8 us a request on its own;
-- as here, nothing kept that the collector tracks, the common case in one frame, request ids
-  hashed in numpy at the write (service.monitoring.feedback.id_keys, 0.15 us an id against the
-  previous CRC-32s' 0.66): pairs +5.4 to +6.5, interleaved +2.8 (+2.55 +- 0.32), no collection.
+- as here, nothing kept that the collector tracks, the common case in one frame, no flags
+  kept, request ids hashed in numpy at the write (service.monitoring.feedback.id_keys, 0.15 us
+  an id against the previous CRC-32s' 0.66): pairs +5.0 (four runs pooled), interleaved +2.4,
+  no collection.
 
-The hot loop (`python -m bench.monitor_cost`) says 1.0 us an item: inside a request every
+The hot loop (`python -m bench.monitor_cost`) says ~1 us an item: inside a request every
 numpy call and Python frame costs two to three times what a hot loop shows.
 
 A deque: executor threads may keep while the loop drains, and its append, extend and popleft
@@ -39,7 +40,7 @@ import numpy as np
 FLUSH_ITEMS = 1024
 T = TypeVar("T")
 # numpy's descriptors of built-in types are singletons: `is` tells an array's type in ~30 ns.
-FLOAT64, FLOAT32, BOOL = np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.bool_)
+FLOAT64, FLOAT32 = np.dtype(np.float64), np.dtype(np.float32)
 
 
 class KeptAside(Generic[T]):

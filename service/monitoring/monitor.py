@@ -77,16 +77,23 @@ class ModelMonitor:
             else None
         )
         self.home = WindowHome(
-            name, version, settings.window, latent_dim, self.features, settings.feedback_items
+            name,
+            version,
+            settings.window,
+            latent_dim,
+            self.features,
+            settings.feedback_items,
+            threshold=promise.threshold,
         )
         self.errors = 0  # flushes that failed (logged, never a request's failure)
         # What the request path calls, the rings' own methods (a frame less on every scored
         # request, service.monitoring.kept_aside); neither raises, a batch that does not fit
         # is counted in the ring's errors and logged:
-        # record(scores, flags, latent_mu, x_model): a scored batch into the drift window
-        # (x_model is kept only for a table model whose reference has its features);
+        # record(scores, latent_mu, x_model): a scored batch of the monitored score type
+        # into the drift window (x_model kept only for a table model whose reference has its
+        # features); both rings flag items above the calibrated threshold themselves;
         self.record = self.home.window.record
-        # remember(request_id, scores, flags): a scoring request's items, for labels later.
+        # remember(request_id, scores): a scoring request's items, for labels later.
         self.remember = self.home.feedback.remember
         self._last: tuple[float, dict[str, Any]] | None = None
         self._reporting = threading.Lock()  # one report at a time; the others reuse it

@@ -72,7 +72,10 @@ class WindowHome:
         latent_dim: int,
         features: int | None,
         feedback_size: int = 10_000,
+        *,
+        threshold: float,
     ) -> None:
+        """`threshold`: the calibrated threshold this worker's rings flag items by."""
         self.key = model_key(name, version)
         self.size = size
         self.feedback_size = feedback_size
@@ -80,8 +83,8 @@ class WindowHome:
         self.total = window_bytes(size, latent_dim, features)
         self.paths: list[Path] = []
         if self.folder is None:
-            self.window = ScoreWindow(size, latent_dim, features)
-            self.feedback = FeedbackRing(feedback_size)
+            self.window = ScoreWindow(size, latent_dim, features, threshold=threshold)
+            self.feedback = FeedbackRing(feedback_size, threshold=threshold)
             return
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         stem = f"{self.key}.{os.getpid()}-{next(_serial)}"
@@ -89,11 +92,16 @@ class WindowHome:
         feedback_path = self.folder / f"{stem}{FEEDBACK_SUFFIX}"
         self.paths = [window_path, feedback_path]
         self.window = ScoreWindow(
-            size, latent_dim, features, memoryview(_mapped(window_path, self.total, True))
+            size,
+            latent_dim,
+            features,
+            memoryview(_mapped(window_path, self.total, True)),
+            threshold=threshold,
         )
         self.feedback = FeedbackRing(
             feedback_size,
             memoryview(_mapped(feedback_path, feedback_bytes(feedback_size), True)),
+            threshold=threshold,
         )
 
     @property

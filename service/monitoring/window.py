@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bundle.arrays import AnyFloatArray, Float64Array, FloatArray
-from service.monitoring.kept_aside import BOOL, FLOAT32, FLOAT64, FLUSH_ITEMS, KeptAside
+from service.monitoring.kept_aside import FLOAT32, FLOAT64, FLUSH_ITEMS, KeptAside
 
 log = logging.getLogger("vae_service.monitoring")
 
@@ -74,6 +74,8 @@ class ScoreWindow:
         latent_dim: int,
         features: int | None,
         buffer: memoryview | bytearray | np.ndarray | None = None,
+        *,
+        threshold: float,
     ) -> None:
         if size < 1 or latent_dim < 1:
             raise ValueError("a window holds at least one item of at least one dimension")
@@ -95,12 +97,14 @@ class ScoreWindow:
         # row is the concatenation of its arrays' bytes (no numpy call to build it).
         fields: list[tuple[str, str] | tuple[str, str, tuple[int]]] = [
             ("score", "<f8"),
-            ("flag", "?"),
             ("code", "<f4", (latent_dim,)),
         ]
         if features is not None:
             fields.append(("features", "<f4", (features,)))
         self._row = np.dtype(fields)
+        # An item is flagged when its score is above the calibrated threshold: the rows
+        # keep scores only, and the write flags them (one check and copy less a request).
+        self.threshold = threshold
         self._kept: KeptAside[bytes] = KeptAside()
         self.errors = 0  # items dropped because they could not be written
         # Where the next item goes. Not in the file: another worker orders this window's items
@@ -113,16 +117,12 @@ class ScoreWindow:
         return self._recorded
 
     def record(
-        self,
-        scores: AnyFloatArray,
-        flags: npt.NDArray[np.bool_],
-        latent_mu: AnyFloatArray,
-        features: AnyFloatArray | None,
+        self, scores: AnyFloatArray, latent_mu: AnyFloatArray, features: AnyFloatArray | None
     ) -> None:
-        """One scored batch (flat scores and flags, a code and, for tables, the features of
-        each item; `features` is ignored for a model that is not a table's), kept aside as
-        one bytes object of rows until `flush` writes it into the ring. Never raises: a batch
-        whose arrays do not fit is counted in `errors` and logged, having kept nothing.
+        """One scored batch (flat scores, a code and, for tables, the features of each item;
+        `features` is ignored for a model that is not a table's), kept aside as one bytes
+        object of rows until `flush` writes it into the ring. Never raises: a batch whose
+        arrays do not fit is counted in `errors` and logged, having kept nothing.
 
         Runs on every scored request, so its usual case (one item, the model's own types) is
         a few attribute checks and the arrays' bytes end to end, in this one frame
@@ -130,8 +130,6 @@ class ScoreWindow:
         if (
             len(scores) == 1
             and scores.dtype is FLOAT64
-            and flags.dtype is BOOL
-            and flags.size == 1
             and latent_mu.dtype is FLOAT32
             and latent_mu.size == self.latent_dim
             and (
@@ -143,7 +141,7 @@ class ScoreWindow:
                 )
             )
         ):
-            row = scores.tobytes() + flags.tobytes() + latent_mu.tobytes()
+            row = scores.tobytes() + latent_mu.tobytes()
             if self.feature_count is not None:
                 row += features.tobytes()  # type: ignore[union-attr]
             kept = self._kept  # KeptAside.keep, inlined (one frame less on every request)
@@ -153,7 +151,7 @@ class ScoreWindow:
                 self.flush()
             return
         count = len(scores)
-        rows = self._rows(count, scores, flags, latent_mu, features)
+        rows = self._rows(count, scores, latent_mu, features)
         if rows is not None and self._kept.keep(rows, count):
             self.flush()
 
@@ -161,7 +159,6 @@ class ScoreWindow:
         self,
         count: int,
         scores: AnyFloatArray,
-        flags: npt.NDArray[np.bool_],
         latent_mu: AnyFloatArray,
         features: AnyFloatArray | None,
     ) -> bytes | None:
@@ -170,7 +167,6 @@ class ScoreWindow:
         columns = self.feature_count
         if (
             scores.size != count
-            or flags.size != count
             or latent_mu.size != count * self.latent_dim
             or (columns is not None and (features is None or features.size != count * columns))
         ):
@@ -181,7 +177,7 @@ class ScoreWindow:
             return None
         rows = np.empty(count, self._row)
         try:  # sizes checked: only values no float holds could fail here
-            rows["score"], rows["flag"] = np.ravel(scores), np.ravel(flags)
+            rows["score"] = np.ravel(scores)
             rows["code"] = np.reshape(latent_mu, (count, self.latent_dim))
             if columns is not None:
                 rows["features"] = np.reshape(features, (count, columns))  # type: ignore[arg-type]
@@ -207,7 +203,7 @@ class ScoreWindow:
                     count,
                     np.arange(now - count + 1, now + 1, dtype=np.int64),
                     rows["score"],
-                    rows["flag"],
+                    rows["score"] > self.threshold,
                     rows["code"],
                     None if self.feature_count is None else rows["features"],
                 )

@@ -22,6 +22,8 @@ from service.monitoring.feedback import (
 )
 from service.monitoring.shared import WindowHome
 
+T = 2.5  # the rings' threshold: items scored above it are flagged
+
 
 def test_keys_leave_room_for_the_item_and_are_never_zero() -> None:
     key = request_key("4bf92f3577b34da6a3ce929d0e0e4736")
@@ -31,9 +33,9 @@ def test_keys_leave_room_for_the_item_and_are_never_zero() -> None:
 
 
 def test_labels_find_single_items_and_batch_items() -> None:
-    ring = FeedbackRing(16)
-    ring.remember("one", np.array([5.0]), np.array([True]))
-    ring.remember("batch", np.array([1.0, 2.0, 3.0]), np.array([False, True, False]))
+    ring = FeedbackRing(16, threshold=T)
+    ring.remember("one", np.array([5.0]))
+    ring.remember("batch", np.array([1.0, 3.0, 2.0]))  # the second flagged
     keys, anomaly = label_keys([("one", 0, True), ("batch", 2, True), ("batch", 7, False)])
     found = ring.label(keys, anomaly)
     assert found.sum() == 2  # ("batch", 7) was never scored
@@ -46,9 +48,9 @@ def test_labels_find_single_items_and_batch_items() -> None:
 
 
 def test_a_full_ring_forgets_its_oldest_items() -> None:
-    ring = FeedbackRing(4)
+    ring = FeedbackRing(4, threshold=T)
     for i in range(6):
-        ring.remember(f"r{i}", np.array([float(i)]), np.array([False]))
+        ring.remember(f"r{i}", np.array([i / 10]))
     keys, anomaly = label_keys([(f"r{i}", 0, False) for i in range(6)])
     found = ring.label(keys, anomaly)
     assert found.sum() == 4
@@ -63,8 +65,8 @@ def test_the_last_label_given_for_an_item_wins() -> None:
 
 
 def test_figures_count_only_labelled_items() -> None:
-    ring = FeedbackRing(10)
-    ring.remember("b", np.arange(4.0), np.array([True, True, False, False]))
+    ring = FeedbackRing(10, threshold=T)
+    ring.remember("b", np.array([4.0, 3.0, 2.0, 1.0]))  # the first two flagged
     assert feedback_figures([ring.labelled()])["n"] == 0
     keys, anomaly = label_keys([("b", 0, True), ("b", 1, False), ("b", 2, True), ("b", 3, False)])
     ring.label(keys, anomaly)
@@ -79,8 +81,11 @@ def test_another_workers_ring_is_labelled_in_its_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    mine, other = WindowHome("m", "1", 8, 2, None, 32), WindowHome("m", "1", 8, 2, None, 32)
-    other.feedback.remember("theirs", np.array([9.0]), np.array([True]))
+    mine, other = (
+        WindowHome("m", "1", 8, 2, None, 32, threshold=T),
+        WindowHome("m", "1", 8, 2, None, 32, threshold=T),
+    )
+    other.feedback.remember("theirs", np.array([9.0]))
     keys, anomaly = label_keys([("theirs", 0, True)])
     for ring in mine.feedback_rings():  # kept aside in the other worker: not in its file yet
         assert not ring.label(keys, anomaly).any()
@@ -96,29 +101,29 @@ def test_a_file_that_is_not_a_ring_is_refused() -> None:
     with pytest.raises(FeedbackLayoutError):
         FeedbackRing(8, bytearray(feedback_bytes(8)), existing=True)  # no header
     with pytest.raises(FeedbackLayoutError):
-        FeedbackRing(8, bytearray(10))
+        FeedbackRing(8, bytearray(10), threshold=T)
 
 
 def test_a_request_that_does_not_fit_is_counted_whole_and_the_others_kept() -> None:
-    ring = FeedbackRing(16)
-    ring.remember("good", np.array([1.0]), np.array([True]))
-    ring.remember("bad", np.ones((2, 2)), np.ones((2, 2), bool))  # not one flat batch
-    ring.remember("bad", np.ones(3), np.ones(2, bool))
-    ring.remember("also good", np.array([2.0, 3.0], np.float32), np.array([False, True]))
-    ring.remember("one float32", np.array([4.0], np.float32), np.array([True]))
+    ring = FeedbackRing(16, threshold=T)
+    ring.remember("good", np.array([5.0]))
+    ring.remember("bad", np.ones((2, 2)))  # not one flat batch
+    ring.remember("bad", np.array(["3.0", "4.0"]))  # not numbers
+    ring.remember("also good", np.array([2.0, 3.0], np.float32))
+    ring.remember("one float32", np.array([4.0], np.float32))
     keys, anomaly = label_keys(
         [("good", 0, True), ("also good", 1, True), ("bad", 0, True), ("one float32", 0, False)]
     )
     assert ring.label(keys, anomaly).sum() == 3
-    assert ring.errors == 5
+    assert ring.errors == 4
     figures = feedback_figures([ring.labelled()])
     assert (figures["true_positives"], figures["false_positives"]) == (2, 1)
 
 
 def test_a_request_of_more_items_than_a_key_holds_keeps_its_first() -> None:
-    ring = FeedbackRing(MAX_ITEM + 10)
+    ring = FeedbackRing(MAX_ITEM + 10, threshold=10.0)
     scores = np.arange(MAX_ITEM + 5, dtype=np.float64)
-    ring.remember("huge", scores, scores > 10)
+    ring.remember("huge", scores)
     last = MAX_ITEM  # the highest index a key can hold
     keys, anomaly = label_keys([("huge", 0, True), ("huge", last, True)])
     assert ring.label(keys, anomaly).sum() == 2
@@ -128,9 +133,9 @@ def test_a_request_of_more_items_than_a_key_holds_keeps_its_first() -> None:
 
 
 def test_items_are_stamped_when_written_and_counted_since() -> None:
-    ring = FeedbackRing(16)
+    ring = FeedbackRing(16, threshold=T)
     before = time.time_ns()
-    ring.remember("a", np.array([1.0, 2.0]), np.array([True, False]))
+    ring.remember("a", np.array([3.0, 2.0]))
     ring.flush()
     after = time.time_ns()
     assert ring.since(before)[:2] == (2, 1)

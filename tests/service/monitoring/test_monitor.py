@@ -28,7 +28,7 @@ def _monitor(interval_s: float = 0.0, with_reference: bool = True) -> ModelMonit
 def _record(monitor: ModelMonitor, count: int, shift: float = 0.0, seed: int = 1) -> None:
     rng = np.random.default_rng(seed)
     scores = rng.gamma(2.0, 1.0, count) + shift
-    monitor.record(scores, scores > 6.6, rng.normal(shift, 1.0, (count, 3)), np.zeros((count, 8)))
+    monitor.record(scores, rng.normal(shift, 1.0, (count, 3)), np.zeros((count, 8)))
 
 
 def test_too_few_items_get_no_verdict_and_say_so() -> None:
@@ -77,7 +77,7 @@ def test_moved_features_are_named_when_the_bundle_names_them() -> None:
     features[:, 2] += 3.0
     for monitor in (named, unnamed):
         scores = rng.gamma(2.0, 1.0, 200)
-        monitor.record(scores, scores > 6.6, rng.normal(size=(200, 3)), features)
+        monitor.record(scores, rng.normal(size=(200, 3)), features)
     top = named.report()["input_drift"]["features"][0]
     assert (top["feature"], top["name"], top["drifted"]) == (2, "temperature", True)
     assert "name" not in unnamed.report()["input_drift"]["features"][0]
@@ -88,7 +88,7 @@ def test_moved_features_are_named_when_the_bundle_names_them() -> None:
 def test_a_batch_that_cannot_be_recorded_is_counted_not_raised() -> None:
     monitor = _monitor()
     # Codes of 5 dimensions where the model has 3: kept aside, then dropped when written.
-    monitor.record(np.zeros(2), np.zeros(2, bool), np.zeros((2, 5)), np.zeros((2, 8)))
+    monitor.record(np.zeros(2), np.zeros((2, 5)), np.zeros((2, 8)))
     report = monitor.report()
     assert report["record_errors"] == 2
     assert report["window"]["items"] == 0
@@ -109,7 +109,7 @@ def test_time_windows_count_the_recent_requests_and_say_how_far_back_they_reach(
     monitor = _monitor()
     scores = np.array([1.0, 9.0, 1.0])
     for i in range(10):  # 30 items, 10 of them flagged
-        monitor.remember(f"r{i}", scores, scores > 6.6)
+        monitor.remember(f"r{i}", scores)
     five_minutes, hour = monitor.report()["time_windows"]
     assert (five_minutes["seconds"], hour["seconds"]) == (300, 3600)
     assert five_minutes["items"] == 30
@@ -121,7 +121,7 @@ def test_time_windows_count_the_recent_requests_and_say_how_far_back_they_reach(
         MonitorSettings(window=50, alpha=0.05, min_items=20, feedback_items=8),
     )  # fmt: skip
     for i in range(10):
-        small.remember(f"r{i}", scores, scores > 6.6)
+        small.remember(f"r{i}", scores)
     period = small.report()["time_windows"][0]
     assert period["items"] == 8
     assert period["complete"] is False  # full, and its oldest item is newer than 5 minutes

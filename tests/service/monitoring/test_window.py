@@ -20,23 +20,20 @@ from service.monitoring.window import (
     window_bytes,
 )
 
-Batch = tuple[
-    npt.NDArray[np.float64], npt.NDArray[np.bool_], npt.NDArray[np.float32],
-    npt.NDArray[np.float64] | None,
-]  # fmt: skip
+Batch = tuple[npt.NDArray[np.float64], npt.NDArray[np.float32], npt.NDArray[np.float64] | None]
+THRESHOLD = 4.5  # items scored 5 and above are flagged
 
 
 def _batch(start: int, count: int, features: int | None = 3) -> Batch:
     scores = np.arange(start, start + count, dtype=np.float64)
-    flags = scores % 2 == 0
     mu = np.repeat(scores[:, None], 2, axis=1).astype(np.float32)
     table = None if features is None else np.repeat(scores[:, None], features, 1)
-    return scores, flags, mu, table
+    return scores, mu, table
 
 
 @pytest.mark.parametrize("batches", [[3], [4, 4], [5, 1, 1], [2, 9], [11], [1] * 13, [6, 6, 6]])
 def test_the_window_keeps_the_last_items_oldest_first(batches: list[int]) -> None:
-    window = ScoreWindow(5, 2, 3)
+    window = ScoreWindow(5, 2, 3, threshold=THRESHOLD)
     start = 0
     for count in batches:
         window.record(*_batch(start, count))
@@ -44,7 +41,7 @@ def test_the_window_keeps_the_last_items_oldest_first(batches: list[int]) -> Non
     items = window.items()
     expected = np.arange(max(0, start - 5), start, dtype=np.float64)
     np.testing.assert_array_equal(items.scores, expected)
-    np.testing.assert_array_equal(items.flags, expected % 2 == 0)
+    np.testing.assert_array_equal(items.flags, expected > THRESHOLD)
     np.testing.assert_array_equal(items.latent_mu[:, 1], expected)
     assert items.features is not None
     np.testing.assert_array_equal(items.features[:, 2], expected)
@@ -53,7 +50,7 @@ def test_the_window_keeps_the_last_items_oldest_first(batches: list[int]) -> Non
 
 
 def test_an_empty_batch_changes_nothing() -> None:
-    window = ScoreWindow(4, 2, None)
+    window = ScoreWindow(4, 2, None, threshold=THRESHOLD)
     window.record(*_batch(0, 0, None))
     assert len(window.items()) == 0
     assert window.recorded == 0
@@ -61,7 +58,7 @@ def test_an_empty_batch_changes_nothing() -> None:
 
 def test_read_window_refuses_what_is_not_a_window() -> None:
     buffer = bytearray(window_bytes(4, 2, 3))  # what another worker's file holds
-    window = ScoreWindow(4, 2, 3, buffer)
+    window = ScoreWindow(4, 2, 3, buffer, threshold=THRESHOLD)
     window.record(*_batch(0, 3))
     window.record(*_batch(3, 3))
     window.flush()  # what another worker reads is what was written
@@ -79,7 +76,10 @@ def test_read_window_refuses_what_is_not_a_window() -> None:
 
 def test_merge_keeps_the_most_recent_over_every_worker() -> None:
     # Items are stamped when their worker writes them (its timer, every 0.25 s).
-    first, second = ScoreWindow(4, 2, None), ScoreWindow(4, 2, None)
+    first, second = (
+        ScoreWindow(4, 2, None, threshold=THRESHOLD),
+        ScoreWindow(4, 2, None, threshold=THRESHOLD),
+    )
     first.record(*_batch(0, 3, None))
     first.flush()
     second.record(*_batch(100, 4, None))
@@ -88,16 +88,17 @@ def test_merge_keeps_the_most_recent_over_every_worker() -> None:
     merged = merge_windows([first.items(), second.items()], 5)
     assert merged is not None
     np.testing.assert_array_equal(merged.scores, [101, 102, 103, 3, 4])
-    assert merge_windows([ScoreWindow(3, 2, None).items()], 5) is None
+    assert merge_windows([ScoreWindow(3, 2, None, threshold=THRESHOLD).items()], 5) is None
 
 
 def test_workers_read_each_others_files_and_skip_the_dead(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    mine = WindowHome("m", "1", 8, 2, None)
-    other = WindowHome("m", "1", 8, 2, None)  # stands for another worker of the same process
-    unrelated = WindowHome("other", "1", 8, 2, None)
+    mine = WindowHome("m", "1", 8, 2, None, threshold=THRESHOLD)
+    # `other` stands for another worker of the same process.
+    other = WindowHome("m", "1", 8, 2, None, threshold=THRESHOLD)
+    unrelated = WindowHome("other", "1", 8, 2, None, threshold=THRESHOLD)
     mine.window.record(*_batch(0, 3, None))
     other.window.record(*_batch(10, 2, None))
     unrelated.window.record(*_batch(50, 5, None))
@@ -125,19 +126,20 @@ def test_workers_read_each_others_files_and_skip_the_dead(
 
 
 def test_a_batch_that_does_not_fit_is_counted_whole_and_the_others_kept() -> None:
-    window = ScoreWindow(8, 2, 3)
+    window = ScoreWindow(8, 2, 3, threshold=THRESHOLD)
     window.record(*_batch(0, 2))
-    scores, flags, mu, table = _batch(2, 3)
+    scores, mu, table = _batch(2, 3)
     for bad in (
-        (scores, flags, mu[:, :1], table),  # a code of 1 where the window keeps 2
-        (scores, flags, mu, None),  # a table model's batch without its features
-        (scores, flags[:2], mu, table),
+        (scores, mu[:, :1], table),  # a code of 1 where the window keeps 2
+        (scores, mu, None),  # a table model's batch without its features
+        (scores, mu, table[:2]),  # type: ignore[index]
+        (scores[:, None] * np.ones(2), mu, table),  # two scores an item
     ):
         window.record(*bad)
-    assert window.errors == 9
+    assert window.errors == 12
     window.record(*_batch(5, 1))
-    scores, flags, mu, table = _batch(6, 2)
-    window.record(scores.astype(np.float32), flags, mu.astype(np.float64), table)  # converted
+    scores, mu, table = _batch(6, 2)
+    window.record(scores.astype(np.float32), mu.astype(np.float64), table)  # converted
     np.testing.assert_array_equal(window.items().scores, [0, 1, 5, 6, 7])
     np.testing.assert_array_equal(window.items().latent_mu[:, 0], [0, 1, 5, 6, 7])
     assert window.recorded == 5
@@ -146,7 +148,7 @@ def test_a_batch_that_does_not_fit_is_counted_whole_and_the_others_kept() -> Non
 def test_batches_recorded_from_threads_while_another_flushes_are_all_written() -> None:
     # Executor threads record while the event loop's timer writes: none may be lost between
     # the kept-aside queue and the ring (service.monitoring.kept_aside).
-    window = ScoreWindow(50_000, 2, None)
+    window = ScoreWindow(50_000, 2, None, threshold=THRESHOLD)
     per_thread, threads = 5_000, 4
     done = threading.Event()
 
