@@ -145,12 +145,13 @@ async def measure(rounds: int, requests: int, model: str) -> list[tuple[str, lis
     return figures
 
 
-async def monitoring_pairs(rounds: int, requests: int, model: str) -> list[tuple[float, float]]:
-    """Single-item /anomaly-score with the models' monitors attached and detached, round by
-    round in one process: (off, on) CPU us per request for each pair. Detached is what
-    VAE_MONITORING=false does on the request path (`model.monitor` is None), and alternating
-    in one process keeps the machine's drift, which moves whole processes by 10 us, out of
-    the difference."""
+@contextlib.asynccontextmanager
+async def monitored_app(
+    model: str, requests: int
+) -> AsyncIterator[tuple[Runner, Callable[[bool], None]]]:
+    """The app with single-item /anomaly-score warmed up: (one request, attach(bool)), the
+    models' monitors attached or detached as VAE_MONITORING=false leaves them on the request
+    path (`model.monitor` is None); attached again at the end."""
     async with running_app(model) as (app, rows):
         inner = app
         while not hasattr(inner, "state"):  # the layers around the app keep the next in .app
@@ -160,19 +161,33 @@ async def monitoring_pairs(rounds: int, requests: int, model: str) -> list[tuple
         monitors = {id(m): m.monitor for m in repository}
         if not any(monitors.values()):
             raise SystemExit("monitoring is off (VAE_MONITORING=false): nothing to compare")
+
+        def attach(attached: bool) -> None:
+            for served in repository:
+                served.monitor = monitors[id(served)] if attached else None
+
         one = _runner(app, "anomaly-score", "/anomaly-score", JSON, json_inputs(rows[:1]))
         for _ in range(requests // 2):  # warm-up
             await one()
+        try:
+            yield one, attach
+        finally:
+            attach(True)
+
+
+async def monitoring_pairs(rounds: int, requests: int, model: str) -> list[tuple[float, float]]:
+    """Single-item /anomaly-score with the models' monitors attached and detached, round by
+    round in one process: (off, on) CPU us per request for each pair. Alternating in one
+    process keeps the machine's drift, which moves whole processes by 10 us, out of the
+    difference."""
+    async with monitored_app(model, requests) as (one, attach):
         pairs = []
         for _ in range(rounds):
             figures = []
             for attached in (False, True):
-                for served in repository:
-                    served.monitor = monitors[id(served)] if attached else None
+                attach(attached)
                 figures.append(await _cpu_us_per_request(one, requests))
             pairs.append((figures[0], figures[1]))
-        for served in repository:
-            served.monitor = monitors[id(served)]
     return pairs
 
 
@@ -185,31 +200,18 @@ async def monitoring_interleaved(
     +-2); what monitoring does to the cache of the requests around it is shared between the
     sides, so this is its own cost, and `monitoring_pairs` the cost to a server that
     monitors every request (bench/MONITORING.md has both)."""
-    async with running_app(model) as (app, rows):
-        inner = app
-        while not hasattr(inner, "state"):
-            inner = inner.app
-        repository = getattr(inner.state, "service", inner.state).repository
-        monitors = {id(m): m.monitor for m in repository}
-        if not any(monitors.values()):
-            raise SystemExit("monitoring is off (VAE_MONITORING=false): nothing to compare")
-        one = _runner(app, "anomaly-score", "/anomaly-score", JSON, json_inputs(rows[:1]))
-        for _ in range(requests // 2):  # warm-up
-            await one()
+    async with monitored_app(model, requests) as (one, attach):
         clock = time.process_time_ns
         pairs = []
         for round_number in range(rounds):
             spent = [0, 0]
             for i in range(2 * requests):
                 attached = (i + round_number) % 2
-                for served in repository:
-                    served.monitor = monitors[id(served)] if attached else None
+                attach(bool(attached))
                 began = clock()
                 await one()
                 spent[attached] += clock() - began
             pairs.append((spent[0] / requests / 1e3, spent[1] / requests / 1e3))
-        for served in repository:
-            served.monitor = monitors[id(served)]
     return pairs
 
 

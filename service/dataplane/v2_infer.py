@@ -68,7 +68,7 @@ async def _run(
         model = view.model
         anomaly = model.manifest.anomaly
         score_type = cast(ScoreType, decoded[0].score_type or anomaly.default_score)
-        if score_type in anomaly.scores:  # the model scored it: always
+        if score_type in anomaly.scores:  # the model scored it, so it has a calibration
             model.remember_scored(record.request_id, score_type, scores)
     return decoded[0], result
 

@@ -2,8 +2,8 @@
 items (every worker's, service.monitoring.shared) and the report GET
 /models/{name}/monitoring answers (service.monitoring.assess).
 
-The request path only keeps its arrays aside (`record`, `remember`); the tests run when a report is
-asked for, on at most the window's items and the reference's rows.
+The request path only keeps its items' bytes aside (`record`, `remember`); the tests run when a
+report is asked for, on at most the window's items and the reference's rows.
 """
 
 from __future__ import annotations

@@ -45,7 +45,8 @@ def window_bytes(size: int, latent_dim: int, features: int | None) -> int:
 class WindowItems:
     """Items of a window, oldest first (copies: the ring goes on filling)."""
 
-    stamps: npt.NDArray[np.int64]  # when scored: time.time_ns(), + its index in a batch
+    # When written (at most 0.25 s after it was scored): time.time_ns(), one apart in a block.
+    stamps: npt.NDArray[np.int64]
 
     @property
     def seconds(self) -> Float64Array:
