@@ -119,8 +119,10 @@ class ServiceSettings(BaseSettings):
     max_body_buffer_bytes: int = Field(
         256 * 1024 * 1024,
         ge=1024,
-        description="bytes of request bodies one worker holds at once; a request whose body "
-        "would pass it gets 503 with Retry-After (slow uploads cannot add up without bound)",
+        description="bytes of request bodies one worker holds at once, gRPC messages arriving "
+        "or waiting included; a request whose body would pass it gets 503 with Retry-After "
+        "(gRPC: RESOURCE_EXHAUSTED with the retry hint), so slow uploads cannot add up "
+        "without bound",
     )
     max_json_depth: int = Field(
         32, ge=2, le=512, description="deepest JSON nesting accepted (422 above)"

@@ -87,6 +87,7 @@ async def start_grpc_server(
             max_calls=settings.grpc_max_concurrent_rpcs,
             max_connections=settings.max_connections,
             message_wait_s=settings.grpc_stream_idle_timeout_s,
+            body_budget=state.inference.body_budget if state.inference is not None else None,
         )
     else:
         server = grpc.aio.server(

@@ -5,12 +5,14 @@ gRPC status), and the worker goes on answering everyone else."""
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
@@ -26,6 +28,7 @@ MODEL = "digits-vae"
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 STREAM = "/inference.GRPCInferenceService/ModelStreamInfer"
 MAX_BODY = 65_536  # VAE_MAX_BODY_BYTES here: the message limit, and our window's size
+BODY_BUDGET = 150_000  # VAE_MAX_BODY_BUFFER_BYTES here: two messages of 60,000 bytes fit, not 3
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +50,31 @@ def target() -> Iterator[str]:
     )
     wait_ready(f"http://127.0.0.1:{port}", process)
     yield f"127.0.0.1:{grpc_port}"
+    terminate(process)
+
+
+@pytest.fixture(scope="module")
+def small_budget_target() -> Iterator[tuple[str, str]]:
+    """A server whose body budget (VAE_MAX_BODY_BUFFER_BYTES) holds two 60,000-byte parts of
+    messages, not three (the other tests' budget is larger than a connection's window, so
+    that the window's own defence is what they meet)."""
+    port, grpc_port = free_port(), free_port()
+    process = serve(
+        "--model-repository",
+        str(committed_repository()),
+        "--port",
+        str(port),
+        env={
+            "VAE_WORKERS": "1",
+            "VAE_GRPC_SERVER": "native",
+            "VAE_GRPC_PORT": str(grpc_port),
+            "VAE_MAX_BODY_BYTES": str(MAX_BODY),
+            "VAE_MAX_BODY_BUFFER_BYTES": str(BODY_BUDGET),
+            "VAE_LOG_LEVEL": "warning",
+        },
+    )
+    wait_ready(f"http://127.0.0.1:{port}", process)
+    yield f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}"
     terminate(process)
 
 
@@ -238,6 +266,57 @@ def test_a_lying_message_length_is_refused_before_its_bytes_come(target: str) ->
     peer.send(peer.headers(1), f.frame(f.DATA, 0, 1, b"\x00" + struct.pack(">I", 2**31)))
     ended_with(peer.answer(1), "8", "larger than max")  # RESOURCE_EXHAUSTED
     peer.close()
+    still_serves(target)
+
+
+def _part_of_a_large_message(peer: Peer, stream: int, size: int = 60_000) -> None:
+    """A call that declares a message of MAX_BODY - 100 bytes and sends `size` of them, in
+    frames of 15,000 (under the 16 KiB frame limit and the stream's first 64 KiB window)."""
+    head = b"\x00" + struct.pack(">I", MAX_BODY - 100)
+    data = (head + bytes(size))[:size]
+    peer.send(
+        peer.headers(stream),
+        *(f.frame(f.DATA, 0, stream, data[i : i + 15_000]) for i in range(0, size, 15_000)),
+    )
+
+
+def test_messages_held_across_connections_share_the_workers_body_budget(
+    small_budget_target: tuple[str, str],
+) -> None:
+    """Slow uploads on many connections: what the connections hold of unfinished messages
+    counts toward VAE_MAX_BODY_BUFFER_BYTES, which REST bodies share, so the third
+    60,000-byte part past a 150,000-byte budget ends its call RESOURCE_EXHAUSTED with the retry
+    hint, a REST body that does not fit beside them is answered 503, and the bytes are given
+    back when the connections go."""
+    base_url, target = small_budget_target
+    first, second = Peer(target), Peer(target)
+    _part_of_a_large_message(first, 1)
+    _part_of_a_large_message(second, 1)
+    assert second.answer(1, seconds=1)["headers"] == {}  # held, not refused
+    third = Peer(target)
+    _part_of_a_large_message(third, 1)
+    seen = third.answer(1)
+    ended_with(seen, "8", "VAE_MAX_BODY_BUFFER_BYTES")  # RESOURCE_EXHAUSTED
+    assert seen["headers"].get("grpc-retry-pushback-ms") == "1000"
+    body = json.dumps({"inputs": (load_digits().data[:110] + 0.25).tolist()}).encode()
+    assert 30_000 < len(body) < MAX_BODY  # more than the 30,000 bytes left, a body that fits
+    headers = {"Content-Type": "application/json"}
+    answer = httpx.post(f"{base_url}/anomaly-score", content=body, headers=headers, timeout=10)
+    assert answer.status_code == 503, answer.text
+    assert "VAE_MAX_BODY_BUFFER_BYTES" in answer.json()["error"]["message"]
+    still_serves(target)  # a small message still fits beside the two held
+    for peer in (first, second, third):
+        peer.close()
+    # Given back: two more parts are held again, where a leak would refuse the second.
+    time.sleep(0.3)
+    again = [Peer(target), Peer(target)]
+    for peer in again:
+        _part_of_a_large_message(peer, 1)
+    for peer in again:
+        assert peer.answer(1, seconds=1)["headers"] == {}
+        peer.close()
+    answer = httpx.post(f"{base_url}/anomaly-score", content=body, headers=headers, timeout=10)
+    assert answer.status_code == 200, answer.text
     still_serves(target)
 
 

@@ -9,7 +9,11 @@ hostile peer can make us hold or do is bounded before the work:
   above, as grpcio answers); what a connection buffers is bounded by the flow-control window we
   grant it (`max_message` plus 1 MiB), given back only as calls consume their messages; a
   request stream's by its window (64 KiB) and MAX_WAITING_MESSAGES; a unary call's stream
-  takes one message, its window given back as it comes up to the message limit;
+  takes one message, its window given back as it comes up to the message limit; and what all
+  of a worker's connections hold (messages arriving or waiting for their call) is charged to
+  the worker's budget for request bodies, VAE_MAX_BODY_BUFFER_BYTES, which REST bodies share:
+  a stream whose bytes would pass it ends RESOURCE_EXHAUSTED with the retry hint, so many
+  connections each sending a large message slowly cannot add up to more than the budget;
 - streams: at most MAX_STREAMS open per connection (REFUSED_STREAM above), the server's
   concurrent-call limit across connections (RESOURCE_EXHAUSTED above, as grpcio);
 - time: the preface within PREFACE_S, a header block finished within PREFACE_S, a connection
@@ -37,6 +41,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
+from service.errors import Overloaded
 from service.grpc.native import frames as f
 from service.grpc.native.calls import CallAborted, Metadata
 from service.grpc.native.headers import (
@@ -47,6 +52,7 @@ from service.grpc.native.headers import (
     HeaderReader,
     trailers,
 )
+from service.grpc.status import grpc_status
 
 if TYPE_CHECKING:
     from service.grpc.native.server import NativeServer
@@ -103,6 +109,7 @@ class Stream:
         self.send_window = connection.peer_initial_window
         self.receive_window = connection.stream_window
         self.credit = 0  # consumed bytes not yet given back to the stream's window
+        self.held = 0  # its bytes held here (partial and waiting): charged to the body budget
         self.task: asyncio.Task[None] | None = None
         self.waited_too_long = False
         self.had_message = False
@@ -132,7 +139,7 @@ class Stream:
                     (),
                 )
         data = self.messages.popleft()
-        self.connection.consumed(self, 5 + len(data))
+        self.connection.consumed(self, 5 + len(data), held=True)
         return data
 
     def _waited_too_long(self) -> None:
@@ -358,6 +365,16 @@ class Connection(asyncio.Protocol):
         padding = len(payload) - len(data)
         if padding:
             self.consumed(stream, padding)
+        budget = self.server.body_budget
+        if budget is not None and data:
+            try:
+                budget.reserve(len(data))
+            except Overloaded as refused:
+                self.credit += len(data)  # never held
+                status = grpc_status(refused)
+                self.end_stream(stream, status.code, status.message, status.trailers)
+                return
+        stream.held += len(data)
         stream.partial += data
         if stream.unary and len(stream.partial) <= self.server.max_message + 5:
             stream.credit += len(data)  # the message's own bytes: bounded by its limit
@@ -582,8 +599,14 @@ class Connection(asyncio.Protocol):
 
     # --- flow control of what we receive --------------------------------------------------
 
-    def consumed(self, stream: Stream, size: int) -> None:
-        """`size` bytes of the stream's no longer held: the client may send as many again."""
+    def consumed(self, stream: Stream, size: int, held: bool = False) -> None:
+        """`size` bytes of the stream's no longer held: the client may send as many again.
+        `held`: bytes of a message its call took, charged to the body budget until now."""
+        if held:
+            stream.held -= size
+            budget = self.server.body_budget
+            if budget is not None:
+                budget.release(size)
         self.credit += size
         if not stream.unary and not stream.remote_ended and not stream.finished:
             stream.credit += size
@@ -672,11 +695,13 @@ class Connection(asyncio.Protocol):
         self._forget(stream)
         self._schedule_flush()
 
-    def end_stream(self, stream: Stream, code: grpc.StatusCode, message: str) -> None:
+    def end_stream(
+        self, stream: Stream, code: grpc.StatusCode, message: str, metadata: Metadata = ()
+    ) -> None:
         """Ends a call from the transport's side (a message too large, a bad request): its
         status written, its handler (if running) cancelled."""
         task = stream.task
-        self.finish(stream, code.value[0], message, ())
+        self.finish(stream, code.value[0], message, metadata)
         stream.reset = True
         stream.arrived.set()
         if task is not None and not task.done():
@@ -685,8 +710,10 @@ class Connection(asyncio.Protocol):
     def _forget(self, stream: Stream) -> None:
         if self.streams.get(stream.number) is stream:
             del self.streams[stream.number]
-            held = len(stream.partial) + sum(5 + len(m) for m in stream.messages)
+            held, stream.held = stream.held, 0  # its partial message and those still waiting
             self.credit += held  # never to be consumed: the connection's window back
+            if self.server.body_budget is not None:
+                self.server.body_budget.release(held)
             stream.partial.clear()
             stream.messages.clear()
             self._wake_senders()

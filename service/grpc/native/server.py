@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 
+from service.dataplane.body import BodyBudget
 from service.grpc.native.calls import CallDetails, FindHandler, Handler, run_call
 from service.grpc.native.connection import Connection, Stream
 
@@ -36,8 +37,12 @@ class NativeServer:
         max_calls: int,
         max_connections: int,
         message_wait_s: float,
+        body_budget: BodyBudget | None = None,
     ) -> None:
         self.interceptors = list(interceptors)
+        # The worker's budget for request bodies (REST's too): what connections hold of
+        # messages counts toward it (service.grpc.native.connection).
+        self.body_budget = body_budget
         self.message_wait_s = message_wait_s  # the longest wait for a call's next message
         self.max_message = max_message
         self.max_calls = max_calls
