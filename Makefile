@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 DEFAULT_BUNDLE := models/digits-vae/1
 
-.PHONY: setup browser-deps java-deps test lint docs docs-serve docs-check check train serve image smoke clean help bench bench-peers bench-choices bench-score profile soak quality k8s-validate replicas-smoke
+.PHONY: setup browser-deps java-deps bench-tools test lint docs docs-serve docs-check check train serve image smoke clean help bench bench-peers bench-choices bench-score profile soak quality k8s-validate replicas-smoke
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -21,8 +21,11 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed  ## create .venv with training, serving and test dependencies
 
-test: setup browser-deps java-deps  ## run the whole test suite
+test: setup browser-deps java-deps bench-tools  ## run the whole test suite
 	$(BIN)/pytest
+
+bench-tools:  ## Debian's h2load (nghttp2-client) and libb64: the gRPC bench's clients, and h2load for the test that leaves gRPC streams as a load generator does (installs only when missing)
+	scripts/bench-tools.sh
 
 java-deps:  ## Debian's Java 17 for Spark's local mode in the batch-scoring tests (installs only when missing)
 	scripts/java-deps.sh
@@ -73,8 +76,7 @@ replicas-smoke:  ## 3 replicas behind nginx (compose, 127.0.0.1:18082 or a free 
 clean:  ## remove caches (keeps .venv and models/)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build *.egg-info
 
-bench: setup  ## benchmark vae-serve vs KServe, MLServer, Triton, BentoML, Ray Serve, FastAPI and the ceilings, then gRPC vs Triton's (~30 min; the peers' venvs are built on first use); writes bench/RESULTS.md and bench/GRPC.md
-	scripts/bench-tools.sh
+bench: setup bench-tools  ## benchmark vae-serve vs KServe, MLServer, Triton, BentoML, Ray Serve, FastAPI and the ceilings, then gRPC vs Triton's (~30 min; the peers' venvs are built on first use); writes bench/RESULTS.md and bench/GRPC.md
 	$(BIN)/python -m bench.http_bench
 	$(BIN)/python -m bench.grpc_bench
 

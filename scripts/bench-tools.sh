@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
-# Install what the gRPC benchmark's client needs beyond the venv (bench/perf_analyzer.py):
-# Triton's perf_analyzer (in tritonclient's wheel, .venv/bin/perf_analyzer) links libb64, which
-# Debian packages as libb64-0d; its libcudart.so.12 comes from the bench extra's
-# nvidia-cuda-runtime-cu12 wheel. Idempotent: does nothing when libb64 is there. Needs root or
-# sudo (CI runs as root).
+# Install what the gRPC benchmark's clients need beyond the venv (bench/h2load.py,
+# bench/perf_analyzer.py): h2load, the load generator of every gRPC row, is Debian's
+# nghttp2-client; Triton's perf_analyzer (in tritonclient's wheel, .venv/bin/perf_analyzer)
+# links libb64, which Debian packages as libb64-0d, and its libcudart.so.12 comes from the bench
+# extra's nvidia-cuda-runtime-cu12 wheel. Idempotent: installs only what is missing. Needs root
+# or sudo (CI runs as root).
 set -euo pipefail
-if ldconfig -p 2>/dev/null | grep -q 'libb64\.so\.0d'; then
-  echo "bench-tools: libb64 already installed"
+missing=()
+ldconfig -p 2>/dev/null | grep -q 'libb64\.so\.0d' || missing+=(libb64-0d)
+command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "bench-tools: libb64 and h2load already installed"
   exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
-  echo "bench-tools: no apt-get here; install libb64 (libb64.so.0d) yourself" >&2
+  echo "bench-tools: no apt-get here; install ${missing[*]} yourself" >&2
   exit 1
 fi
 sudo=()
 [ "$(id -u)" = 0 ] || sudo=(sudo)
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq
-"${sudo[@]}" apt-get install -y -qq --no-install-recommends libb64-0d >/dev/null
-echo "bench-tools: installed libb64-0d"
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "bench-tools: installed ${missing[*]}"

@@ -106,7 +106,7 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
         observer = self.observer
 
         async def refuse(request: Any, context: Context) -> Any:
-            with observer.call(method, context) as record:
+            with observer.call(method, context.peer()) as record:
                 record.status = error.status
                 status = grpc_status(error)
                 await context.abort(status.code, status.message)

@@ -57,10 +57,14 @@ class CallObserver:
 
     @contextmanager
     def call(
-        self, method: str, context: Context, request_id: str | None = None
+        self, method: str, peer: str, request_id: str | None = None
     ) -> Iterator[RequestRecord]:
         """One request of a call (a unary call's only one, or one message of a stream). The
-        caller sets `record.status` (the HTTP status of the same answer over REST)."""
+        caller sets `record.status` (the HTTP status of the same answer over REST). `peer` is
+        the call's `context.peer()`, asked while the call is surely alive: grpcio's server
+        answers it from the C call, which is gone (NULL) once the client has cancelled, and
+        asking then crashed the worker (a segfault in cygrpc, grpcio 1.85.4: a stream's
+        messages still being answered when its client went away)."""
         started = time.perf_counter()
         record = RequestRecord(request_id or new_request_id(), protocol="grpc")
         record.arrived = asyncio.get_running_loop().time()
@@ -86,5 +90,5 @@ class CallObserver:
                 metrics.active -= 1
                 metrics.record_request(record, method, seconds)
             if self.request_lines is not None and access_log.isEnabledFor(logging.INFO):
-                scope = {"method": "POST", "path": method, "client": _client(context.peer())}
+                scope = {"method": "POST", "path": method, "client": _client(peer)}
                 self.request_lines.add(scope, record, method, seconds)

@@ -115,7 +115,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def _answer(self, name: str, context: Context, answer: Callable[[], Awaitable[T]]) -> T:
         """A unary call: observed as a request, its errors mapped to gRPC statuses."""
-        with self.observer.call(method_path(name), context, caller_request_id(context)) as record:
+        peer, request_id = context.peer(), caller_request_id(context)
+        with self.observer.call(method_path(name), peer, request_id) as record:
             try:
                 response = await answer()
             except ServiceError as error:
@@ -248,10 +249,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return await self._answer("ModelInfer", context, lambda: self._infer_logged(request))
 
     async def _stream_one(
-        self, message: pb.ModelInferRequest, context: Context
+        self, message: pb.ModelInferRequest, peer: str
     ) -> pb.ModelStreamInferResponse:
         request_id = accepted_request_id(message.id.encode()) if message.id else None
-        with self.observer.call(method_path("ModelStreamInfer"), context, request_id) as record:
+        with self.observer.call(method_path("ModelStreamInfer"), peer, request_id) as record:
             try:
                 response = await self._infer_logged(message)
             except ServiceError as error:
@@ -273,7 +274,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         nothing for VAE_GRPC_STREAM_IDLE_TIMEOUT_S ends DEADLINE_EXCEEDED."""
         answers: asyncio.Queue[asyncio.Future[pb.ModelStreamInferResponse] | None] = asyncio.Queue()
         window = asyncio.Semaphore(STREAM_WINDOW)
-        reading = self._read_stream(request_iterator, context, answers, window)
+        reading = self._read_stream(request_iterator, context.peer(), answers, window)
         reader = asyncio.ensure_future(reading)
         try:
             while (answer := await answers.get()) is not None:
@@ -293,7 +294,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def _read_stream(
         self,
         requests: AsyncIterator[pb.ModelInferRequest],
-        context: Context,
+        peer: str,
         answers: asyncio.Queue[asyncio.Future[pb.ModelStreamInferResponse] | None],
         window: asyncio.Semaphore,
     ) -> None:
@@ -315,7 +316,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                         "(VAE_GRPC_STREAM_IDLE_TIMEOUT_S)"
                     ) from None
                 watch.read()
-                answers.put_nowait(asyncio.ensure_future(self._stream_one(message, context)))
+                answers.put_nowait(asyncio.ensure_future(self._stream_one(message, peer)))
         finally:
             watch.close()
             answers.put_nowait(None)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import queue
 import shutil
 import signal
+import struct
 import subprocess
 import threading
 import time
@@ -270,6 +271,66 @@ def test_a_stream_of_1000_requests_in_one_call(server: Server) -> None:
     first = results[0][0].as_numpy("anomaly_score")
     alone = client.infer(MODEL, [infer_input("x", DIGITS[:1])]).as_numpy("anomaly_score")
     np.testing.assert_array_equal(first, alone)
+
+
+def _children(pid: int) -> set[int]:
+    """The processes whose parent is `pid` (the server's workers), read from /proc."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _abandoned_streams(server: Server, body: Path, runs: int) -> None:
+    """Streams of 200 requests on 8 connections, one after another for 1 s, through h2load
+    (nghttp2's load generator, `make test` installs it): when its time is up it closes its
+    connections with streams whose answers are still being made."""
+    h2load = shutil.which("h2load")
+    assert h2load is not None, "h2load is missing: scripts/bench-tools.sh installs it"
+    request = pb.ModelInferRequest(model_name=MODEL)
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 64])
+    request.raw_input_contents.append(DIGITS[:1].tobytes())
+    message = request.SerializeToString()
+    body.write_bytes((b"\x00" + struct.pack(">I", len(message)) + message) * 200)
+    url = f"http://{server.target}/inference.GRPCInferenceService/ModelStreamInfer"
+    headers = ["-H", "content-type: application/grpc", "-H", "te: trailers"]
+    for _ in range(runs):
+        done = subprocess.run(
+            [h2load, "-D", "1", "-c", "8", "-m", "1", "-t", "1", "-d", str(body), *headers, url],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert " succeeded, 0 failed" in done.stdout, done.stdout
+        time.sleep(1.0)
+
+
+def test_a_stream_its_client_leaves_mid_way_loses_no_worker(tmp_path: Path) -> None:
+    """A client that leaves a stream while its answers are being made: the stream's tasks end
+    without touching the finished call (on grpcio's server, asking its context for the peer
+    then crashed the worker: 6 workers lost in three such 1 s runs), and the
+    workers that served them go on serving."""
+    # Two workers under a supervisor, which replaces one that dies; access lines on (the
+    # default level), since writing one asked the context for the peer.
+    server = start({"VAE_WORKERS": "2", "VAE_LOG_LEVEL": "info"})
+    assert server.process.stdout is not None
+    drain = threading.Thread(target=server.process.stdout.read, daemon=True)
+    drain.start()  # a line for every request: the pipe must not fill
+    try:
+        workers = _children(server.process.pid)
+        assert workers
+        _abandoned_streams(server, tmp_path / "streams.bin", runs=3)
+        time.sleep(2.0)  # the abandoned streams' work winds down
+        alone = server.client().infer(MODEL, [infer_input("x", DIGITS[:1])])
+        assert alone.as_numpy("anomaly_score").shape == (1,)
+        assert _children(server.process.pid) == workers  # no worker died and was replaced
+    finally:
+        stop(server)
 
 
 def test_an_idle_stream_is_ended() -> None:
