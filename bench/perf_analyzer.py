@@ -1,11 +1,13 @@
-"""Triton's own load generator, perf_analyzer, as the gRPC benchmark's client.
+"""Triton's own load generator, perf_analyzer, as the gRPC benchmark's second client (row P1).
 
-Why this one: it is the client Triton's users measure Triton with, written in C++ (one
-process, a thread per concurrent caller, no Python in the request path), so at the request
-rates of this machine it spends far less CPU a request than the servers it drives, where a
-Python gRPC client spends ~0.5 ms of CPU a call and would be the bottleneck. It speaks the
-Open Inference Protocol over gRPC, unary and streaming (ModelStreamInfer), and asks a model's
-ModelConfig before it sends anything (the service answers it: service/grpc/servicer.py).
+bench/h2load.py drives every other gRPC row; this one is the client Triton's users measure
+Triton with, written in C++ (one process, a thread per concurrent caller), so its figure is a
+second opinion from a client nobody here wrote. It costs more CPU a call than h2load (105 us
+against 33, measured here at 8 callers on the same server), which the server's two cores share
+with it, and it puts up to six callers on one channel (connection): its 8 callers come on 2
+connections, which land on one worker of ours or on both. It speaks the Open Inference Protocol
+over gRPC and asks a model's ModelConfig before it sends anything (the service answers it:
+service/grpc/servicer.py).
 
 It ships inside tritonclient's manylinux wheel (the dev extra installs it as
 .venv/bin/perf_analyzer) and needs two shared libraries: libb64 (Debian's libb64-0d,

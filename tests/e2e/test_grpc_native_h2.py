@@ -10,6 +10,7 @@ import socket
 import struct
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -31,8 +32,10 @@ MAX_BODY = 65_536  # VAE_MAX_BODY_BYTES here: the message limit, and our window'
 BODY_BUDGET = 150_000  # VAE_MAX_BODY_BUFFER_BYTES here: two messages of 60,000 bytes fit, not 3
 
 
-@pytest.fixture(scope="module")
-def target() -> Iterator[str]:
+@contextmanager
+def native_server(**env: str) -> Iterator[tuple[str, str]]:
+    """A one-worker vae-serve with gRPC on the native transport and MAX_BODY as its message
+    limit: (its REST base URL, its gRPC target)."""
     port, grpc_port = free_port(), free_port()
     process = serve(
         "--model-repository",
@@ -44,13 +47,21 @@ def target() -> Iterator[str]:
             "VAE_GRPC_SERVER": "native",
             "VAE_GRPC_PORT": str(grpc_port),
             "VAE_MAX_BODY_BYTES": str(MAX_BODY),
-            "VAE_GRPC_STREAM_IDLE_TIMEOUT_S": "1",
             "VAE_LOG_LEVEL": "warning",
+            **env,
         },
     )
-    wait_ready(f"http://127.0.0.1:{port}", process)
-    yield f"127.0.0.1:{grpc_port}"
-    terminate(process)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", process)
+        yield f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}"
+    finally:
+        terminate(process)
+
+
+@pytest.fixture(scope="module")
+def target() -> Iterator[str]:
+    with native_server(VAE_GRPC_STREAM_IDLE_TIMEOUT_S="1") as (_, grpc_target):
+        yield grpc_target
 
 
 @pytest.fixture(scope="module")
@@ -58,24 +69,8 @@ def small_budget_target() -> Iterator[tuple[str, str]]:
     """A server whose body budget (VAE_MAX_BODY_BUFFER_BYTES) holds two 60,000-byte parts of
     messages, not three (the other tests' budget is larger than a connection's window, so
     that the window's own defence is what they meet)."""
-    port, grpc_port = free_port(), free_port()
-    process = serve(
-        "--model-repository",
-        str(committed_repository()),
-        "--port",
-        str(port),
-        env={
-            "VAE_WORKERS": "1",
-            "VAE_GRPC_SERVER": "native",
-            "VAE_GRPC_PORT": str(grpc_port),
-            "VAE_MAX_BODY_BYTES": str(MAX_BODY),
-            "VAE_MAX_BODY_BUFFER_BYTES": str(BODY_BUDGET),
-            "VAE_LOG_LEVEL": "warning",
-        },
-    )
-    wait_ready(f"http://127.0.0.1:{port}", process)
-    yield f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}"
-    terminate(process)
+    with native_server(VAE_MAX_BODY_BUFFER_BYTES=str(BODY_BUDGET)) as targets:
+        yield targets
 
 
 class Peer:
