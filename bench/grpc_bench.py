@@ -148,6 +148,12 @@ def quiet_runs(count: int, stem: Path, run: Callable[..., R], path_keyword: str 
     return found
 
 
+def median(runs: list[R], rate: Callable[[R], float]) -> R:
+    """The median run by its rate (sorts `runs` in place, so a report lists them in order)."""
+    runs.sort(key=rate)
+    return runs[len(runs) // 2]
+
+
 def measure_rest(
     server: servers.RunningServer, model: BenchModel, options: Options, out: Path
 ) -> dict[str, Any]:
@@ -174,8 +180,7 @@ def measure_rest(
             threads=2,
         )  # fmt: skip
         runs = quiet_runs(count, out / key, run, path_keyword="raw_path")
-        runs.sort(key=lambda run: run.ok_requests_per_s)
-        result = runs[len(runs) // 2]
+        result = median(runs, lambda run: run.ok_requests_per_s)
         found[key] = {
             "title": title,
             "wrk": result.to_dict(),
@@ -225,8 +230,7 @@ def measure_grpc(
             print(f"    {key} FAILED: {type(error).__name__}: {error}", flush=True)
             found[key] = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
             continue
-        runs.sort(key=lambda run: run.calls_per_s)
-        result = runs[len(runs) // 2]
+        result = median(runs, lambda run: run.calls_per_s)
         found[key] = {**result.to_dict(), "runs_calls_per_s": [r.calls_per_s for r in runs]}
         print(
             f"    {key} {scenario.title}: {result.calls_per_s:,.1f} calls/s "
@@ -359,11 +363,15 @@ def checks(results: dict[str, Any]) -> list[Check]:
     return found
 
 
+def _runs_text(runs: list[float]) -> str:
+    return f" [runs {', '.join(f'{r:,.0f}' for r in runs)}]" if len(runs) > 1 else ""
+
+
 def _cell(found: dict[str, Any] | None, batch: int, streaming: bool) -> str:
     if found is None:
         return "-"
     runs = found.get("runs_calls_per_s", [])
-    spread = f" [runs {', '.join(f'{r:,.0f}' for r in runs)}]" if len(runs) > 1 else ""
+    spread = _runs_text(runs)
     rate = f"{found['calls_per_s']:,.0f}"
     if streaming:
         rate = f"{found['items_per_s']:,.0f} items/s ({found['calls_per_s']:,.1f} calls/s)"
@@ -419,7 +427,7 @@ def markdown(results: dict[str, Any]) -> str:
             if found is not None:
                 w = found["wrk"]
                 runs = found.get("runs_requests_per_s", [])
-                spread = f" [runs {', '.join(f'{r:,.0f}' for r in runs)}]" if len(runs) > 1 else ""
+                spread = _runs_text(runs)
                 lines.append(
                     f"| {key} REST: {title} | {w['ok_requests_per_s']:,.0f}, "
                     f"p50 {w['p50_ms'] or 0:.2f} / p99 {w['p99_ms'] or 0:.2f} ms{spread} | - | - |"

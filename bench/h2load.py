@@ -26,6 +26,7 @@ server's answers come back on the same call; items/s = calls/s x messages.
 
 from __future__ import annotations
 
+import re
 import resource
 import shutil
 import struct
@@ -143,8 +144,6 @@ class H2Result:
 
 def parse(text: str) -> tuple[float, int, int, int, int]:
     """(seconds, done, succeeded, failed + errored, DATA bytes) from h2load's summary."""
-    import re
-
     finished = re.search(r"finished in ([\d.]+)(ms|s),", text)
     counts = re.search(
         r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, "
