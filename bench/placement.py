@@ -1,23 +1,32 @@
-"""Where a burst of connections lands on two worker processes: one listening socket shared by
-both (as uvicorn shares its HTTP port) against a socket each with SO_REUSEPORT (our gRPC
-port). Each worker is a uvloop process answering its pid; each burst opens 8 connections at
+"""Where a burst of connections lands on two worker processes; each burst opens 8 connections at
 once, as a load generator's 8 callers do.
 
     .venv/bin/python -m bench.placement [--bursts 30] [--connections 8]
 
-Prints, for each way, how many bursts split the connections how (8/0, 7/1, ...)."""
+Toy servers first (each worker a uvloop process answering its pid): one listening socket shared
+by both (as uvicorn shares its HTTP port) against a socket each with SO_REUSEPORT. Then a real
+`vae-serve` (2 workers, the committed bundle) on its gRPC port, connections balanced
+(VAE_GRPC_BALANCE_CONNECTIONS=true, the default) and not: which worker holds each connection is
+read from /proc (`connections_by_process`). Prints, for each way, how many bursts split the
+connections how (8/0, 7/1, ...)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import collections
+import contextlib
 import os
 import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 
+import httpx
 import uvloop
 
 
@@ -84,16 +93,157 @@ def splits(shared: bool, bursts: int, connections: int) -> collections.Counter[s
             one.close()
 
 
+def _socket_owners(pids: Iterable[int]) -> dict[int, int]:
+    """Socket inode -> the pid (of `pids`) holding it, from each process's /proc/PID/fd."""
+    owner: dict[int, int] = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:["):
+                        owner[int(target[8:-1])] = pid
+    return owner
+
+
+def _sockets_on(port: int) -> Iterator[tuple[str, int]]:
+    """(state, inode) of each TCP socket whose local port is `port` (/proc/net/tcp, tcp6);
+    state 01 is established, 0A listening."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as lines:
+            next(lines)
+            for line in lines:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    yield fields[3], int(fields[9])
+
+
+def connections_by_process(
+    port: int, pids: Iterable[int], established: bool = True
+) -> collections.Counter[int]:
+    """How many TCP connections to local `port` each of `pids` holds (their server side):
+    established ones, or any (those the client closed and the server not yet)."""
+    pids = list(pids)
+    owner = _socket_owners(pids)
+    held: collections.Counter[int] = collections.Counter({pid: 0 for pid in pids})
+    for state, inode in _sockets_on(port):
+        fits = state == "01" or (not established and state != "0A")
+        if fits and inode in owner:
+            held[owner[inode]] += 1
+    return held
+
+
+def listening(port: int, pids: Iterable[int]) -> set[int]:
+    """Which of `pids` listen on `port` (a server's workers, not its helpers)."""
+    owner = _socket_owners(pids)
+    return {owner[inode] for state, inode in _sockets_on(port) if state == "0A" and inode in owner}
+
+
+def children(pid: int) -> set[int]:
+    """The processes whose parent is `pid` (a server's workers)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def burst_split(port: int, workers: set[int], connections: int) -> collections.Counter[int]:
+    """Open `connections` at once to `port`, wait until the workers hold them all, and say
+    how many each holds; then close them and wait until the workers let them go."""
+    opened = [socket.create_connection(("127.0.0.1", port)) for _ in range(connections)]
+    try:
+        deadline = time.monotonic() + 5.0
+        last: collections.Counter[int] = collections.Counter()
+        while True:
+            held = connections_by_process(port, workers)
+            # All held, and the same twice 50 ms apart: no socket still on its way.
+            settled = held == last and sum(held.values()) >= connections
+            if settled or time.monotonic() > deadline:
+                return held
+            last = held
+            time.sleep(0.05)
+    finally:
+        for sock in opened:
+            sock.close()
+        deadline = time.monotonic() + 5.0
+        while sum(connections_by_process(port, workers, established=False).values()) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.01)
+        # A worker forgets a connection a loop turn after closing its socket: a burst opened
+        # at once would meet the last one's connections still counted.
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def vae_serve(balance: bool) -> Iterator[tuple[int, set[int]]]:
+    """A `vae-serve` of 2 workers on the committed bundle: its gRPC port and worker pids."""
+    from tests.bundles import committed_repository  # the bundle the tests serve
+
+    port, grpc_port = _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VAE_")}
+    env |= {
+        "VAE_MODEL_REPOSITORY": str(committed_repository()),
+        "VAE_PORT": str(port),
+        "VAE_GRPC_PORT": str(grpc_port),
+        "VAE_WORKERS": "2",
+        "VAE_LOG_LEVEL": "warning",
+        "VAE_GRPC_BALANCE_CONNECTIONS": str(balance).lower(),
+    }
+    serve = Path(sys.executable).with_name("vae-serve")
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen([str(serve)], env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                        break
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise RuntimeError(f"vae-serve did not start:\n{log.read().decode()}")
+                time.sleep(0.2)
+            time.sleep(1.0)  # both workers listening (readyz answers from one)
+            yield grpc_port, listening(grpc_port, children(process.pid))
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+
+
+def served_splits(balance: bool, bursts: int, connections: int) -> collections.Counter[str]:
+    found: collections.Counter[str] = collections.Counter()
+    with vae_serve(balance) as (port, workers):
+        for _ in range(bursts):
+            held = burst_split(port, workers, connections)
+            most = max(held.values())
+            found[f"{most}/{sum(held.values()) - most}"] += 1
+    return found
+
+
+def _text(found: collections.Counter[str]) -> str:
+    return ", ".join(f"{split}: {n}" for split, n in sorted(found.items(), reverse=True))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.placement", description=__doc__)
     parser.add_argument("--bursts", type=int, default=30)
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--no-toys", action="store_true", help="vae-serve only")
     options = parser.parse_args(argv)
-    for shared in (True, False):
-        found = splits(shared, options.bursts, options.connections)
-        label = "one shared socket" if shared else "SO_REUSEPORT"
-        text = ", ".join(f"{split}: {n}" for split, n in sorted(found.items(), reverse=True))
-        print(f"{label:18} {text}")
+    if not options.no_toys:
+        for shared in (True, False):
+            found = splits(shared, options.bursts, options.connections)
+            label = "one shared socket" if shared else "SO_REUSEPORT"
+            print(f"{label:34} {_text(found)}", flush=True)
+    for balance in (False, True):
+        found = served_splits(balance, options.bursts, options.connections)
+        label = f"vae-serve gRPC, balanced={str(balance).lower()}"
+        print(f"{label:34} {_text(found)}", flush=True)
     return 0
 
 

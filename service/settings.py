@@ -169,6 +169,12 @@ class ServiceSettings(BaseSettings):
         "(service/grpc/native/: the same handlers at a fraction of grpcio's cost a call), or "
         "grpcio's asyncio server",
     )
+    grpc_balance_connections: bool = Field(
+        True,
+        description="a worker that accepts a gRPC connection while it holds more than another "
+        "worker passes it on (native transport, VAE_WORKERS > 1), so long-lived connections "
+        "spread over the cores; false: where the kernel's hash puts them",
+    )
     grpc_max_concurrent_rpcs: int = Field(
         1024,
         ge=1,

@@ -20,10 +20,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from service.dataplane.api_keys import ApiKeys
+from service.dataplane.reload import reload_dir_from_environment
 from service.dataplane.state import ServiceState
 from service.grpc import inference_pb2 as pb
 from service.grpc import inference_pb2_grpc as pb_grpc
 from service.grpc.auth import ApiKeyInterceptor
+from service.grpc.native.placement import Placement
 from service.grpc.native.server import NativeServer
 from service.grpc.observe import CallObserver
 from service.grpc.servicer import SERVICE_NAME, InferenceServicer
@@ -50,6 +52,19 @@ for _module in (health_pb2, reflection_pb2):
 
 def bind_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def _placement(settings: ServiceSettings) -> Placement | None:
+    """This worker's place among the workers sharing the port, when connections are balanced:
+    only under `vae-serve` with several workers (their private folder holds the table)."""
+    folder = reload_dir_from_environment()
+    workers = settings.worker_count()
+    if not settings.grpc_balance_connections or folder is None or workers < 2:
+        return None
+    placement = Placement.join(folder, workers)
+    if placement is None:
+        log.warning("gRPC: no free row in the placement table; connections not balanced")
+    return placement
 
 
 @dataclass
@@ -88,6 +103,7 @@ async def start_grpc_server(
             max_connections=settings.max_connections,
             message_wait_s=settings.grpc_stream_idle_timeout_s,
             body_budget=state.inference.body_budget if state.inference is not None else None,
+            placement=_placement(settings),
         )
     else:
         server = grpc.aio.server(

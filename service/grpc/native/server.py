@@ -2,16 +2,24 @@
 functions and grpcio's interceptors, on connections framed here (connection.py).
 
 It listens with SO_REUSEPORT, as grpcio's server does, so every worker binds the same port and
-the kernel spreads connections over them. Limits: VAE_MAX_CONNECTIONS connections (one more is
-closed at once), VAE_GRPC_MAX_CONCURRENT_RPCS calls across them (one more is answered
-RESOURCE_EXHAUSTED, as grpcio answers it). Stopping: no new connections, GOAWAY on each (no new
+the kernel spreads connections over them; with a Placement (placement.py) a worker that holds
+more connections than a sibling passes a new one on, so a few long-lived gRPC connections do not
+land on one core. It accepts connections itself (not asyncio's create_server) for that: the
+socket is handed over before anything is read from it.
+
+Limits: VAE_MAX_CONNECTIONS connections (one more is closed at once),
+VAE_GRPC_MAX_CONCURRENT_RPCS calls across them (one more is answered RESOURCE_EXHAUSTED, as
+grpcio answers it). Stopping: no new connections, GOAWAY on each (no new
 calls), the calls in flight given `grace_s` to finish, then cancelled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import logging
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -20,8 +28,38 @@ import grpc
 from service.dataplane.body import BodyBudget
 from service.grpc.native.calls import CallDetails, FindHandler, Handler, run_call
 from service.grpc.native.connection import Connection, Stream
+from service.grpc.native.placement import Placement
+
+log = logging.getLogger("vae_service.grpc")
 
 CONCURRENCY_LIMIT_MESSAGE = "Concurrent RPC limit exceeded!"  # grpcio's words for the same
+ACCEPT_PER_WAKE = 64  # connections accepted per wake-up of a listening socket
+ACCEPT_PAUSE_S = 1.0  # out of file descriptors: stop accepting this long (asyncio's own pause)
+
+
+def _listening_sockets(host: str, port: int) -> list[socket.socket]:
+    """Bound, listening, non-blocking sockets for `host` (every address it names) and `port`."""
+    found = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, protocol, _, address in found:
+            if port == 0 and sockets:  # every address on the port the kernel gave the first
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            listener = socket.socket(family, kind, protocol)
+            sockets.append(listener)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6 and len(found) > 1:
+                # "::" and "0.0.0.0" both asked for: each socket its own family (as asyncio).
+                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            listener.bind(address)
+            listener.listen(1024)
+            listener.setblocking(False)
+    except OSError:
+        for listener in sockets:
+            listener.close()
+        raise
+    return sockets
 
 
 def _expire(stream: Stream) -> None:
@@ -38,6 +76,7 @@ class NativeServer:
         max_connections: int,
         message_wait_s: float,
         body_budget: BodyBudget | None = None,
+        placement: Placement | None = None,
     ) -> None:
         self.interceptors = list(interceptors)
         # The worker's budget for request bodies (REST's too): what connections hold of
@@ -51,7 +90,13 @@ class NativeServer:
         self.registered: dict[str, Handler] = {}
         self.connections: set[Connection] = set()
         self.calls: set[asyncio.Task[None]] = set()
-        self.listener: asyncio.base_events.Server | None = None
+        self.connecting: set[asyncio.Task[None]] = set()  # accepted, transport not yet made
+        self.listeners: list[socket.socket] = []
+        self.placement = placement
+        # Connections this worker took and has not seen end: what siblings read of its load.
+        # Counted when accepted, before the connection is made, so a burst accepted in one
+        # wake-up is spread as it is accepted.
+        self.held = 0
         self.stopping = False
         self.find_handler: FindHandler = self._chain()
 
@@ -98,7 +143,62 @@ class NativeServer:
         return True
 
     def forget(self, connection: Connection) -> None:
+        """Called once for every connection made (connection_lost), admitted or not."""
         self.connections.discard(connection)
+        self._held(-1)
+
+    def _held(self, change: int) -> None:
+        self.held += change
+        if self.placement is not None:
+            self.placement.hold(self.held)
+
+    def _accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(ACCEPT_PER_WAKE):
+            try:
+                connection, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:  # EMFILE and its kin: the backlog waits
+                log.warning("gRPC: accepting a connection failed (%s); pausing accepts", error)
+                loop.remove_reader(listener.fileno())
+                loop.call_later(ACCEPT_PAUSE_S, self._listen, listener)
+                return
+            placement = self.placement
+            if placement is not None and not self.stopping:
+                sibling = placement.elsewhere()
+                if sibling is not None and placement.hand_over(connection, sibling):
+                    connection.close()  # the sibling holds its own descriptor of it
+                    continue
+            self._take(connection)
+
+    def _take_handed(self) -> None:
+        assert self.placement is not None
+        connections, messages = self.placement.receive()
+        for connection in connections:
+            self._take(connection)
+        self.placement.took(messages)
+
+    def _take(self, connection: socket.socket) -> None:
+        connection.setblocking(False)
+        with contextlib.suppress(OSError):  # a client already gone fails at the transport
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._held(+1)
+        task = asyncio.get_running_loop().create_task(self._connect(connection))
+        self.connecting.add(task)
+        task.add_done_callback(self.connecting.discard)
+
+    async def _connect(self, connection: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.connect_accepted_socket(lambda: Connection(self), connection)
+        except OSError:  # the client left before its transport was made
+            connection.close()
+            self._held(-1)
+
+    def _listen(self, listener: socket.socket) -> None:
+        if not self.stopping and listener.fileno() >= 0:
+            asyncio.get_running_loop().add_reader(listener.fileno(), self._accept, listener)
 
     def start_call(self, stream: Stream) -> None:
         if len(self.calls) >= self.max_calls:
@@ -117,17 +217,33 @@ class NativeServer:
 
     async def start(self, host: str, port: int) -> int:
         """Listen; the port bound (the one asked, or the one the kernel gave for 0)."""
+        self.listeners = _listening_sockets(host.strip("[]"), port)
+        for listener in self.listeners:
+            self._listen(listener)
+        if self.placement is not None:
+            asyncio.get_running_loop().add_reader(
+                self.placement.mailbox.fileno(), self._take_handed
+            )
+        return int(self.listeners[0].getsockname()[1])
+
+    def _stop_listening(self) -> None:
         loop = asyncio.get_running_loop()
-        self.listener = await loop.create_server(
-            lambda: Connection(self), host.strip("[]"), port, reuse_port=True, backlog=1024
-        )
-        socket = self.listener.sockets[0]
-        return int(socket.getsockname()[1])
+        for listener in self.listeners:
+            loop.remove_reader(listener.fileno())
+            listener.close()
+        self.listeners = []
+        if self.placement is not None:
+            loop.remove_reader(self.placement.mailbox.fileno())
+            # Sockets already on their way here meet a worker that takes no new connection.
+            connections, _ = self.placement.receive()
+            for connection in connections:
+                connection.close()
+            self.placement.leave()
+            self.placement = None
 
     async def stop(self, grace_s: float) -> None:
         self.stopping = True
-        if self.listener is not None:
-            self.listener.close()
+        self._stop_listening()
         for connection in list(self.connections):
             connection.go_away()
         if self.calls:
