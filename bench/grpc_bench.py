@@ -106,7 +106,10 @@ def ours_spec(
     }
     settings = {k: v for k, v in env.items() if k != "VAE_PORT"}
     settings["VAE_WORKERS"] = "auto (one per core)" if workers == "auto" else workers
-    settings["gRPC"] = "every worker serves VAE_GRPC_PORT (SO_REUSEPORT); all else default"
+    settings["gRPC"] = (
+        "every worker serves VAE_GRPC_PORT (SO_REUSEPORT, connections balanced over the "
+        "workers: VAE_GRPC_BALANCE_CONNECTIONS=true); all else default"
+    )
     return servers.ServerSpec(
         "ours", [str(VENV_BIN / "vae-serve")], env, "GET", "/readyz", settings=settings
     )
@@ -209,7 +212,7 @@ def measure_grpc(
     target: str, model: BenchModel, ours: bool, options: Options, out: Path
 ) -> dict[str, Any]:
     """Each scenario once, G1 `options.g1_repeats` times: each run's connections are placed on
-    ours' workers anew by the kernel (SO_REUSEPORT hashes each), and the median run is the
+    the workers anew (a peer's by the kernel's hash, ours balanced), and the median run is the
     figure. A body is checked through grpcio before it is timed (bench/h2load.py: probe)."""
     found: dict[str, Any] = {}
     for key, scenario in SCENARIOS.items():

@@ -1,14 +1,15 @@
 """Where a burst of connections lands on two worker processes; each burst opens 8 connections at
 once, as a load generator's 8 callers do.
 
-    .venv/bin/python -m bench.placement [--bursts 30] [--connections 8]
+    .venv/bin/python -m bench.placement [--bursts 30] [--connections 8] [--g1-rounds 4]
 
 Toy servers first (each worker a uvloop process answering its pid): one listening socket shared
 by both (as uvicorn shares its HTTP port) against a socket each with SO_REUSEPORT. Then a real
 `vae-serve` (2 workers, the committed bundle) on its gRPC port, connections balanced
 (VAE_GRPC_BALANCE_CONNECTIONS=true, the default) and not: which worker holds each connection is
 read from /proc (`connections_by_process`). Prints, for each way, how many bursts split the
-connections how (8/0, 7/1, ...)."""
+connections how (8/0, 7/1, ...). With --g1-rounds, what the split costs: bench.grpc_bench's G1
+through h2load against a fresh server each run, unbalanced and balanced in turn."""
 
 from __future__ import annotations
 
@@ -225,6 +226,51 @@ def served_splits(balance: bool, bursts: int, connections: int) -> collections.C
     return found
 
 
+def _count_into(split: collections.Counter[int], port: int, workers: set[int]) -> None:
+    split.update(connections_by_process(port, workers))
+
+
+def g1_rounds(rounds: int, seconds: int) -> dict[str, list[tuple[float, list[int]]]]:
+    """G1 of `python -m bench.grpc_bench` (single-item ModelInfer, the reconstruction, 8
+    callers through h2load) against a fresh 2-worker server each run, balanced and not in
+    turn: calls a second and how the 8 connections were split (read 3 s into the run)."""
+    import threading
+
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from bench import h2load
+
+    row = load_digits().data[:1].astype(np.float32)
+    message = h2load.infer_message("digits-vae", "x", row, ("reconstruction",))
+    found: dict[str, list[tuple[float, list[int]]]] = {"false": [], "true": []}
+    with tempfile.TemporaryDirectory() as folder:
+        for _ in range(rounds):
+            for balance in (False, True):
+                with vae_serve(balance) as (port, workers):
+                    target = f"127.0.0.1:{port}"
+                    body = h2load.prepare(
+                        target, h2load.INFER_PATH, [message], Path(folder) / "G1.bin"
+                    )
+                    h2load.warm_up(target, body, 8)
+                    split: collections.Counter[int] = collections.Counter()
+                    peek = threading.Timer(3.0, _count_into, (split, port, workers))
+                    peek.start()
+                    run = h2load.run(
+                        target, body, connections=8, seconds=seconds, items=1,
+                        out=Path(folder) / "run.txt",
+                    )  # fmt: skip
+                    peek.join()
+                    held = sorted(split.values(), reverse=True)
+                    found[str(balance).lower()].append((run.calls_per_s, held))
+                    print(
+                        f"G1 balanced={str(balance).lower()}: {run.calls_per_s:,.0f} calls/s, "
+                        f"p99 {run.p99_ms:.2f} ms, connections {'/'.join(map(str, held))}",
+                        flush=True,
+                    )
+    return found
+
+
 def _text(found: collections.Counter[str]) -> str:
     return ", ".join(f"{split}: {n}" for split, n in sorted(found.items(), reverse=True))
 
@@ -234,6 +280,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bursts", type=int, default=30)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--no-toys", action="store_true", help="vae-serve only")
+    parser.add_argument(
+        "--g1-rounds", type=int, default=0,
+        help="then this many rounds of G1 (h2load, 8 callers), unbalanced and balanced in turn",
+    )  # fmt: skip
+    parser.add_argument("--g1-seconds", type=int, default=8)
     options = parser.parse_args(argv)
     if not options.no_toys:
         for shared in (True, False):
@@ -244,6 +295,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         found = served_splits(balance, options.bursts, options.connections)
         label = f"vae-serve gRPC, balanced={str(balance).lower()}"
         print(f"{label:34} {_text(found)}", flush=True)
+    if options.g1_rounds:
+        runs = g1_rounds(options.g1_rounds, options.g1_seconds)
+        for label, results in runs.items():
+            rates = ", ".join(f"{rate:,.0f}" for rate, _ in results)
+            print(f"G1 balanced={label}: {rates} calls/s", flush=True)
     return 0
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -50,45 +48,56 @@ def _client(peer: str) -> tuple[str, int] | None:
     return host.strip("[]"), int(port)
 
 
+class ObservedCall:
+    """One request of a call, observed from `with` to its end. A class, not a generator
+    context manager, since one runs on every call: `with observer.call(...)` with metrics and
+    request lines off, timeit's best of 7 x 50,000, costs 1.8 us against the generator's 2.7."""
+
+    __slots__ = ("method", "observer", "peer", "record", "started", "token")
+
+    def __init__(self, observer: CallObserver, method: str, peer: str, request_id: str | None):
+        self.observer, self.method, self.peer = observer, method, peer
+        self.record = RequestRecord(request_id or new_request_id(), protocol="grpc")
+        self.record.route = method
+
+    def __enter__(self) -> RequestRecord:
+        self.started = time.perf_counter()
+        record = self.record
+        record.arrived = self.observer.loop.time()
+        self.token = enter_request(record)
+        metrics = self.observer.metrics
+        if metrics is not None:
+            metrics.active += 1
+        return record
+
+    def __exit__(self, kind: type[BaseException] | None, error: object, trace: object) -> None:
+        record = self.record
+        if kind is not None and record.status is None:
+            record.status = CLIENT_CLOSED if issubclass(kind, asyncio.CancelledError) else 500
+        leave_request(self.token)
+        seconds = time.perf_counter() - self.started
+        observer = self.observer
+        metrics = observer.metrics
+        if metrics is not None:
+            metrics.active -= 1
+            metrics.record_request(record, self.method, seconds)
+        if observer.request_lines is not None and access_log.isEnabledFor(logging.INFO):
+            scope = {"method": "POST", "path": self.method, "client": _client(self.peer)}
+            observer.request_lines.add(scope, record, self.method, seconds)
+
+
 class CallObserver:
     def __init__(self, metrics: ServiceMetrics | None, request_lines: RequestLines | None):
         self.metrics = metrics
         self.request_lines = request_lines
+        # Made inside the worker's running loop; kept so that no call asks for it again.
+        self.loop = asyncio.get_running_loop()
 
-    @contextmanager
-    def call(
-        self, method: str, peer: str, request_id: str | None = None
-    ) -> Iterator[RequestRecord]:
+    def call(self, method: str, peer: str, request_id: str | None = None) -> ObservedCall:
         """One request of a call (a unary call's only one, or one message of a stream). The
         caller sets `record.status` (the HTTP status of the same answer over REST). `peer` is
         the call's `context.peer()`, asked while the call is surely alive: grpcio's server
         answers it from the C call, which is gone (NULL) once the client has cancelled, and
         asking then crashed the worker (a segfault in cygrpc, grpcio 1.85.4: a stream's
         messages still being answered when its client went away)."""
-        started = time.perf_counter()
-        record = RequestRecord(request_id or new_request_id(), protocol="grpc")
-        record.arrived = asyncio.get_running_loop().time()
-        record.route = method
-        token = enter_request(record)
-        metrics = self.metrics
-        if metrics is not None:
-            metrics.active += 1
-        try:
-            yield record
-        except asyncio.CancelledError:
-            if record.status is None:
-                record.status = CLIENT_CLOSED
-            raise
-        except BaseException:
-            if record.status is None:
-                record.status = 500
-            raise
-        finally:
-            leave_request(token)
-            seconds = time.perf_counter() - started
-            if metrics is not None:
-                metrics.active -= 1
-                metrics.record_request(record, method, seconds)
-            if self.request_lines is not None and access_log.isEnabledFor(logging.INFO):
-                scope = {"method": "POST", "path": method, "client": _client(peer)}
-                self.request_lines.add(scope, record, method, seconds)
+        return ObservedCall(self, method, peer, request_id)

@@ -206,7 +206,7 @@ class NativeServer:
                 grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], CONCURRENCY_LIMIT_MESSAGE, ()
             )
             return
-        loop = asyncio.get_running_loop()
+        loop = stream.connection.loop  # asking asyncio costs a getpid() a call (Python 3.11)
         task = loop.create_task(run_call(stream, self.find_handler))
         stream.task = task
         self.calls.add(task)
