@@ -28,6 +28,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from sklearn.datasets import load_digits
 from tritonclient.utils import InferenceServerException
 
+from bench.placement import children
 from service.grpc import inference_pb2 as pb
 from service.grpc import inference_pb2_grpc as pb_grpc
 from tests.bundles import committed_repository
@@ -273,19 +274,6 @@ def test_a_stream_of_1000_requests_in_one_call(server: Server) -> None:
     np.testing.assert_array_equal(first, alone)
 
 
-def _children(pid: int) -> set[int]:
-    """The processes whose parent is `pid` (the server's workers), read from /proc."""
-    found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        if int(fields[1]) == pid:
-            found.add(int(stat.parent.name))
-    return found
-
-
 def _abandoned_streams(server: Server, body: Path, runs: int) -> None:
     """Streams of 200 requests on 8 connections, one after another for 1 s, through h2load
     (nghttp2's load generator, `make test` installs it): when its time is up it closes its
@@ -322,13 +310,13 @@ def test_a_stream_its_client_leaves_mid_way_loses_no_worker(tmp_path: Path) -> N
     drain = threading.Thread(target=server.process.stdout.read, daemon=True)
     drain.start()  # a line for every request: the pipe must not fill
     try:
-        workers = _children(server.process.pid)
+        workers = children(server.process.pid)
         assert workers
         _abandoned_streams(server, tmp_path / "streams.bin", runs=3)
         time.sleep(2.0)  # the abandoned streams' work winds down
         alone = server.client().infer(MODEL, [infer_input("x", DIGITS[:1])])
         assert alone.as_numpy("anomaly_score").shape == (1,)
-        assert _children(server.process.pid) == workers  # no worker died and was replaced
+        assert children(server.process.pid) == workers  # no worker died and was replaced
     finally:
         stop(server)
 

@@ -49,7 +49,7 @@ class Placement:
     def __init__(self, folder: Path, table: np.ndarray, file: mmap.mmap, slot: int) -> None:
         self.folder = folder
         self.table = table  # int64 [workers, 3 + workers], mapped by every worker
-        self._file = file
+        self._file = file  # the mapping `table` views: kept open as long as this worker runs
         self.slot = slot
         self.workers = table.shape[0]
         self.mailbox = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -60,7 +60,6 @@ class Placement:
         self.mailbox.setblocking(False)
         self.outbox = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.outbox.setblocking(False)  # a full sibling queue keeps the connection here
-        self.handed = 0  # connections this worker passed on (also in its row of the table)
 
     @classmethod
     def join(cls, folder: Path, workers: int) -> Placement | None:
@@ -139,7 +138,6 @@ class Placement:
         except OSError:
             return False
         self.table[self.slot, _SENT + slot] += 1
-        self.handed += 1
         return True
 
     def receive(self) -> tuple[list[socket.socket], int]:
