@@ -20,15 +20,15 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-import httpx
 import uvloop
+
+from bench.servers import ServerSpec, free_port, running
 
 
 def _serve(listener: socket.socket) -> None:
@@ -55,15 +55,8 @@ def _listener(port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def splits(shared: bool, bursts: int, connections: int) -> collections.Counter[str]:
-    port = _free_port()
+    port = free_port()
     one = _listener(port, reuse_port=False) if shared else None
     workers = []
     for _ in range(2):
@@ -186,34 +179,20 @@ def vae_serve(balance: bool) -> Iterator[tuple[int, set[int]]]:
     """A `vae-serve` of 2 workers on the committed bundle: its gRPC port and worker pids."""
     from tests.bundles import committed_repository  # the bundle the tests serve
 
-    port, grpc_port = _free_port(), _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VAE_")}
-    env |= {
+    grpc_port = free_port()
+    env = {
         "VAE_MODEL_REPOSITORY": str(committed_repository()),
-        "VAE_PORT": str(port),
+        "VAE_PORT": "{port}",
         "VAE_GRPC_PORT": str(grpc_port),
         "VAE_WORKERS": "2",
         "VAE_LOG_LEVEL": "warning",
         "VAE_GRPC_BALANCE_CONNECTIONS": str(balance).lower(),
     }
-    serve = Path(sys.executable).with_name("vae-serve")
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen([str(serve)], env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                        break
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    raise RuntimeError(f"vae-serve did not start:\n{log.read().decode()}")
-                time.sleep(0.2)
-            time.sleep(1.0)  # both workers listening (readyz answers from one)
-            yield grpc_port, listening(grpc_port, children(process.pid))
-        finally:
-            process.terminate()
-            process.wait(timeout=60)
+    serve = str(Path(sys.executable).with_name("vae-serve"))
+    spec = ServerSpec(f"placement-{balance}", [serve], env, "GET", "/readyz")
+    with tempfile.TemporaryDirectory() as logs, running(spec, Path(logs), Path.cwd()) as server:
+        time.sleep(1.0)  # both workers listening (readyz answers from one)
+        yield grpc_port, listening(grpc_port, children(server.pid))
 
 
 def served_splits(balance: bool, bursts: int, connections: int) -> collections.Counter[str]:
