@@ -225,7 +225,7 @@ class ServiceSettings(BaseSettings):
         ge=1,
         le=1_000_000,
         description="scored items each worker remembers per model version by request id, for "
-        "POST /models/{name}/feedback to label (18 bytes each)",
+        "POST /models/{name}/feedback to label (26 bytes each: key, time, score, flag, label)",
     )
     payload_log_url: str | None = Field(
         None,

@@ -27,13 +27,12 @@ import numpy as np
 import numpy.typing as npt
 
 from bundle.arrays import AnyFloatArray
-from service.monitoring.kept_aside import FLOAT64, FLUSH_ITEMS, KeptAside
+from service.monitoring.kept_aside import FLUSH_ITEMS, KeptAside
 
-MAGIC = 0x31304B4246454156  # b"VAEFBK01", little-endian
+MAGIC = 0x32304B4246454156  # b"VAEFBK02", little-endian (01 kept a record a slot)
 HEADER_WORDS = 8  # magic, size, 6 spare
 _HEADER_BYTES = HEADER_WORDS * 8
 MAX_ITEM = (1 << 16) - 1  # items a request may label by index (VAE_MAX_BATCH_SIZE is below)
-_TOP_BIT = 1 << 63  # set in every key: 0 marks a slot never written
 log = logging.getLogger("vae_service.monitoring")
 UNLABELLED, NORMAL, ANOMALY = 0, 1, 2  # 0: a zeroed file is unlabelled
 
@@ -42,6 +41,10 @@ UNLABELLED, NORMAL, ANOMALY = 0, 1, 2  # 0: a zeroed file is unlabelled
 # splitmix64's two (public constants of well-studied mixers).
 _STEP = np.uint64(0x9E3779B97F4A7C15)
 _FINAL = (np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
+_SHIFTS = (np.uint64(30), np.uint64(27), np.uint64(31))
+# 47 bits of the hash kept, above the item's 16; the top bit set in every key (0 marks a slot
+# never written).
+_KEEP_SHIFT, _ITEM_BITS, _TOP = np.uint64(17), np.uint64(16), np.uint64(1 << 63)
 
 
 def request_keys(request_ids: Sequence[str]) -> npt.NDArray[np.uint64]:
@@ -55,7 +58,9 @@ def request_keys(request_ids: Sequence[str]) -> npt.NDArray[np.uint64]:
     return id_keys(raw.view(np.uint8).reshape(len(raw), raw.dtype.itemsize))
 
 
-def id_keys(ids: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
+def id_keys(
+    ids: npt.NDArray[np.uint8], lengths: npt.NDArray[np.intp] | None = None
+) -> npt.NDArray[np.uint64]:
     """The requests' parts of their items' keys, from their ids' bytes (a row an id, zero
     padded): 47 bits of a 64-bit hash of each id, shifted above the item's 16, with the top
     bit set (a written slot is never 0).
@@ -69,29 +74,44 @@ def id_keys(ids: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
     never collide in the 64 bits; splitmix64's finaliser spreads every bit over the 47 kept,
     where any two ids collide with chance ~2^-47. Request ids are visible ASCII
     (service.observability.request_context): they hold no zero byte, so an id's length is
-    its non-zero bytes and the padding cannot make two ids equal.
+    its non-zero bytes and the padding cannot make two ids equal; `lengths`, when the caller
+    knows them (the ring's write does), are those same counts.
     """
     count, width = ids.shape
-    padded = np.zeros((count, -(-width // 8) * 8), np.uint8)
-    padded[:, :width] = ids
+    steps = -(-width // 8)
+    uniform = lengths is not None and bool((lengths == width).all())
+    if uniform and width % 8 == 0:  # the usual write: ids of one length, whole words
+        words = ids.view("<u8")  # rows need not be contiguous: only their bytes must be
+    else:
+        padded = np.zeros((count, steps * 8), np.uint8)
+        padded[:, :width] = ids
+        words = padded.view("<u8")
+        if lengths is None:
+            lengths = np.count_nonzero(padded, axis=1)
+    assert lengths is not None
     # An id's key must not depend on the ids beside it: each hashes its length and its own
     # words only.
-    lengths = np.count_nonzero(padded, axis=1)
     hashed = lengths.astype(np.uint64)
-    for step, word in enumerate(padded.view("<u8").T):
-        mine = lengths > 8 * step
-        if mine.all():  # ids of one length, the usual case
+    for step in range(steps):
+        word = words[:, step]
+        mine = None if uniform else lengths > 8 * step
+        if mine is None or mine.all():  # ids of one length, the usual case
             hashed ^= word
             hashed *= _STEP
         else:
             hashed[mine] = (hashed[mine] ^ word[mine]) * _STEP
-    hashed ^= hashed >> np.uint64(30)
-    hashed *= _FINAL[0]
-    hashed ^= hashed >> np.uint64(27)
-    hashed *= _FINAL[1]
-    hashed ^= hashed >> np.uint64(31)
-    keys: npt.NDArray[np.uint64] = (hashed >> np.uint64(17) << np.uint64(16)) | np.uint64(_TOP_BIT)
-    return keys
+    # splitmix64's finaliser, in place (one temporary for the shifts)
+    shifted = np.empty_like(hashed)
+    for shift, factor in ((_SHIFTS[0], _FINAL[0]), (_SHIFTS[1], _FINAL[1])):
+        np.right_shift(hashed, shift, out=shifted)
+        hashed ^= shifted
+        hashed *= factor
+    np.right_shift(hashed, _SHIFTS[2], out=shifted)
+    hashed ^= shifted
+    hashed >>= _KEEP_SHIFT
+    hashed <<= _ITEM_BITS
+    hashed |= _TOP
+    return hashed
 
 
 def request_key(request_id: str) -> int:
@@ -99,11 +119,10 @@ def request_key(request_id: str) -> int:
     return int(request_keys([request_id])[0])
 
 
-# One slot: the item's key, its score, whether it was flagged, its label. One record a slot, so
-# remembering a single item is one assignment (0.7 us, against 1.3 for four arrays).
-SLOT = np.dtype(
-    [("key", "<u8"), ("stamp", "<i8"), ("score", "<f8"), ("flagged", "?"), ("label", "u1")]
-)
+# The ring's columns, each an array of `size` (8-byte ones first, so every column is aligned):
+# the item's key, when it was written, its score, whether it was flagged, its label. Columns,
+# not a record a slot: a block is written as one copy a column (a record's fields are strided).
+_COLUMNS = (("key", "<u8"), ("stamp", "<i8"), ("score", "<f8"), ("flagged", "?"), ("label", "u1"))
 
 
 # An item as `remember` keeps it, one bytes object an item: its score and index in its
@@ -112,10 +131,32 @@ SLOT = np.dtype(
 # concatenation of its arrays' bytes: no numpy call to build it).
 _ROW = np.dtype([("score", "<f8"), ("item", "<u2")])
 _FIRST_ITEM = b"\0\0"  # item 0 of its request, as _ROW writes it
+_JOIN = b"".join
+
+
+def _entry_table(entries: list[bytes]) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.intp]]:
+    """Kept entries as a table of bytes, a row each, zero padded to the longest, and each
+    entry's length. Entries of one length (ids this service made, or one client's) are joined
+    as they are: numpy's conversion of a list of bytes, which measures every entry, cost as
+    much as the rest of the write."""
+    count = len(entries)
+    # The lengths as a set, in C; an array of them only when they differ (numpy packs a
+    # Python int at ~600 instructions, callgrind: as much as the rest of the write).
+    widths = set(map(len, entries))
+    if len(widths) == 1:
+        width = widths.pop()
+        return np.frombuffer(_JOIN(entries), np.uint8).reshape(count, width), np.full(count, width)
+    table = np.array(entries, dtype=np.bytes_)
+    lengths = np.fromiter(map(len, entries), np.intp, count)
+    return table.view(np.uint8).reshape(count, table.dtype.itemsize), lengths
 
 
 def feedback_bytes(size: int) -> int:
-    return _HEADER_BYTES + SLOT.itemsize * size
+    return _HEADER_BYTES + sum(_padded(np.dtype(kind).itemsize * size) for _, kind in _COLUMNS)
+
+
+def _padded(nbytes: int) -> int:
+    return -(-nbytes // 8) * 8  # every column starts on an 8-byte boundary
 
 
 @dataclass(frozen=True)
@@ -156,14 +197,18 @@ class FeedbackRing:
             raise FeedbackLayoutError("not a feedback ring of this size")
         self.header = header
         self.size = size
-        self.slots = raw[_HEADER_BYTES:].view(SLOT)
-        self.keys = self.slots["key"]
-        self.flagged = self.slots["flagged"]
-        self.labels = self.slots["label"]
+        columns, offset = {}, _HEADER_BYTES
+        for name, kind in _COLUMNS:
+            nbytes = np.dtype(kind).itemsize * size
+            columns[name] = raw[offset : offset + nbytes].view(kind)
+            offset += _padded(nbytes)
+        self.keys, self.stamps, self.scores = columns["key"], columns["stamp"], columns["score"]
+        self.flagged, self.labels = columns["flagged"], columns["label"]
         self._recorded = 0  # this worker's count; where its next item goes
         # Guards the ring's writes; requests wait aside until then (service.monitoring.kept_aside).
         self._lock = threading.Lock()
-        self._kept: KeptAside[bytes] = KeptAside()
+        self._kept: KeptAside[bytes] = KeptAside(size)
+        self._keep_entry = self._kept.entries.append  # a single item's way (`remember`)
         self.errors = 0  # items dropped because they could not be written
         self.threshold = math.inf if threshold is None else threshold  # never written: existing
 
@@ -174,18 +219,16 @@ class FeedbackRing:
         counted in `errors` and logged, having kept nothing. Its usual case (one item) is a
         check and bytes end to end in this one frame (service.monitoring.kept_aside says
         why)."""
-        if len(scores) == 1 and scores.dtype is FLOAT64:
-            entry = scores.tobytes() + _FIRST_ITEM + request_id.encode()
-            kept = self._kept  # KeptAside.keep, inlined (one frame less on every request)
-            kept.entries.append(entry)
-            kept.items += 1
-            if kept.items >= FLUSH_ITEMS:
-                self.flush()
-        else:
-            self._remember_batch(request_id, scores)
+        if len(scores) == 1:
+            entry = scores.tobytes()
+            if len(entry) == 8:  # one float64, the model's score type (`.dtype` costs more)
+                # Bounded by the deque (service.monitoring.kept_aside): no count here.
+                self._keep_entry(_JOIN((entry, _FIRST_ITEM, request_id.encode())))
+                return
+        self._remember_batch(request_id, scores)
 
     def _remember_batch(self, request_id: str, scores: AnyFloatArray) -> None:
-        count = len(scores)
+        count = len(scores) if scores.ndim else 1
         if scores.ndim != 1 or scores.dtype.kind not in "fiu":
             self.errors += count
             log.error("scores of shape %s were not remembered", scores.shape)
@@ -196,8 +239,12 @@ class FeedbackRing:
         rows = np.empty(count, _ROW)
         rows["score"], rows["item"] = scores[:count], np.arange(count)
         raw, rid, size = rows.tobytes(), request_id.encode(), _ROW.itemsize
+        entries = [raw[i : i + size] + rid for i in range(0, len(raw), size)]
+        if count >= FLUSH_ITEMS:  # more than should wait: written now, after what waits
+            with self._lock:
+                self._write_entries(self._kept.drain() + entries)
         # deque.extend of a list is one atomic step: the request's items stay together.
-        if self._kept.keep_all([raw[i : i + size] + rid for i in range(0, len(raw), size)]):
+        elif self._kept.keep_all(entries):
             self.flush()
 
     def flush(self) -> None:
@@ -205,38 +252,47 @@ class FeedbackRing:
         thread may call it; only this worker writes its ring's slots (others only set
         labels)."""
         with self._lock:
-            entries = self._kept.drain()
-            if not entries:
-                return
+            self._write_entries(self._kept.drain())
+
+    def _write_entries(self, entries: list[bytes]) -> None:
+        """Kept entries into the ring, as one block stamped now (the lock held)."""
+        if entries:
             count = len(entries)
+            keep = min(count, self.size)  # a block larger than the ring keeps its last
             try:
-                # One row an item: its _ROW fields, then its request's id, zero padded.
-                table = np.array(entries, dtype=np.bytes_)
-                matrix = table.view(np.uint8).reshape(count, table.dtype.itemsize)
-                fields = np.ascontiguousarray(matrix[:, : _ROW.itemsize]).view(_ROW).ravel()
-                keys = id_keys(matrix[:, _ROW.itemsize :]) | fields["item"].astype(np.uint64)
-                scores = fields["score"]
-                self._write(keys, time.time_ns(), scores, scores > self.threshold)
+                table, lengths = _entry_table(entries[count - keep :])
+                self._write(table, lengths, time.time_ns(), count)
             except Exception:  # never expected (remember checked the sizes): dropped, counted
                 self.errors += count
                 log.exception("dropped %d items the feedback ring could not write", count)
 
     def _write(
         self,
-        keys: npt.NDArray[np.uint64],
+        table: npt.NDArray[np.uint8],
+        lengths: npt.NDArray[np.intp],
         stamp: int,
-        scores: AnyFloatArray,
-        flags: npt.NDArray[np.bool_],
+        count: int,
     ) -> None:
-        count = len(scores)
-        block = np.zeros(count, dtype=SLOT)  # label 0: unlabelled
-        block["key"] = keys
-        block["stamp"] = stamp
-        block["score"] = scores
-        block["flagged"] = flags
-        keep = min(count, self.size)  # a block larger than the ring keeps its last
-        positions = (self._recorded + count - keep + np.arange(keep)) % self.size
-        self.slots[positions] = block[count - keep :]
+        """The last `keep` of `count` items (their entries, a row each, and the entries'
+        lengths) into the ring, the ring's oldest overwritten, in at most two copies a
+        column. Few numpy temporaries: in a serving process each large one costs glibc's
+        allocator tens of thousands of instructions (callgrind)."""
+        keep = len(table)
+        head = np.ascontiguousarray(table[:, : _ROW.itemsize]).view(_ROW).ravel()
+        keys = id_keys(table[:, _ROW.itemsize :], lengths - _ROW.itemsize)
+        keys |= head["item"]
+        scores = head["score"]
+        start = (self._recorded + count - keep) % self.size
+        split = min(keep, self.size - start)  # up to the ring's end, then from its start
+        for first, stop, part in ((start, start + split, slice(0, split)),
+                                  (0, keep - split, slice(split, keep))):  # fmt: skip
+            if first == stop:
+                continue
+            self.keys[first:stop] = keys[part]
+            self.stamps[first:stop] = stamp
+            self.scores[first:stop] = scores[part]
+            np.greater(scores[part], self.threshold, out=self.flagged[first:stop])
+            self.labels[first:stop] = UNLABELLED
         self._recorded += count
 
     def label(self, keys: npt.NDArray[np.uint64], anomaly: npt.NDArray[np.bool_]) -> np.ndarray:
@@ -257,7 +313,7 @@ class FeedbackRing:
         """Items remembered from `stamp_ns` on: how many, how many flagged, and whether the
         ring reaches back that far (False: it was full and its oldest item is younger)."""
         self.flush()
-        stamps = self.slots["stamp"]
+        stamps = self.stamps
         recent = stamps >= stamp_ns
         written = stamps > 0
         full = bool(written.all())

@@ -4,56 +4,64 @@ A scored request's items cost the request path little more than their arrays' by
 drift window keeps one bytes object a batch (its rows: score, code, features), the feedback
 ring one an item (score and index, then the request id). `flush` writes them into the ring as
 one block, stamped then (at most 0.25 s late) and flagged against the calibrated threshold:
-once FLUSH_ITEMS wait, on the app's timer (service.dataplane.monitor_flush, every 0.25 s), or
-when this worker reads its own ring. Other workers see the items once written.
+on the app's timer (service.dataplane.monitor_flush, every 0.25 s), when this worker reads its
+own ring, or once FLUSH_ITEMS items of batches wait. Other workers see the items once written.
+
+A single item costs its request a check, its bytes and an append: no count, no size test.
+Memory is bounded by the deque itself, which holds at most as many entries as its ring holds
+items, and at most MOST_KEPT: when more wait, an append pushes out the oldest. Below the
+ring's size that is an item the ring would have overwritten at the write anyway; past
+MOST_KEPT (4,096 items waiting, four times what a worker serves between two writes at full
+rate: the event loop stalled for a second) the oldest are not remembered. Batches, whose
+entries hold many items, also count their items and are written once FLUSH_ITEMS wait.
 
 Measured on a single-item /anomaly-score in one process, monitors attached against detached
 (`python -m bench.asgi_cost --monitoring-pairs` in alternate rounds, `--monitoring-interleaved`
-request by request; bench/MONITORING.md):
+request by request, `python -m bench.monitor_instructions` CPU instructions under callgrind;
+bench/MONITORING.md):
 
 - stop 33's design (scores and flags as Python values, codes as bytes, appended to lists
   under a lock): pairs +10.7 and +11.2 us a request, of ~200 on that day;
 - kept tuples of the request's arrays instead: +7.7 (pairs), and Python's collector ran every
   ~700 requests (a tuple is a container it tracks) with a full collection of the heap now and
   then: 75 ms over 20,000 requests, 3.8 us a request on its own;
-- as here, nothing kept that the collector tracks, the common case in one frame, no flags
-  kept, request ids hashed in numpy at the write (service.monitoring.feedback.id_keys, 0.15 us
-  an id against the previous CRC-32s' 0.66): pairs +5.0 (four runs pooled), interleaved +2.4,
-  no collection.
+- bytes only, nothing the collector tracks, the common case in one frame, no flags kept,
+  request ids hashed in numpy at the write (service.monitoring.feedback.id_keys): pairs +5.0
+  (four runs pooled), interleaved +2.4, no collection;
+- as here (stop 38): no `.dtype` reads (~400 instructions each; a length check instead), no
+  count on a single item, the window's rows written as one copy, the feedback ring in
+  columns: +12,255 -> +9,148 instructions a request (~2.2 us), pairs +5.9 -> +3.2 to +4.0 us
+  (400 rounds), interleaved +2.8 to +3.5 -> +2.2 to +2.8.
 
-The hot loop (`python -m bench.monitor_cost`) says ~1 us an item: inside a request every
-numpy call and Python frame costs two to three times what a hot loop shows.
-
-A deque: executor threads may keep while the loop drains, and its append, extend and popleft
-are atomic (a list swapped for an empty one could lose an append). Memory: at most FLUSH_ITEMS
-items plus one batch wait (a batch that reaches FLUSH_ITEMS alone is written by the request
-that brought it), a few hundred kB.
+A deque: executor threads may keep while the loop drains, and its append and popleft are
+atomic; the drain calls popleft from C, so no thread runs in between.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from itertools import repeat, starmap
 from typing import Generic, TypeVar
 
-import numpy as np
-
 FLUSH_ITEMS = 1024
+# Single items kept at most while a write is awaited: the app's timer writes every 0.25 s, when
+# a worker at full rate has served ~1,000; four times that leaves room for a late timer, and
+# bounds memory where a ring is large (VAE_MONITOR_FEEDBACK_ITEMS may be 1,000,000).
+MOST_KEPT = 4096
 T = TypeVar("T")
-# numpy's descriptors of built-in types are singletons: `is` tells an array's type in ~30 ns.
-FLOAT64, FLOAT32 = np.dtype(np.float64), np.dtype(np.float32)
 
 
 class KeptAside(Generic[T]):
-    """Batches put by the request path, drained as one block by the ring's flush (bytes
-    objects only: nothing the garbage collector tracks). The rings inline `keep` on their
-    single-item path."""
+    """Entries put by the request path, drained as one block by the ring's flush (bytes
+    objects only: nothing the garbage collector tracks). The rings append single items to
+    `entries` themselves, on their request path."""
 
-    def __init__(self) -> None:
-        # A deque: executor threads may keep while the loop drains, and its append and
-        # popleft are atomic (a list swapped for an empty one could lose an append).
-        self.entries: deque[T] = deque()
-        # Items waiting: only the trigger of a write, approximate across threads (`+=` is not
-        # atomic); the app's timer bounds how long any entry waits.
+    def __init__(self, ring_items: int) -> None:
+        """`ring_items`: the items the ring holds; older entries would be overwritten by the
+        newer at the write, so no more are kept (nor more than MOST_KEPT)."""
+        self.entries: deque[T] = deque(maxlen=min(ring_items, MOST_KEPT))
+        # Items of batches waiting: only the trigger of a batch's write, approximate across
+        # threads (`+=` is not atomic); the app's timer bounds how long any entry waits.
         self.items = 0
 
     def keep(self, entry: T, items: int) -> bool:
@@ -69,7 +77,8 @@ class KeptAside(Generic[T]):
         return self.items >= FLUSH_ITEMS
 
     def drain(self) -> list[T]:
-        """Every batch kept so far, oldest first; those kept meanwhile wait for the next."""
+        """Every entry kept so far, oldest first; those kept meanwhile wait for the next."""
         self.items = 0
-        take = self.entries.popleft
-        return [take() for _ in range(len(self.entries))]
+        # popleft called from C as many times as there are entries now: no bytecode runs in
+        # between, so no other thread either (a comprehension also cost 8 bytecodes an entry).
+        return list(starmap(self.entries.popleft, repeat((), len(self.entries))))

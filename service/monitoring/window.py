@@ -2,11 +2,12 @@
 (the model's default score type), whether it was flagged, its code (posterior mean) and, for
 tables, its features in model units.
 
-A ring of preallocated arrays in one buffer: recording a batch is a few slice copies whatever
-the traffic, and the memory is fixed when the model loads (N x (17 + 4 x (latent + features))
-bytes: 500 items of a 20-dimension code and 64 features, 199 kB). With several workers the
-buffer is a file in the folder they share (service.monitoring.shared), so any worker can read
-every worker's window; alone, it is plain memory.
+A ring of preallocated arrays in one buffer: each item's stamp and flag, and its row (score, code
+and, for tables, features end to end, the layout `record` keeps them in, so writing a block of
+rows is one copy of their bytes). The memory is fixed when the model loads (N x (17 + 4 x
+(latent + features)) bytes: 500 items of a 20-dimension code and 64 features, 177 kB). With
+several workers the buffer is a file in the folder they share (service.monitoring.shared), so
+any worker can read every worker's window; alone, it is plain memory.
 
 Recording keeps a batch's arrays aside; they are written into the ring a block at a time
 (service.monitoring.kept_aside says why, with its measurements).
@@ -23,11 +24,11 @@ import numpy as np
 import numpy.typing as npt
 
 from bundle.arrays import AnyFloatArray, Float64Array, FloatArray
-from service.monitoring.kept_aside import FLOAT32, FLOAT64, FLUSH_ITEMS, KeptAside
+from service.monitoring.kept_aside import KeptAside
 
 log = logging.getLogger("vae_service.monitoring")
 
-MAGIC = 0x31304E4957454156  # b"VAEWIN01", little-endian
+MAGIC = 0x32304E4957454156  # b"VAEWIN02", little-endian (01 kept each field in its own array)
 HEADER_WORDS = 8  # magic, size, latent_dim, features (-1: none), 4 spare
 _HEADER_BYTES = HEADER_WORDS * 8
 
@@ -37,8 +38,21 @@ def _padded(nbytes: int) -> int:
 
 
 def window_bytes(size: int, latent_dim: int, features: int | None) -> int:
-    columns = latent_dim + (features or 0)
-    return _HEADER_BYTES + 16 * size + _padded(size) + _padded(4 * size * columns)
+    return (
+        _HEADER_BYTES + 8 * size + _padded(size) + size * row_dtype(latent_dim, features).itemsize
+    )
+
+
+def row_dtype(latent_dim: int, features: int | None) -> np.dtype:
+    """An item as `record` keeps it and the ring holds it: fields end to end, unaligned, so
+    that a single item's row is its arrays' bytes joined (no numpy call to build it)."""
+    fields: list[tuple[str, str] | tuple[str, str, tuple[int]]] = [
+        ("score", "<f8"),
+        ("code", "<f4", (latent_dim,)),
+    ]
+    if features is not None:
+        fields.append(("features", "<f4", (features,)))
+    return np.dtype(fields)
 
 
 @dataclass(frozen=True)
@@ -87,26 +101,20 @@ class ScoreWindow:
         self.header = raw[:_HEADER_BYTES].view(np.int64)
         self.header[:4] = (MAGIC, size, latent_dim, -1 if features is None else features)
         self.size = size
-        (self.stamps, self.scores, self.flags, self.latent_mu, self.features) = _views(
-            raw, size, latent_dim, features
-        )
+        self.stamps, self.flags, self.rows = _views(raw, size, latent_dim, features)
+        self._row = self.rows.dtype
+        self._width = self._row.itemsize
+        # The rows as bytes, a row a line: a block of kept rows is written by one copy.
+        self._row_bytes = self.rows.view(np.uint8).reshape(size, self._width)
         self.latent_dim, self.feature_count = latent_dim, features
         # Threads of the executor may score batches of one model at once: the lock guards the
         # ring's writes; batches wait aside until then (service.monitoring.kept_aside).
         self._lock = threading.Lock()
-        # An item as `record` keeps it: fields end to end, unaligned, so that a single item's
-        # row is the concatenation of its arrays' bytes (no numpy call to build it).
-        fields: list[tuple[str, str] | tuple[str, str, tuple[int]]] = [
-            ("score", "<f8"),
-            ("code", "<f4", (latent_dim,)),
-        ]
-        if features is not None:
-            fields.append(("features", "<f4", (features,)))
-        self._row = np.dtype(fields)
         # An item is flagged when its score is above the calibrated threshold: the rows
         # keep scores only, and the write flags them (one check and copy less a request).
         self.threshold = threshold
-        self._kept: KeptAside[bytes] = KeptAside()
+        self._kept: KeptAside[bytes] = KeptAside(size)
+        self._keep_row = self._kept.entries.append  # a single item's way (`record`)
         self.errors = 0  # items dropped because they could not be written
         # Where the next item goes. Not in the file: another worker orders this window's items
         # by their times (writing the count there cost 0.3 us of a 2 us record).
@@ -114,7 +122,9 @@ class ScoreWindow:
 
     @property
     def recorded(self) -> int:
-        """Items recorded since the window was made, those it holds and older."""
+        """Items written since the window was made, those it holds and older (an item kept
+        aside that newer ones pushed out before the write, service.monitoring.kept_aside, is
+        not counted)."""
         return self._recorded
 
     def record(
@@ -128,29 +138,20 @@ class ScoreWindow:
         Runs on every scored request, so its usual case (one item, the model's own types) is
         a few attribute checks and the arrays' bytes end to end, in this one frame
         (service.monitoring.kept_aside says why, with the measurements)."""
-        if (
-            len(scores) == 1
-            and scores.dtype is FLOAT64
-            and latent_mu.dtype is FLOAT32
-            and latent_mu.size == self.latent_dim
-            and (
-                self.feature_count is None
-                or (
-                    features is not None
-                    and features.dtype is FLOAT32
-                    and features.size == self.feature_count
-                )
-            )
-        ):
-            row = scores.tobytes() + latent_mu.tobytes()
-            if self.feature_count is not None:
-                row += features.tobytes()  # type: ignore[union-attr]
-            kept = self._kept  # KeptAside.keep, inlined (one frame less on every request)
-            kept.entries.append(row)
-            kept.items += 1
-            if kept.items >= FLUSH_ITEMS:
-                self.flush()
-            return
+        if len(scores) == 1:
+            score = scores.tobytes()
+            if len(score) == 8:  # one float64, the model's score type
+                # join, not `+`: bytes' `+` reads both sides through the buffer protocol
+                if self.feature_count is None or features is None:
+                    row = _JOIN((score, latent_mu.tobytes()))
+                else:
+                    row = _JOIN((score, latent_mu.tobytes(), features.tobytes()))
+                # With the score's 8 bytes fixed, a code or features of another size or float
+                # type makes another length: one check for all (`.dtype` costs ~400 CPU
+                # instructions a read, callgrind; three of them were a fifth of this call).
+                if len(row) == self._width:
+                    self._keep_row(row)  # bounded by the deque (kept_aside): no count here
+                    return
         count = len(scores)
         rows = self._rows(count, scores, latent_mu, features)
         if rows is not None and self._kept.keep(rows, count):
@@ -191,88 +192,76 @@ class ScoreWindow:
     def flush(self) -> None:
         """Write what `record` kept aside, as one block stamped now. Any thread may call it."""
         with self._lock:
-            rows = np.frombuffer(b"".join(self._kept.drain()), self._row)
-            count = len(rows)
-            if not count:
+            entries = self._kept.drain()
+            if not entries:
                 return
-            # Nanoseconds, one apart, the last now: every item's stamp is its own, so any
-            # worker orders a window's items exactly from the file alone.
-            now = time.time_ns()
+            block = np.frombuffer(_JOIN(entries), np.uint8)
+            count = len(block) // self._width
             try:
-                self._record_batch(
-                    self._recorded,
-                    count,
-                    np.arange(now - count + 1, now + 1, dtype=np.int64),
-                    rows["score"],
-                    rows["score"] > self.threshold,
-                    rows["code"],
-                    None if self.feature_count is None else rows["features"],
-                )
+                self._write(block.reshape(count, self._width), count)
             except Exception:  # never expected (record checked the sizes): dropped, counted
                 self.errors += count
                 log.exception("dropped %d items the monitoring window could not write", count)
                 return
             self._recorded += count
 
-    def _record_batch(
-        self,
-        recorded: int,
-        count: int,
-        stamps: npt.NDArray[np.int64],
-        scores: AnyFloatArray,
-        flags: npt.NDArray[np.bool_],
-        latent_mu: AnyFloatArray,
-        features: AnyFloatArray | None,
-    ) -> None:
+    def _write(self, block: npt.NDArray[np.uint8], count: int) -> None:
+        """A block of `count` rows (as bytes, a row a line) into the ring: its last `size`,
+        the ring's oldest overwritten, in at most two copies each of rows, flags and stamps."""
         keep = min(count, self.size)
-        first = count - keep  # items of this batch that later ones of the same batch evict
-        start = (recorded + first) % self.size
-        split = min(start + keep, self.size) - start  # up to the ring's end, then its start
-        pairs: list[tuple[np.ndarray, np.ndarray]] = [
+        block = block[count - keep :]  # earlier items of the block would be overwritten
+        flags = block.view(self._row)["score"].ravel() > self.threshold
+        # Nanoseconds, one apart, the last now: every item's stamp is its own, so any worker
+        # orders a window's items exactly from the file alone.
+        now = time.time_ns()
+        stamps = np.arange(now - keep + 1, now + 1, dtype=np.int64)
+        start = (self._recorded + count - keep) % self.size
+        split = min(keep, self.size - start)  # up to the ring's end, then from its start
+        for target, values in (
+            (self._row_bytes, block),
+            (self.flags, flags),
             (self.stamps, stamps),
-            (self.scores, np.asarray(scores)),
-            (self.flags, np.asarray(flags)),
-            (self.latent_mu, np.asarray(latent_mu)),
-        ]
-        if self.features is not None and features is not None:
-            pairs.append((self.features, np.asarray(features).reshape(count, -1)))
-        for target, values in pairs:
-            target[start : start + split] = values[first : first + split]
+        ):
+            target[start : start + split] = values[:split]
             if split < keep:
-                target[: keep - split] = values[first + split :]
+                target[: keep - split] = values[split:]
 
     def items(self) -> WindowItems:
         self.flush()
         # Once full, the oldest item sits where the next one goes.
         recorded, size = self._recorded, self.size
         order = np.arange(recorded) if recorded <= size else (np.arange(size) + recorded) % size
-        return WindowItems(
-            stamps=self.stamps[order],
-            scores=self.scores[order],
-            flags=self.flags[order],
-            latent_mu=self.latent_mu[order],
-            features=None if self.features is None else self.features[order],
-        )
+        return _items(self.stamps[order], self.flags[order], self.rows[order])
+
+
+_JOIN = b"".join
+
+
+def _items(
+    stamps: npt.NDArray[np.int64], flags: npt.NDArray[np.bool_], rows: np.ndarray
+) -> WindowItems:
+    """Items from their rows (copies, aligned: the tests read them many times)."""
+    features = rows["features"] if rows.dtype.names and "features" in rows.dtype.names else None
+    return WindowItems(
+        stamps=stamps,
+        scores=np.ascontiguousarray(rows["score"]),
+        flags=flags,
+        latent_mu=np.ascontiguousarray(rows["code"]),
+        features=None if features is None else np.ascontiguousarray(features),
+    )
 
 
 def _views(
     raw: np.ndarray, size: int, latent_dim: int, features: int | None
-) -> tuple[
-    npt.NDArray[np.int64], Float64Array, npt.NDArray[np.bool_], FloatArray, FloatArray | None
-]:
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_], np.ndarray]:
     offset = _HEADER_BYTES
     stamps = raw[offset : offset + 8 * size].view(np.int64)
     offset += 8 * size
-    scores = raw[offset : offset + 8 * size].view(np.float64)
-    offset += 8 * size
     flags = raw[offset : offset + size].view(np.bool_)
     offset += _padded(size)
-    codes = raw[offset : offset + 4 * size * latent_dim].view(np.float32).reshape(size, latent_dim)
-    offset += 4 * size * latent_dim
-    table = None
-    if features is not None:
-        table = raw[offset : offset + 4 * size * features].view(np.float32).reshape(size, features)
-    return stamps, scores, flags, codes, table
+    row = row_dtype(latent_dim, features)
+    rows = raw[offset : offset + size * row.itemsize].view(row)
+    return stamps, flags, rows
 
 
 def read_window(raw: np.ndarray) -> WindowItems:
@@ -289,17 +278,11 @@ def read_window(raw: np.ndarray) -> WindowItems:
         raise WindowLayoutError("not a window file")
     if len(raw) != window_bytes(size, latent_dim, columns):
         raise WindowLayoutError("window file of the wrong length")
-    stamps, scores, flags, codes, table = _views(raw, size, latent_dim, columns)
+    stamps, flags, rows = _views(raw, size, latent_dim, columns)
     # The slots written so far (a stamp of 0 was never written), oldest first.
     filled = np.flatnonzero(stamps > 0)
     order = filled[np.argsort(stamps[filled], kind="stable")]
-    return WindowItems(
-        stamps=stamps[order],
-        scores=scores[order],
-        flags=flags[order],
-        latent_mu=codes[order],
-        features=None if table is None else table[order],
-    )
+    return _items(stamps[order], flags[order], rows[order])
 
 
 def merge_windows(parts: list[WindowItems], size: int) -> WindowItems | None:

@@ -20,6 +20,7 @@ from service.monitoring.feedback import (
     request_key,
     request_keys,
 )
+from service.monitoring.kept_aside import MOST_KEPT
 from service.monitoring.shared import WindowHome
 
 T = 2.5  # the rings' threshold: items scored above it are flagged
@@ -45,6 +46,22 @@ def test_labels_find_single_items_and_batch_items() -> None:
         (False, True),
         (True, True),
     ]
+
+
+def test_what_waits_for_a_write_never_outgrows_the_ring() -> None:
+    # A burst between writes: the ring's own size bounds what waits, and the items it would
+    # have kept are all there.
+    ring = FeedbackRing(16, threshold=T)
+    for i in range(1_000):
+        ring.remember(f"burst-{i}", np.array([float(i)]))
+    assert len(ring._kept.entries) == 16
+    keys, anomaly = label_keys([(f"burst-{i}", 0, True) for i in range(980, 1_000)])
+    assert ring.label(keys, anomaly).sum() == 16  # 984..999; 980..983 were pushed out
+    # A large ring (VAE_MONITOR_FEEDBACK_ITEMS up to 1,000,000) waits with MOST_KEPT at most.
+    large = FeedbackRing(100_000, threshold=T)
+    for i in range(MOST_KEPT + 500):
+        large.remember(f"stalled-{i}", np.array([1.0]))
+    assert len(large._kept.entries) == MOST_KEPT
 
 
 def test_a_full_ring_forgets_its_oldest_items() -> None:

@@ -45,7 +45,8 @@ def test_the_window_keeps_the_last_items_oldest_first(batches: list[int]) -> Non
     np.testing.assert_array_equal(items.latent_mu[:, 1], expected)
     assert items.features is not None
     np.testing.assert_array_equal(items.features[:, 2], expected)
-    assert window.recorded == start
+    # Items kept aside that 5 newer ones pushed out before the write are not written.
+    assert min(start, 5) <= window.recorded <= start
     assert np.all(np.diff(items.seconds) >= 0)
 
 
@@ -145,11 +146,43 @@ def test_a_batch_that_does_not_fit_is_counted_whole_and_the_others_kept() -> Non
     assert window.recorded == 5
 
 
+def test_single_items_of_the_models_own_types_are_kept_as_their_bytes() -> None:
+    # The request path's usual case: one item, float64 score, float32 code and features,
+    # joined as they are; anything else (not contiguous, another width) goes the batch way.
+    window = ScoreWindow(6, 2, 3, threshold=THRESHOLD)
+    for i in range(4):
+        score = np.array([float(i)])
+        window.record(score, np.full((1, 2), i, np.float32), np.full((1, 3), i, np.float32))
+    strided = np.zeros((1, 4), np.float32)[:, ::2] + 4  # a code of 2, not contiguous
+    window.record(np.array([4.0]), strided, np.full((1, 3), 4, np.float32))
+    window.record(np.array([9.0]), np.zeros((1, 2), np.float32), np.zeros((1, 4), np.float32))
+    assert window.errors == 1  # the features of 4 where the window keeps 3
+    window.record(np.array([5.0]), np.full((1, 2), 5, np.float32), np.full((1, 3), 5, np.float32))
+    items = window.items()
+    np.testing.assert_array_equal(items.scores, [0, 1, 2, 3, 4, 5])
+    np.testing.assert_array_equal(items.latent_mu, np.repeat(np.arange(6.0)[:, None], 2, 1))
+    assert items.features is not None
+    np.testing.assert_array_equal(items.features, np.repeat(np.arange(6.0)[:, None], 3, 1))
+    np.testing.assert_array_equal(items.flags, np.arange(6) > THRESHOLD)
+
+
+def test_what_waits_for_a_write_never_outgrows_the_window() -> None:
+    # Single items are kept without a count (the request path's cheapest way): the deque
+    # keeps as many as the ring holds, pushing out those the write would overwrite anyway.
+    window = ScoreWindow(7, 2, None, threshold=THRESHOLD)
+    for i in range(10_000):
+        window.record(np.array([float(i)]), np.full((1, 2), i, np.float32), None)
+    assert len(window._kept.entries) == 7
+    np.testing.assert_array_equal(window.items().scores, np.arange(9_993, 10_000))
+    assert window.recorded == 7
+
+
 def test_batches_recorded_from_threads_while_another_flushes_are_all_written() -> None:
     # Executor threads record while the event loop's timer writes: none may be lost between
     # the kept-aside queue and the ring (service.monitoring.kept_aside).
+    # 4,000 items: fewer than may wait for a write (kept_aside.MOST_KEPT), so every one counts.
     window = ScoreWindow(50_000, 2, None, threshold=THRESHOLD)
-    per_thread, threads = 5_000, 4
+    per_thread, threads = 1_000, 4
     done = threading.Event()
 
     def flush_until_done() -> None:
