@@ -24,7 +24,7 @@ setup: $(BIN)/.installed  ## create .venv with training, serving and test depend
 test: setup browser-deps java-deps bench-tools  ## run the whole test suite
 	$(BIN)/pytest
 
-bench-tools:  ## Debian's h2load (nghttp2-client) and libb64: the gRPC bench's clients, and h2load for the test that leaves gRPC streams as a load generator does (installs only when missing)
+bench-tools:  ## Debian's h2load (nghttp2-client) and libb64: the gRPC bench's clients, and h2load for the test that leaves gRPC streams as a load generator does; valgrind for bench.monitor_instructions (installs only when missing)
 	scripts/bench-tools.sh
 
 java-deps:  ## Debian's Java 17 for Spark's local mode in the batch-scoring tests (installs only when missing)
