@@ -240,7 +240,8 @@ _JOIN = b"".join
 def _items(
     stamps: npt.NDArray[np.int64], flags: npt.NDArray[np.bool_], rows: np.ndarray
 ) -> WindowItems:
-    """Items from their rows (copies, aligned: the tests read them many times)."""
+    """Items from their rows: copies, each field contiguous and aligned (the drift tests read
+    them many times; a field of a packed row is neither)."""
     features = rows["features"] if rows.dtype.names and "features" in rows.dtype.names else None
     return WindowItems(
         stamps=stamps,
