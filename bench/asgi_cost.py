@@ -148,10 +148,12 @@ async def measure(rounds: int, requests: int, model: str) -> list[tuple[str, lis
 @contextlib.asynccontextmanager
 async def monitored_app(
     model: str, requests: int
-) -> AsyncIterator[tuple[Runner, Callable[[bool], None]]]:
-    """The app with single-item /anomaly-score warmed up: (one request, attach(bool)), the
-    models' monitors attached or detached as VAE_MONITORING=false leaves them on the request
-    path (`model.monitor` is None); attached again at the end."""
+) -> AsyncIterator[tuple[Runner, Callable[[bool], None], Callable[[], None]]]:
+    """The app with single-item /anomaly-score warmed up: (one request, attach(bool),
+    write_kept()), the models' monitors attached or detached as VAE_MONITORING=false leaves
+    them on the request path (`model.monitor` is None), and what the app's timer does
+    (service.dataplane.monitor_flush: each attached monitor writes what it kept); attached
+    again at the end."""
     async with running_app(model) as (app, rows):
         inner = app
         while not hasattr(inner, "state"):  # the layers around the app keep the next in .app
@@ -166,11 +168,16 @@ async def monitored_app(
             for served in repository:
                 served.monitor = monitors[id(served)] if attached else None
 
+        def write_kept() -> None:
+            for served in repository:
+                if served.monitor is not None:
+                    served.monitor.flush()
+
         one = _runner(app, "anomaly-score", "/anomaly-score", JSON, json_inputs(rows[:1]))
         for _ in range(requests // 2):  # warm-up
             await one()
         try:
-            yield one, attach
+            yield one, attach, write_kept
         finally:
             attach(True)
 
@@ -180,7 +187,7 @@ async def monitoring_pairs(rounds: int, requests: int, model: str) -> list[tuple
     round in one process: (off, on) CPU us per request for each pair. Alternating in one
     process keeps the machine's drift, which moves whole processes by 10 us, out of the
     difference."""
-    async with monitored_app(model, requests) as (one, attach):
+    async with monitored_app(model, requests) as (one, attach, _):
         pairs = []
         for _ in range(rounds):
             figures = []
@@ -200,7 +207,7 @@ async def monitoring_interleaved(
     +-2); what monitoring does to the cache of the requests around it is shared between the
     sides, so this is its own cost, and `monitoring_pairs` the cost to a server that
     monitors every request (bench/MONITORING.md has both)."""
-    async with monitored_app(model, requests) as (one, attach):
+    async with monitored_app(model, requests) as (one, attach, _):
         clock = time.process_time_ns
         pairs = []
         for round_number in range(rounds):

@@ -59,34 +59,16 @@ def _handshake(folder: Path, name: str) -> None:
 async def _serve_phases(requests: int, write_every: int, folder: Path, phases: list[str]) -> None:
     """The counted process: warm up, then each phase's requests between two handshakes."""
     import service.dataplane.monitor_flush as timer
-    from bench.asgi_cost import _runner, running_app
-    from bench.bodies import JSON, json_inputs
+    from bench.asgi_cost import monitored_app
 
     # The app's timer stopped: under callgrind a request takes ~50 times as long, so its
     # writes every 0.25 s would come every ~25 requests, each costing its fixed part (a write
     # of few items costs ~60 us, bench/MONITORING.md); here they come every `write_every`.
     timer.MONITOR_FLUSH_S = 1e9
 
-    async with running_app("default") as (app, rows):
-        inner = app
-        while not hasattr(inner, "state"):  # the layers around the app keep the next in .app
-            inner = inner.app
-        served = list(getattr(inner.state, "service", inner.state).repository)
-        monitors = {id(model): model.monitor for model in served}
-        if not any(monitors.values()):
-            raise SystemExit("monitoring is off (VAE_MONITORING=false): nothing to count")
-        one = _runner(app, "anomaly-score", "/anomaly-score", JSON, json_inputs(rows[:1]))
-
-        def write_kept() -> None:  # what the app's timer does (service.dataplane.monitor_flush)
-            for model in served:
-                if model.monitor is not None:
-                    model.monitor.flush()
-
-        for _ in range(2000):
-            await one()
+    async with monitored_app("default", 4000) as (one, attach, write_kept):
         for number, mode in enumerate(phases):
-            for model in served:
-                model.monitor = monitors[id(model)] if mode == "on" else None
+            attach(mode == "on")
             for _ in range(SETTLE):
                 await one()
             write_kept()
